@@ -1,0 +1,57 @@
+# Finds Kokkos, Kokkos Kernels and MPI and exposes them as one target, dchag::deps.
+#
+# Included both by our own build and by the installed dchagConfig.cmake, so that a consumer
+# gets exactly the same normalisation we were built with.
+#
+# Two kinds of Kokkos install exist in the wild:
+#  * a standard CMake install of Kokkos / Kokkos Kernels exports Kokkos::kokkos and
+#    Kokkos::kokkoskernels, which carry include directories and backend flags;
+#  * Debian's TriBITS build (trilinos 13.2, Kokkos 3.4.1) exports trilinos_kokkoscore and
+#    trilinos_kokkoskernels without include directories, and a Kokkos::kokkos whose include
+#    directory does not exist. Linking that Kokkos::kokkos makes CMake fail at generate time,
+#    so we build our own interface target from the real libraries instead.
+include(CMakeFindDependencyMacro)
+
+# Inside dchagConfig.cmake, find_dependency forwards REQUIRED/QUIET from the consumer's call;
+# in our own build a missing dependency is a hard error.
+macro(_dchag_find_dependency)
+  if(CMAKE_FIND_PACKAGE_NAME STREQUAL "dchag")
+    find_dependency(${ARGN})
+  else()
+    find_package(${ARGN} REQUIRED)
+  endif()
+endmacro()
+
+if(NOT TARGET dchag::deps)
+  _dchag_find_dependency(Kokkos)
+  _dchag_find_dependency(KokkosKernels)
+  _dchag_find_dependency(MPI COMPONENTS CXX)
+
+  add_library(dchag::deps INTERFACE IMPORTED)
+  if(TARGET Kokkos::kokkoskernels)
+    set_property(TARGET dchag::deps APPEND PROPERTY
+      INTERFACE_LINK_LIBRARIES Kokkos::kokkoskernels Kokkos::kokkos)
+    set(DCHAG_KOKKOS_FLAVOUR "standard")
+  elseif(TARGET trilinos_kokkoskernels)
+    if(NOT KokkosKernels_INCLUDE_DIRS)
+      message(FATAL_ERROR "dchag: found a TriBITS Kokkos Kernels without KokkosKernels_INCLUDE_DIRS")
+    endif()
+    get_filename_component(_dchag_kk_inc "${KokkosKernels_INCLUDE_DIRS}" ABSOLUTE)
+    set_property(TARGET dchag::deps APPEND PROPERTY
+      INTERFACE_LINK_LIBRARIES trilinos_kokkoskernels trilinos_kokkoscore)
+    set_property(TARGET dchag::deps APPEND PROPERTY
+      INTERFACE_INCLUDE_DIRECTORIES "${_dchag_kk_inc}")
+    # Debian's libraries were compiled with -O2 but without -DNDEBUG; nothing else is needed.
+    set(DCHAG_KOKKOS_FLAVOUR "tribits")
+  else()
+    message(FATAL_ERROR "dchag: Kokkos Kernels was found but exports neither Kokkos::kokkoskernels "
+                        "nor trilinos_kokkoskernels; point KokkosKernels_DIR at a standard install")
+  endif()
+  set_property(TARGET dchag::deps APPEND PROPERTY INTERFACE_LINK_LIBRARIES MPI::MPI_CXX)
+
+  # Which execution spaces the Kokkos we found has (used to pick test spaces and to report).
+  set(DCHAG_KOKKOS_DEVICES "${Kokkos_DEVICES}")
+  if(NOT Kokkos_FIND_QUIETLY)
+    message(STATUS "dchag: Kokkos ${Kokkos_VERSION} (${DCHAG_KOKKOS_FLAVOUR}), devices: ${Kokkos_DEVICES}")
+  endif()
+endif()

@@ -1,0 +1,51 @@
+#ifndef DCHAG_KERNELS_GEMM_HPP
+#define DCHAG_KERNELS_GEMM_HPP
+
+// C = alpha * op(A) * op(B) + beta * C on LayoutRight matrices, through KokkosBlas::gemm
+// (OpenBLAS / cuBLAS / rocBLAS where Kokkos Kernels has the TPL, its own kernels otherwise).
+
+#include <KokkosBlas3_gemm.hpp>
+#include <Kokkos_Core.hpp>
+
+#include <dchag/core/error.hpp>
+
+namespace dchag {
+
+enum class Op { N, T };
+
+namespace Impl {
+inline const char* blas_char(Op op) { return op == Op::N ? "N" : "T"; }
+
+template <class V>
+std::size_t op_rows(Op op, const V& v) { return op == Op::N ? v.extent(0) : v.extent(1); }
+template <class V>
+std::size_t op_cols(Op op, const V& v) { return op == Op::N ? v.extent(1) : v.extent(0); }
+
+inline const char* op_name(Op op) { return op == Op::N ? "" : "^T"; }
+
+template <class AV, class BV, class CV>
+void check_gemm(const char* where, Op opa, Op opb, const AV& A, const BV& B, const CV& C) {
+  static_assert(AV::rank == 2 && BV::rank == 2 && CV::rank == 2, "gemm takes matrices");
+  require_nonempty(where, A);
+  require_nonempty(where, B);
+  require_nonempty(where, C);
+  const bool ok = op_cols(opa, A) == op_rows(opb, B) && op_rows(opa, A) == C.extent(0) &&
+                  op_cols(opb, B) == C.extent(1);
+  require(ok, where, ": cannot multiply A", op_name(opa), " with A = ", shape_of(A), " by B",
+          op_name(opb), " with B = ", shape_of(B), " into C = ", shape_of(C));
+}
+}  // namespace Impl
+
+template <class ExecSpace, class AV, class BV, class CV>
+void gemm(const ExecSpace& space, Op opa, Op opb, typename CV::non_const_value_type alpha,
+          const AV& A, const BV& B, typename CV::non_const_value_type beta, const CV& C) {
+  Impl::check_gemm("dchag::gemm", opa, opb, A, B, C);
+  // Kokkos Kernels 3.4 has no gemm overload taking an execution-space instance: it runs on the
+  // default instance, so work queued on `space` must be complete before it starts.
+  space.fence();
+  KokkosBlas::gemm(Impl::blas_char(opa), Impl::blas_char(opb), alpha, A, B, beta, C);
+}
+
+}  // namespace dchag
+
+#endif

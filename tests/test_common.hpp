@@ -1,0 +1,107 @@
+#ifndef DCHAG_TESTS_TEST_COMMON_HPP
+#define DCHAG_TESTS_TEST_COMMON_HPP
+
+#include <doctest/doctest.h>
+
+#include <Eigen/Dense>
+#include <Kokkos_Core.hpp>
+#include <cstdint>
+#include <random>
+#include <tuple>
+#include <type_traits>
+
+#include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/view.hpp>
+
+namespace dchag_test {
+
+// One test case, every enabled execution space, float and double.
+template <class Space, class Scalar>
+struct Case {
+  using space = Space;
+  using scalar = Scalar;
+};
+
+#if defined(KOKKOS_ENABLE_SERIAL)
+#define DCHAG_TEST_SERIAL_CASES dchag_test::Case<Kokkos::Serial, float>, \
+                                dchag_test::Case<Kokkos::Serial, double>
+#endif
+#if defined(KOKKOS_ENABLE_OPENMP)
+#define DCHAG_TEST_OPENMP_CASES , dchag_test::Case<Kokkos::OpenMP, float>, \
+                                  dchag_test::Case<Kokkos::OpenMP, double>
+#else
+#define DCHAG_TEST_OPENMP_CASES
+#endif
+#if defined(KOKKOS_ENABLE_CUDA)
+#define DCHAG_TEST_CUDA_CASES , dchag_test::Case<Kokkos::Cuda, float>, \
+                                dchag_test::Case<Kokkos::Cuda, double>
+#else
+#define DCHAG_TEST_CUDA_CASES
+#endif
+#if defined(KOKKOS_ENABLE_HIP)
+#define DCHAG_TEST_HIP_CASES , dchag_test::Case<dchag::HipExecSpace, float>, \
+                               dchag_test::Case<dchag::HipExecSpace, double>
+#else
+#define DCHAG_TEST_HIP_CASES
+#endif
+
+using AllCases = std::tuple<DCHAG_TEST_SERIAL_CASES DCHAG_TEST_OPENMP_CASES
+                                DCHAG_TEST_CUDA_CASES DCHAG_TEST_HIP_CASES>;
+
+// Tolerances that pass float rounding on the shapes we test but catch any wrong index.
+template <class T>
+constexpr double tol() {
+  return std::is_same<T, float>::value ? 2e-4 : 1e-11;
+}
+
+template <class T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Random values in [lo, hi), never constant, reproducible from the seed.
+template <class View>
+void fill_random(const View& v, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  auto h = Kokkos::create_mirror_view(v);
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  auto* p = h.data();
+  for (std::size_t i = 0; i < h.span(); ++i) p[i] = static_cast<typename View::value_type>(dist(gen));
+  Kokkos::deep_copy(v, h);
+}
+
+template <class View>
+auto to_host(const View& v) {
+  auto h = Kokkos::create_mirror_view(v);
+  Kokkos::deep_copy(h, v);
+  return h;
+}
+
+// A rank-2 view as an Eigen matrix in double (references are computed in double).
+template <class View>
+Matrix<double> to_eigen(const View& v) {
+  auto h = to_host(v);
+  Matrix<double> m(h.extent(0), h.extent(1));
+  for (std::size_t i = 0; i < h.extent(0); ++i)
+    for (std::size_t j = 0; j < h.extent(1); ++j) m(i, j) = static_cast<double>(h(i, j));
+  return m;
+}
+
+template <class View>
+Eigen::VectorXd to_eigen_vector(const View& v) {
+  auto h = to_host(v);
+  Eigen::VectorXd x(h.extent(0));
+  for (std::size_t i = 0; i < h.extent(0); ++i) x(i) = static_cast<double>(h(i));
+  return x;
+}
+
+// Largest |a - b| relative to the largest |b| (at least 1).
+template <class A, class B>
+double rel_diff(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
+  REQUIRE(a.rows() == b.rows());
+  REQUIRE(a.cols() == b.cols());
+  const double scale = std::max(1.0, b.cwiseAbs().maxCoeff());
+  return (a - b).cwiseAbs().maxCoeff() / scale;
+}
+
+}  // namespace dchag_test
+
+#endif
