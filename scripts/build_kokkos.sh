@@ -35,6 +35,7 @@ case "$backend" in
 esac
 cache=${DCHAG_DEPS_PREFIX:-$HOME/.cache/dchag}
 prefix=${2:-$cache/kokkos-$KOKKOS_VERSION-$backend}
+prefix=$(realpath -m "$prefix")
 stamp=$prefix/.dchag-kokkos-stamp
 hip_arch=${DCHAG_KOKKOS_ARCH:-Kokkos_ARCH_VEGA908}
 stamp_text="kokkos=$KOKKOS_VERSION kokkoskernels=$KOKKOS_VERSION backend=$backend"
@@ -193,7 +194,7 @@ if [[ ! -e $prefix ]] || [[ -z "$(ls -A "$prefix")" ]]; then
 fi
 rm -rf "$buildroot/kokkos" "$buildroot/kokkos-kernels"
 
-common=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=17 -DCMAKE_CXX_EXTENSIONS=OFF
+common=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=17
         -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib
         -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON)
 # No explicit template instantiation: kernels are instantiated in the code that calls them.
@@ -230,7 +231,7 @@ case "$backend" in
     export HIP_PLATFORM=amd
     command -v hipcc >/dev/null || die "hipcc not found (scripts/install_deps.sh hip)"
     kokkos_opts=(-DCMAKE_CXX_COMPILER="$(command -v hipcc)" -DKokkos_ENABLE_SERIAL=ON
-                 -DKokkos_ENABLE_HIP=ON -D"$hip_arch"=ON)
+                 -DKokkos_ENABLE_HIP=ON "-D$hip_arch=ON")
     kk_opts=(-DKokkosKernels_ENABLE_TPL_BLAS=OFF -DKokkosKernels_ENABLE_TPL_LAPACK=OFF)
     ;;
 esac

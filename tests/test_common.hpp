@@ -48,6 +48,17 @@ struct Case {
 using AllCases = std::tuple<DCHAG_TEST_SERIAL_CASES DCHAG_TEST_OPENMP_CASES
                                 DCHAG_TEST_CUDA_CASES DCHAG_TEST_HIP_CASES>;
 
+// Gradient checks run in double only: finite differences in float measure rounding, not bugs.
+template <class Tuple>
+struct DoubleOnly;
+template <class... Cs>
+struct DoubleOnly<std::tuple<Cs...>> {
+  using type = decltype(std::tuple_cat(
+      std::declval<std::conditional_t<std::is_same<typename Cs::scalar, double>::value,
+                                       std::tuple<Cs>, std::tuple<>>>()...));
+};
+using DoubleCases = typename DoubleOnly<AllCases>::type;
+
 // Tolerances that pass float rounding on the shapes we test but catch any wrong index.
 template <class T>
 constexpr double tol() {

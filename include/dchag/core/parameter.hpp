@@ -1,0 +1,61 @@
+#ifndef DCHAG_CORE_PARAMETER_HPP
+#define DCHAG_CORE_PARAMETER_HPP
+
+// A trainable tensor as the optimiser, the checkpoint code and the gradient checks see it: a flat
+// view of the values and of the gradient, under its PyTorch (ClimaX) name and logical shape.
+// Layers own the storage; a Parameter only refers to it, so a ParameterList is rebuilt from the
+// model whenever it is needed and never outlives the model.
+
+#include <Kokkos_Core.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <dchag/core/view.hpp>
+
+namespace dchag {
+
+template <class T, class ExecSpace>
+struct Parameter {
+  std::string name;
+  std::vector<std::size_t> shape;
+  Unmanaged<T*, ExecSpace> value;
+  Unmanaged<T*, ExecSpace> grad;
+  // AdamW's decoupled weight decay applies to weight matrices only: never to norms, biases or
+  // embeddings (as in ClimaX and timm).
+  bool decay = false;
+
+  std::size_t size() const { return value.extent(0); }
+};
+
+template <class T, class ExecSpace>
+using ParameterList = std::vector<Parameter<T, ExecSpace>>;
+
+namespace Impl {
+
+template <class T, class ExecSpace, class ValueView, class GradView>
+void add_parameter(ParameterList<T, ExecSpace>& list, std::string name, const ValueView& value,
+                   const GradView& grad, bool decay) {
+  std::vector<std::size_t> shape;
+  for (unsigned r = 0; r < ValueView::rank; ++r) shape.push_back(value.extent(r));
+  list.push_back({std::move(name), std::move(shape),
+                  Unmanaged<T*, ExecSpace>(value.data(), value.size()),
+                  Unmanaged<T*, ExecSpace>(grad.data(), grad.size()), decay});
+}
+
+// Stable 64-bit FNV-1a of a parameter name: the random stream a parameter is initialised from.
+// Initial values then depend only on (seed, name, index), not on construction order or on which
+// rank holds which slice.
+inline std::uint64_t name_stream(const std::string& name) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace Impl
+}  // namespace dchag
+
+#endif

@@ -1,0 +1,13 @@
+#ifndef DCHAG_DCHAG_HPP
+#define DCHAG_DCHAG_HPP
+
+// Umbrella header: the whole public interface of dchag, in the order data flows through it.
+
+#include <dchag/core/error.hpp>
+#include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/view.hpp>
+
+#include <dchag/kernels/batched_gemm.hpp>
+#include <dchag/kernels/gemm.hpp>
+
+#endif

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what is missing, then configures, builds and runs the test suite.
+#   scripts/test.sh            Debian's Kokkos (Serial backend)
+#   scripts/test.sh openmp     Kokkos with OpenMP, built on first use into ~/.cache/dchag
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset="${1:-serial}"
+bash scripts/install_deps.sh
+if [ "$preset" = openmp ]; then
+  bash scripts/build_kokkos.sh openmp
+fi
+cmake --workflow --preset "$preset"
