@@ -8,6 +8,12 @@
 #include <dchag/core/view.hpp>
 
 #include <dchag/kernels/batched_gemm.hpp>
+#include <dchag/kernels/bias.hpp>
+#include <dchag/kernels/gelu.hpp>
 #include <dchag/kernels/gemm.hpp>
+#include <dchag/kernels/layer_norm.hpp>
+#include <dchag/kernels/patchify.hpp>
+#include <dchag/kernels/reductions.hpp>
+#include <dchag/kernels/softmax.hpp>
 
 #endif

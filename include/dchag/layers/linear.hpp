@@ -77,6 +77,8 @@ class Linear {
   // Forward multiply-adds x2 for `rows` rows; backward costs twice that.
   double flops(std::size_t rows) const { return 2.0 * rows * in_ * out_; }
 
+  // The result of the last forward (kept until the next one).
+  const matrix& output() const { return y_; }
   const matrix& weight() const { return weight_; }
   const View1<T, ExecSpace>& bias() const { return bias_; }
   const matrix& grad_weight() const { return grad_weight_; }
