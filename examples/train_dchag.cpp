@@ -101,7 +101,7 @@ double mean(const std::vector<double>& v, std::size_t begin, std::size_t end) {
   return s / double(end - begin);
 }
 
-template <class Partial>
+template <template <class, class> class Partial>
 int run(const Options& o) {
   Space space;
   const dchag::ModelConfig& mc = o.model;

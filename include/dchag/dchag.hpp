@@ -4,7 +4,11 @@
 // Umbrella header: the whole public interface of dchag, in the order data flows through it.
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/init.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/memory_tracker.hpp>
+#include <dchag/core/parameter.hpp>
+#include <dchag/core/random.hpp>
 #include <dchag/core/view.hpp>
 
 #include <dchag/kernels/batched_gemm.hpp>
@@ -15,5 +19,32 @@
 #include <dchag/kernels/patchify.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/kernels/softmax.hpp>
+
+#include <dchag/layers/cross_attention.hpp>
+#include <dchag/layers/embeddings.hpp>
+#include <dchag/layers/layer_norm.hpp>
+#include <dchag/layers/linear.hpp>
+#include <dchag/layers/mlp.hpp>
+#include <dchag/layers/patch_embed.hpp>
+#include <dchag/layers/self_attention.hpp>
+
+#include <dchag/aggregation/cross_attention_aggregator.hpp>
+#include <dchag/aggregation/hierarchy.hpp>
+#include <dchag/aggregation/linear_aggregator.hpp>
+
+#include <dchag/model/channel_vit.hpp>
+#include <dchag/model/config.hpp>
+#include <dchag/model/encoder.hpp>
+#include <dchag/model/forecast_head.hpp>
+#include <dchag/model/vit_block.hpp>
+
+#include <dchag/train/adamw.hpp>
+#include <dchag/train/grad_clip.hpp>
+#include <dchag/train/losses.hpp>
+#include <dchag/train/schedule.hpp>
+#include <dchag/train/trainer.hpp>
+
+#include <dchag/io/hyperspectral.hpp>
+#include <dchag/io/weather.hpp>
 
 #endif

@@ -15,7 +15,8 @@ namespace {
 
 std::uint64_t foreign_allocations = 0, foreign_deallocations = 0;
 
-void foreign_allocate(const Kokkos::Tools::SpaceHandle, const char*, const void*, const std::uint64_t) {
+void foreign_allocate(const Kokkos::Tools::SpaceHandle, const char*, const void*,
+                      const std::uint64_t) {
   ++foreign_allocations;
 }
 void foreign_deallocate(const Kokkos::Tools::SpaceHandle, const char*, const void*,

@@ -106,8 +106,8 @@ TEST_CASE("LayerNorm refuses bad shapes and settings") {
   dchag::View2<double, Space> good("good", 3, 4), dy("dy", 2, 4);
   ln.forward(space, good);
   CHECK_THROWS_WITH_AS(ln.backward(space, dy), doctest::Contains("'dy'[2, 4]"), dchag::Error);
-  CHECK_THROWS_AS(dchag::LayerNorm<double, Space>("bad", 0), dchag::Error);
-  CHECK_THROWS_AS(dchag::LayerNorm<double, Space>("bad", 4, 0.0), dchag::Error);
+  CHECK_THROWS_AS((dchag::LayerNorm<double, Space>("bad", 0)), dchag::Error);
+  CHECK_THROWS_AS((dchag::LayerNorm<double, Space>("bad", 4, 0.0)), dchag::Error);
   dchag::LayerNorm<double, Space> unused("unused", 4);
   CHECK_THROWS_AS(unused.backward(space, good), dchag::Error);
 }

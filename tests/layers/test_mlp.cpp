@@ -130,5 +130,5 @@ TEST_CASE("Mlp refuses bad shapes") {
   dchag::View2<double, Space> good("good", 3, 4), dy("dy", 3, 5);
   mlp.forward(space, good);
   CHECK_THROWS_WITH_AS(mlp.backward(space, dy), doctest::Contains("'dy'[3, 5]"), dchag::Error);
-  CHECK_THROWS_AS(dchag::Mlp<double, Space>("bad", 4, 0), dchag::Error);
+  CHECK_THROWS_AS((dchag::Mlp<double, Space>("bad", 4, 0)), dchag::Error);
 }

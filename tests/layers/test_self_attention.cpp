@@ -178,7 +178,7 @@ TEST_CASE("SelfAttention refuses bad shapes and settings") {
   attn.forward(space, x, 2, 5);
   CHECK_THROWS_WITH_AS(attn.backward(space, dy), doctest::Contains("'dy'[10, 11]"),
                        dchag::Error);
-  CHECK_THROWS_WITH_AS(dchag::SelfAttention<double, Space>("bad", 12, 0, 4),
+  CHECK_THROWS_WITH_AS((dchag::SelfAttention<double, Space>("bad", 12, 0, 4)),
                        doctest::Contains("heads = 0"), dchag::Error);
-  CHECK_THROWS_AS(dchag::SelfAttention<double, Space>("bad", 12, 3, -4), dchag::Error);
+  CHECK_THROWS_AS((dchag::SelfAttention<double, Space>("bad", 12, 3, -4)), dchag::Error);
 }

@@ -198,11 +198,11 @@ TEST_CASE_TEMPLATE_APPLY(enc_bwd, DoubleCases);
 TEST_CASE("Block and Encoder refuse bad shapes and settings") {
   using Space = Kokkos::DefaultExecutionSpace;
   Space space;
-  CHECK_THROWS_WITH_AS(dchag::Block<double, Space>("blocks.0", 10, 3),
+  CHECK_THROWS_WITH_AS((dchag::Block<double, Space>("blocks.0", 10, 3)),
                        doctest::Contains("heads * head_dim must equal dim"), dchag::Error);
   CHECK_THROWS_WITH_AS((dchag::Encoder<double, Space>(10, 2, 4)),
                        doctest::Contains("blocks.0"), dchag::Error);
-  CHECK_THROWS_AS(dchag::Block<double, Space>("blocks.0", 12, 0), dchag::Error);
+  CHECK_THROWS_AS((dchag::Block<double, Space>("blocks.0", 12, 0)), dchag::Error);
   dchag::Block<double, Space> block("blocks.0", 12, 3);
   dchag::View2<double, Space> x("x", 10, 13);
   CHECK_THROWS_WITH_AS(block.forward(space, x, 2, 5), doctest::Contains("'x'[10, 13]"),

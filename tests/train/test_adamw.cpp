@@ -284,8 +284,8 @@ TEST_CASE("AdamW refuses a parameter list that does not match its state") {
   duplicated[2] = duplicated[0];
   CHECK_THROWS_WITH_AS(opt.step(space, duplicated), doctest::Contains("appears twice"),
                        dchag::Error);
-  CHECK_THROWS_WITH_AS(dchag::AdamW<T, Space>(duplicated), doctest::Contains("appears twice"),
-                       dchag::Error);
+  using Opt = dchag::AdamW<T, Space>;
+  CHECK_THROWS_WITH_AS(Opt{duplicated}, doctest::Contains("appears twice"), dchag::Error);
   // Nothing was stepped by the refused calls.
   CHECK(opt.step_count() == 0);
 }

@@ -120,12 +120,14 @@ TEST_CASE_TEMPLATE_APPLY(lat_w, AllCases);
 
 TEST_CASE("latitude weights refuse bad latitudes") {
   using Space = Kokkos::DefaultExecutionSpace;
-  CHECK_THROWS_WITH_AS(dchag::latitude_weights<double, Space>({}),
-                       doctest::Contains("no latitudes"), dchag::Error);
-  CHECK_THROWS_WITH_AS(dchag::latitude_weights<double, Space>({0.0, 95.0}),
-                       doctest::Contains("[-90, 90]"), dchag::Error);
-  CHECK_THROWS_WITH_AS(dchag::latitude_weights<double, Space>({90.0, -90.0}),
-                       doctest::Contains("poles"), dchag::Error);
+  auto weights = [](std::vector<double> lat) {
+    return dchag::latitude_weights<double, Space>(lat);
+  };
+  CHECK_THROWS_WITH_AS(weights({}), doctest::Contains("no latitudes"), dchag::Error);
+  CHECK_THROWS_WITH_AS(weights({0.0, 95.0}), doctest::Contains("[-90, 90]"), dchag::Error);
+  CHECK_THROWS_WITH_AS(weights({0.0, std::nan("")}), doctest::Contains("[-90, 90]"),
+                       dchag::Error);
+  CHECK_THROWS_WITH_AS(weights({90.0, -90.0}), doctest::Contains("poles"), dchag::Error);
 }
 
 TEST_CASE_TEMPLATE_DEFINE("lat_weighted_mse matches a loop reference", C, lat_mse) {

@@ -20,6 +20,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -43,7 +45,8 @@ decltype(auto) element(const View& v, const std::size_t* idx, std::index_sequenc
 }
 
 template <class Tmp, class View, std::size_t... I>
-Tmp same_extents(const char* label, const View& v, std::index_sequence<I...>) {
+Tmp same_extents(const std::string& label, const View& v, std::index_sequence<I...>) {
+  // The label must be a std::string: view_alloc takes a const char* for user memory.
   return Tmp(Kokkos::view_alloc(Kokkos::WithoutInitializing, label), v.extent(I)...);
 }
 
@@ -137,7 +140,7 @@ inline double normal_mass(double stddev, double lo, double hi) {
 }
 
 struct TruncatedNormalValue {
-  CounterRng rng;
+  ::dchag::CounterRng rng;
   double stddev, lo, hi;
   static constexpr std::uint64_t max_draws = 100000;  // >= 1e-3 acceptance: fails with p < e^-100
   double operator()(std::uint64_t index) const {
@@ -152,17 +155,17 @@ struct TruncatedNormalValue {
 
 inline TruncatedNormalValue truncated_normal_value(std::uint64_t seed, std::uint64_t stream,
                                                    double stddev, double lo, double hi) {
-  require(std::isfinite(stddev) && stddev > 0, "truncated_normal: std must be positive and finite, got ",
-          stddev);
+  require(std::isfinite(stddev) && stddev > 0,
+          "truncated_normal: std must be positive and finite, got ", stddev);
   require(lo < hi, "truncated_normal: need lo < hi, got lo = ", lo, ", hi = ", hi);
   const double mass = normal_mass(stddev, lo, hi);
   require(mass >= 1e-3, "truncated_normal: [", lo, ", ", hi, "] holds only ", mass,
           " of a normal with std ", stddev, "; rejection sampling needs at least 1e-3");
-  return TruncatedNormalValue{CounterRng(seed, stream), stddev, lo, hi};
+  return TruncatedNormalValue{::dchag::CounterRng(seed, stream), stddev, lo, hi};
 }
 
 struct UniformValue {
-  CounterRng rng;
+  ::dchag::CounterRng rng;
   double lo, width;
   double operator()(std::uint64_t index) const { return std::fma(width, rng.uniform(index), lo); }
 };
@@ -170,7 +173,7 @@ struct UniformValue {
 inline UniformValue uniform_value(std::uint64_t seed, std::uint64_t stream, double lo, double hi) {
   require(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && std::isfinite(hi - lo),
           "uniform: need finite lo <= hi, got lo = ", lo, ", hi = ", hi);
-  return UniformValue{CounterRng(seed, stream), lo, hi - lo};
+  return UniformValue{::dchag::CounterRng(seed, stream), lo, hi - lo};
 }
 
 // MAE's get_1d_sincos_pos_embed_from_grid, column k of a width-dim embedding at `position`:
@@ -179,7 +182,8 @@ inline UniformValue uniform_value(std::uint64_t seed, std::uint64_t stream, doub
 inline double sincos_value(std::size_t dim, std::size_t k, std::size_t position) {
   const std::size_t half = dim / 2;
   const std::size_t j = k < half ? k : k - half;
-  const double omega = 1.0 / std::pow(10000.0, static_cast<double>(j) / (static_cast<double>(dim) / 2.0));
+  const double exponent = static_cast<double>(j) / (static_cast<double>(dim) / 2.0);
+  const double omega = 1.0 / std::pow(10000.0, exponent);
   const double angle = static_cast<double>(position) * omega;
   return k < half ? std::sin(angle) : std::cos(angle);
 }

@@ -98,9 +98,11 @@ inline void memory_tracker_on_deallocate(const Kokkos::Tools::SpaceHandle handle
 // Process-wide (all members static): Kokkos Tools callbacks are process-wide too.
 class MemoryTracker {
  public:
-  // Starts counting. Call after Kokkos::initialize: Kokkos::finalize (4.x) clears all tool
-  // callbacks. Idempotent while active; if the callbacks were replaced or cleared since, calling
-  // it again reinstalls them and restarts the counts from zero.
+  // Starts counting. Call it after Kokkos::initialize: loading a tool library (KOKKOS_TOOLS_LIBS
+  // / KOKKOS_PROFILE_LIBRARY) there overwrites both slots, with nullptr where the tool has no
+  // memory hooks. Idempotent while active; if the callbacks were replaced or cleared since
+  // (a tool's finalize hook makes Kokkos::finalize pause all callbacks), calling it again
+  // reinstalls them and restarts the counts from zero.
   //
   // The allocate/deallocate callbacks are process-wide slots. Callbacks already set (e.g. by a
   // tool loaded through KOKKOS_TOOLS_LIBS) are chained: they still see every event. But a tool
@@ -133,7 +135,9 @@ class MemoryTracker {
 
   // Space names are Kokkos's: MemorySpace::name(), e.g. "Host", "Cuda", "CudaUVM", "HIP".
   // A space never allocated in reads 0.
-  static std::uint64_t current_bytes(const std::string& space) { return usage(space).current_bytes; }
+  static std::uint64_t current_bytes(const std::string& space) {
+    return usage(space).current_bytes;
+  }
   static std::uint64_t peak_bytes(const std::string& space) { return usage(space).peak_bytes; }
   static MemoryUsage usage(const std::string& space) {
     auto& s = Impl::memory_tracker_state();

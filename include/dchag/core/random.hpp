@@ -160,8 +160,8 @@ class CounterRng {
 // names are logical and rank-independent, so every rank derives the same stream for a tensor.
 inline std::uint64_t stream_id(const std::string& name) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char ch : name) {
-    h ^= ch;
+  for (char ch : name) {
+    h ^= static_cast<unsigned char>(ch);
     h *= 0x100000001b3ULL;
   }
   return h;

@@ -25,7 +25,7 @@
 
 namespace dchag {
 
-template <class T, class ExecSpace, class Partial = LinearAggregator>
+template <class T, class ExecSpace, template <class, class> class Partial = LinearAggregator>
 class ChannelViT {
  public:
   using scalar = T;
@@ -100,7 +100,7 @@ class ChannelViT {
   // Multiply-add FLOPs x2 of one forward pass on `batch` samples (backward is about twice this).
   double forward_flops(std::size_t batch) const {
     const std::size_t L = config_.patches(), rows = batch * L;
-    return embed_.flops(batch, config_.height, config_.width) + aggregation_.flops(rows) +
+    return embed_.flops(rows) + aggregation_.flops(rows) +
            (config_.lead_time ? lead_embed_.flops(batch) : 0.0) + encoder_.flops(batch, L) +
            head_.flops(rows);
   }

@@ -1,0 +1,183 @@
+#ifndef DCHAG_AGGREGATION_LINEAR_AGGREGATOR_HPP
+#define DCHAG_AGGREGATION_LINEAR_AGGREGATOR_HPP
+
+// D-CHAG-L partial aggregator: each group of `group_size` contiguous tokens (channels, or the
+// group tokens of the level below) is reduced to one token by nn.Linear(group_size, 1) applied
+// across the token axis,
+//   out[g, n, :] = sum_c w[g, c] T[g*group_size + c, n, :] + b[g].
+// Parameters per group, with the GLOBAL group index: "{prefix}.{g}.weight" [1, group_size] and
+// "{prefix}.{g}.bias" [1].
+//
+// Partial aggregators share one interface, which ChannelAggregation relies on:
+//   Agg(prefix, groups, group_size, dim, heads, group_begin = 0)   (heads unused here)
+//   init(seed); forward(space, T[groups*group_size, N, D]) -> [groups, N, D];
+//   backward(space, d[groups, N, D], input_grad = true) -> dT; parameters(list); flops(N).
+
+#include <cstdint>
+#include <string>
+
+#include <dchag/core/error.hpp>
+#include <dchag/core/init.hpp>
+#include <dchag/core/parameter.hpp>
+#include <dchag/core/view.hpp>
+#include <dchag/kernels/reductions.hpp>
+#include <dchag/layers/embeddings.hpp>
+
+namespace dchag {
+
+template <class T, class ExecSpace>
+class LinearAggregator {
+ public:
+  using tensor = View3<T, ExecSpace>;
+  using matrix = View2<T, ExecSpace>;
+  using vector = View1<T, ExecSpace>;
+
+  LinearAggregator() = default;
+  LinearAggregator(std::string prefix, int groups, int group_size, int dim, int /*heads*/ = 1,
+                   int group_begin = 0)
+      : prefix_(std::move(prefix)), groups_(groups), group_size_(group_size), dim_(dim),
+        begin_(group_begin) {
+    Impl::require(groups > 0 && group_size > 0 && dim > 0 && group_begin >= 0,
+                  "LinearAggregator '", prefix_,
+                  "': need groups, group_size, dim > 0 and group_begin >= 0, got groups = ",
+                  groups, ", group_size = ", group_size, ", dim = ", dim,
+                  ", group_begin = ", group_begin);
+    weight_ = matrix(prefix_ + ".weight", groups_, group_size_);
+    grad_weight_ = matrix(prefix_ + ".weight.grad", groups_, group_size_);
+    bias_ = vector(prefix_ + ".bias", groups_);
+    grad_bias_ = vector(prefix_ + ".bias.grad", groups_);
+  }
+
+  // As every nn.Linear under ClimaX's _init_weights: weight trunc_normal(std), bias zero.
+  void init(std::uint64_t seed, double std = 0.02) {
+    for (int g = 0; g < groups_; ++g)
+      truncated_normal(weight_row(weight_, g), seed, Impl::name_stream(param_name(g, "weight")),
+                       std);
+    Kokkos::deep_copy(bias_, T(0));
+  }
+
+  // tokens must stay alive until backward().
+  tensor forward(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& tokens) {
+    Impl::require(tokens.extent(0) == std::size_t(groups_) * group_size_ &&
+                      tokens.extent(2) == std::size_t(dim_) && tokens.extent(1) > 0,
+                  "LinearAggregator '", prefix_, "': input ", Impl::shape_of(tokens), " must be [",
+                  groups_, " groups x ", group_size_, " = ", groups_ * group_size_, ", N, ", dim_,
+                  "]");
+    x_ = tokens;
+    const std::size_t N = tokens.extent(1);
+    if (out_.extent(1) != N) out_ = tensor(prefix_ + ".out", groups_, N, dim_);
+    const auto x = x_;
+    const auto y = out_;
+    const auto w = weight_;
+    const auto b = bias_;
+    const std::int64_t Gs = group_size_, ND = std::int64_t(N) * dim_, D = dim_;
+    Kokkos::parallel_for(
+        "dchag::LinearAggregator::forward", Impl::flat_policy(space, y.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t g = e / ND, n = (e % ND) / D, d = e % D;
+          T s = b(g);
+          for (std::int64_t c = 0; c < Gs; ++c) s += w(g, c) * x(g * Gs + c, n, d);
+          y(g, n, d) = s;
+        });
+    return out_;
+  }
+
+  // Accumulates the weight and bias gradients; returns dL/dtokens (empty when not asked).
+  tensor backward(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& dout,
+                  bool input_grad = true) {
+    Impl::require(out_.extent(1) > 0, "LinearAggregator '", prefix_,
+                  "': backward() before forward()");
+    Impl::require(dout.extent(0) == out_.extent(0) && dout.extent(1) == out_.extent(1) &&
+                      dout.extent(2) == out_.extent(2),
+                  "LinearAggregator '", prefix_, "': output gradient ", Impl::shape_of(dout),
+                  " does not match the forward output ", Impl::shape_of(out_));
+    parameter_gradients(space, dout);
+    if (!input_grad) return tensor();
+    if (dx_.extent(1) != x_.extent(1)) dx_ = tensor(prefix_ + ".dx", x_.extent(0), x_.extent(1), dim_);
+    const auto dx = dx_;
+    const auto w = weight_;
+    const std::int64_t Gs = group_size_, ND = std::int64_t(dout.extent(1)) * dim_, D = dim_;
+    Kokkos::parallel_for(
+        "dchag::LinearAggregator::dx", Impl::flat_policy(space, dx.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t c = e / ND, n = (e % ND) / D, d = e % D;
+          dx(c, n, d) = w(c / Gs, c % Gs) * dout(c / Gs, n, d);
+        });
+    return dx_;
+  }
+
+  // Per group, as nn.Linear(group_size, 1) names them.
+  void parameters(ParameterList<T, ExecSpace>& list) const {
+    for (int g = 0; g < groups_; ++g) {
+      Impl::add_parameter<T, ExecSpace>(list, param_name(g, "weight"), weight_row(weight_, g),
+                                        weight_row(grad_weight_, g), true);
+      Impl::add_parameter<T, ExecSpace>(list, param_name(g, "bias"),
+                                        Unmanaged<T*, ExecSpace>(bias_.data() + g, 1),
+                                        Unmanaged<T*, ExecSpace>(grad_bias_.data() + g, 1), false);
+    }
+  }
+
+  double flops(std::size_t rows) const {
+    return 2.0 * groups_ * group_size_ * double(rows) * dim_;
+  }
+
+  // [groups, group_size] and [groups]: row g is group group_begin + g.
+  const matrix& weight() const { return weight_; }
+  const vector& bias() const { return bias_; }
+  const matrix& grad_weight() const { return grad_weight_; }
+  const vector& grad_bias() const { return grad_bias_; }
+  int groups() const { return groups_; }
+  int group_size() const { return group_size_; }
+  int group_begin() const { return begin_; }
+  int dim() const { return dim_; }
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  std::string param_name(int g, const char* what) const {
+    return Impl::concat(prefix_, '.', begin_ + g, '.', what);
+  }
+  Unmanaged<T**, ExecSpace> weight_row(const matrix& w, int g) const {
+    return Unmanaged<T**, ExecSpace>(w.data() + std::size_t(g) * group_size_, 1, group_size_);
+  }
+
+  // dw(g, c) += sum_{n,d} dout(g, n, d) T(g*Gs + c, n, d) and db(g) += sum_{n,d} dout(g, n, d):
+  // one team per (g, c) (c = group_size stands for the bias) reduces over all (n, d).
+  void parameter_gradients(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& dout) {
+    using Policy = Kokkos::TeamPolicy<ExecSpace>;
+    using Member = typename Policy::member_type;
+    const auto x = x_;
+    const auto gw = grad_weight_;
+    const auto gb = grad_bias_;
+    const std::int64_t Gs = group_size_, N = dout.extent(1), D = dim_;
+    Kokkos::parallel_for(
+        "dchag::LinearAggregator::dweight", Policy(space, groups_ * (group_size_ + 1), Kokkos::AUTO),
+        KOKKOS_LAMBDA(const Member& team) {
+          const std::int64_t g = team.league_rank() / (Gs + 1), c = team.league_rank() % (Gs + 1);
+          T s = 0;
+          Kokkos::parallel_reduce(
+              Kokkos::TeamThreadRange(team, N * D),
+              [&](std::int64_t e, T& acc) {
+                const std::int64_t n = e / D, d = e % D;
+                acc += c < Gs ? dout(g, n, d) * x(g * Gs + c, n, d) : dout(g, n, d);
+              },
+              s);
+          Kokkos::single(Kokkos::PerTeam(team), [&]() {
+            if (c < Gs)
+              gw(g, c) += s;
+            else
+              gb(g) += s;
+          });
+        });
+  }
+
+  std::string prefix_;
+  int groups_ = 0, group_size_ = 0, dim_ = 0, begin_ = 0;
+  matrix weight_, grad_weight_;
+  vector bias_, grad_bias_;
+  ConstTensor3<T, ExecSpace> x_;
+  tensor out_, dx_;
+};
+
+}  // namespace dchag
+
+#endif

@@ -1,0 +1,368 @@
+#ifndef DCHAG_LAYERS_CROSS_ATTENTION_HPP
+#define DCHAG_LAYERS_CROSS_ATTENTION_HPP
+
+// Multi-head cross-attention from one learnable query to K key/value tokens per row, as
+// ClimaX's channel aggregation (var_query + var_agg = torch.nn.MultiheadAttention):
+//   q = Wq query + bq                          (one vector, shared by every row)
+//   k_c = Wk T[c, n] + bk,  v_c = Wv T[c, n] + bv
+//   per head: a = softmax(q . k / sqrt(head_dim)) over the K keys,  ctx = sum_c a_c v_c
+//   out[n] = Wo concat_h(ctx) + bo
+// Input is channel-major T[K, N, D] (row n of every key token matrix is the same patch), so the
+// k|v projection is one GEMM over the K*N rows.
+//
+// Parameters as nn.MultiheadAttention names them: {name}.in_proj_weight [3*inner, D] (q|k|v
+// stacked on rows, heads contiguous inside each), {name}.in_proj_bias [3*inner],
+// {name}.out_proj.weight [D, inner], {name}.out_proj.bias [D]; the query is a separate
+// parameter [1, 1, D] named by the caller (ClimaX: "var_query" next to "var_agg").
+//
+// inner = heads*head_dim is separate from D for tensor parallelism: a rank holds heads
+// [head_begin, head_begin + heads) of total_heads (rows of in_proj column-parallel, columns of
+// out_proj row-parallel) and initialises exactly those parts of the logical tensors.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include <dchag/core/error.hpp>
+#include <dchag/core/init.hpp>
+#include <dchag/core/parameter.hpp>
+#include <dchag/core/view.hpp>
+#include <dchag/kernels/bias.hpp>
+#include <dchag/kernels/gemm.hpp>
+#include <dchag/kernels/reductions.hpp>
+#include <dchag/kernels/softmax.hpp>
+#include <dchag/layers/embeddings.hpp>
+#include <dchag/layers/linear.hpp>
+
+namespace dchag {
+
+template <class T, class ExecSpace>
+class QueryCrossAttention {
+ public:
+  using matrix = View2<T, ExecSpace>;
+  using vector = View1<T, ExecSpace>;
+  using tensor = View3<T, ExecSpace>;
+
+  QueryCrossAttention() = default;
+  // query_name: the query parameter's name (empty: name + ".query").
+  // defer_out_bias: forward() leaves out out_proj's bias, which the caller adds with
+  // add_output_bias() after summing the ranks' partial outputs (row-parallel out_proj). The
+  // bias stays a parameter of this layer, and backward() is the same in both modes.
+  // head_begin, total_heads: this layer's heads within the logical layer (total_heads 0: the
+  // layer is whole); they only decide which parts of the logical weights init() produces.
+  QueryCrossAttention(std::string name, std::string query_name, int dim, int heads, int head_dim,
+                      bool defer_out_bias = false, int head_begin = 0, int total_heads = 0)
+      : name_(std::move(name)), query_name_(std::move(query_name)), dim_(dim), heads_(heads),
+        head_dim_(head_dim), head_begin_(head_begin),
+        total_heads_(total_heads > 0 ? total_heads : heads), defer_bias_(defer_out_bias) {
+    if (query_name_.empty()) query_name_ = name_ + ".query";
+    Impl::require(dim > 0 && heads > 0 && head_dim > 0, "QueryCrossAttention '", name_,
+                  "': dim, heads and head_dim must be positive, got dim = ", dim,
+                  ", heads = ", heads, ", head_dim = ", head_dim);
+    Impl::require(head_begin >= 0 && head_begin + heads <= total_heads_, "QueryCrossAttention '",
+                  name_, "': heads [", head_begin, ", ", head_begin + heads,
+                  ") do not fit in total_heads = ", total_heads_);
+    query_ = vector(query_name_, dim_);
+    grad_query_ = vector(query_name_ + ".grad", dim_);
+    in_weight_ = matrix(name_ + ".in_proj_weight", 3 * inner(), dim_);
+    grad_in_weight_ = matrix(name_ + ".in_proj_weight.grad", 3 * inner(), dim_);
+    in_bias_ = vector(name_ + ".in_proj_bias", 3 * inner());
+    grad_in_bias_ = vector(name_ + ".in_proj_bias.grad", 3 * inner());
+    out_proj_ = Linear<T, ExecSpace>(name_ + ".out_proj", inner(), dim_, /*bias=*/false);
+    out_bias_ = vector(name_ + ".out_proj.bias", dim_);
+    grad_out_bias_ = vector(name_ + ".out_proj.bias.grad", dim_);
+    q_ = vector(name_ + ".q", inner());
+    dq_ = vector(name_ + ".dq", inner());
+  }
+
+  // As PyTorch: in_proj_weight xavier-uniform over the logical [3*D', D] (D' = total inner
+  // width), in_proj_bias and out_proj.bias zero; out_proj.weight trunc_normal(std), as ClimaX's
+  // _init_weights does for every nn.Linear. The query is trunc_normal(std) too (ClimaX starts it
+  // at zero, which would make every attention uniform and its gradient trivial at step 0).
+  void init(std::uint64_t seed, double std = 0.02) {
+    truncated_normal(query_, seed, Impl::name_stream(query_name_), std);
+    const std::size_t D = dim_, hd = head_dim_;
+    const std::size_t total_inner = std::size_t(total_heads_) * hd;
+    const double bound = std::sqrt(6.0 / double(D + 3 * total_inner));
+    const std::uint64_t in_stream = Impl::name_stream(name_ + ".in_proj_weight");
+    for (std::size_t s = 0; s < 3; ++s) {
+      // Section s of this layer is a contiguous block of whole rows of the logical tensor.
+      const Unmanaged<T**, ExecSpace> rows(in_weight_.data() + s * inner() * D, inner(), D);
+      uniform(rows, seed, in_stream, -bound, bound,
+              (s * total_inner + std::size_t(head_begin_) * hd) * D);
+    }
+    Kokkos::deep_copy(in_bias_, T(0));
+    const LogicalSlice columns{{D, total_inner}, {0, std::size_t(head_begin_) * hd}};
+    truncated_normal(out_proj_.weight(), seed, Impl::name_stream(name_ + ".out_proj.weight"), std,
+                     -2 * std, 2 * std, columns);
+    Kokkos::deep_copy(out_bias_, T(0));
+  }
+
+  // tokens[K, N, D] -> out[N, D]. tokens must stay alive until backward().
+  matrix forward(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& tokens) {
+    Impl::require(tokens.extent(2) == std::size_t(dim_) && tokens.extent(0) > 0 &&
+                      tokens.extent(1) > 0,
+                  "QueryCrossAttention '", name_, "': input ", Impl::shape_of(tokens),
+                  " must be [keys, rows, dim = ", dim_, "]");
+    x_ = tokens;
+    allocate(tokens.extent(0), tokens.extent(1));
+    project_query(space);
+    gemm(space, Op::N, Op::T, T(1), tokens_as_rows(x_), kv_weight(in_weight_), T(0), kv_);
+    add_bias(space, kv_, kv_bias(in_bias_));
+    attention_scores(space);
+    softmax_rows(space, attn_, attn_, scale());
+    attention_context(space);
+    matrix y = out_proj_.forward(space, ctx_);
+    if (!defer_bias_) add_bias(space, y, out_bias_);
+    return y;
+  }
+
+  // y += out_proj.bias; only for a layer constructed with defer_out_bias.
+  template <class YView>
+  void add_output_bias(const ExecSpace& space, const YView& y) const {
+    add_bias(space, y, out_bias_);
+  }
+
+  // Accumulates every parameter gradient; returns dL/dtokens [K, N, D] (empty when not asked).
+  tensor backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dout,
+                  bool input_grad = true) {
+    Impl::require(keys_ > 0, "QueryCrossAttention '", name_, "': backward() before forward()");
+    const matrix dctx = out_proj_.backward(space, dout);  // checks dout against the forward
+    sum_rows(space, dout, grad_out_bias_);
+    allocate_backward();
+    attention_backward(space, dctx);
+    softmax_rows_backward(space, attn_, dattn_, dattn_);  // d(scaled scores), in place
+    key_value_backward(space, dctx);
+    query_backward(space);
+    const auto x = tokens_as_rows(x_);
+    gemm(space, Op::T, Op::N, T(1), dkv_, x, T(1), kv_weight(grad_in_weight_));
+    sum_rows(space, dkv_, kv_bias(grad_in_bias_));
+    if (!input_grad) return tensor();
+    if (dx_.extent(0) != keys_ || dx_.extent(1) != rows_)
+      dx_ = tensor(name_ + ".dx", keys_, rows_, dim_);
+    gemm(space, Op::N, Op::N, T(1), dkv_, kv_weight(in_weight_), T(0),
+         Impl::as_matrix(dx_, keys_ * rows_, dim_));
+    return dx_;
+  }
+
+  // The query first (ClimaX registers var_query before var_agg), then nn.MultiheadAttention's
+  // state_dict order.
+  void parameters(ParameterList<T, ExecSpace>& list) const {
+    Impl::add_parameter<T, ExecSpace>(
+        list, query_name_, Impl::with_leading_one<T, ExecSpace>(query_.data(), 1, dim_),
+        Impl::with_leading_one<T, ExecSpace>(grad_query_.data(), 1, dim_), false);
+    Impl::add_parameter<T, ExecSpace>(list, name_ + ".in_proj_weight", in_weight_,
+                                      grad_in_weight_, true);
+    Impl::add_parameter<T, ExecSpace>(list, name_ + ".in_proj_bias", in_bias_, grad_in_bias_,
+                                      false);
+    out_proj_.parameters(list);
+    Impl::add_parameter<T, ExecSpace>(list, name_ + ".out_proj.bias", out_bias_, grad_out_bias_,
+                                      false);
+  }
+
+  // Forward multiply-adds x2 for K keys per row and N rows: the k|v projection, scores,
+  // context and out_proj (the query projection is one vector and not counted).
+  double flops(std::size_t keys, std::size_t rows) const {
+    const double kn = double(keys) * rows;
+    return 2.0 * kn * dim_ * 2 * inner() + 2.0 * 2.0 * kn * inner() + out_proj_.flops(rows);
+  }
+
+  const vector& query() const { return query_; }
+  const vector& grad_query() const { return grad_query_; }
+  const matrix& in_proj_weight() const { return in_weight_; }
+  const matrix& grad_in_proj_weight() const { return grad_in_weight_; }
+  const vector& in_proj_bias() const { return in_bias_; }
+  const vector& grad_in_proj_bias() const { return grad_in_bias_; }
+  // out_proj's weight; its bias is out_proj_bias() (kept out of the Linear so it can be deferred).
+  const Linear<T, ExecSpace>& out_proj() const { return out_proj_; }
+  const vector& out_proj_bias() const { return out_bias_; }
+  const vector& grad_out_proj_bias() const { return grad_out_bias_; }
+  // Attention probabilities of the last forward, [N*heads, K] (row n*heads + h).
+  const matrix& probabilities() const { return attn_; }
+  int dim() const { return dim_; }
+  int heads() const { return heads_; }
+  int head_dim() const { return head_dim_; }
+  int head_begin() const { return head_begin_; }
+  int total_heads() const { return total_heads_; }
+  std::size_t inner() const { return std::size_t(heads_) * head_dim_; }
+  bool defers_out_bias() const { return defer_bias_; }
+  const std::string& name() const { return name_; }
+  const std::string& query_name() const { return query_name_; }
+
+ private:
+  T scale() const { return T(1) / static_cast<T>(std::sqrt(static_cast<double>(head_dim_))); }
+
+  auto tokens_as_rows(const ConstTensor3<T, ExecSpace>& t) const {
+    return Impl::as_matrix(t, t.extent(0) * t.extent(1), t.extent(2));
+  }
+  // Rows [inner, 3*inner) of in_proj: the k|v projection as one [2*inner, D] matrix.
+  Unmanaged<T**, ExecSpace> kv_weight(const matrix& w) const {
+    return Unmanaged<T**, ExecSpace>(w.data() + inner() * dim_, 2 * inner(), dim_);
+  }
+  Unmanaged<T*, ExecSpace> kv_bias(const vector& b) const {
+    return Unmanaged<T*, ExecSpace>(b.data() + inner(), 2 * inner());
+  }
+
+  void allocate(std::size_t keys, std::size_t rows) {
+    if (keys == keys_ && rows == rows_) return;
+    keys_ = keys;
+    rows_ = rows;
+    kv_ = matrix(name_ + ".kv", keys * rows, 2 * inner());
+    attn_ = matrix(name_ + ".attn", rows * heads_, keys);
+    ctx_ = matrix(name_ + ".context", rows, inner());
+  }
+
+  // Backward-only buffers, allocated on the first backward so that inference never holds them.
+  void allocate_backward() {
+    if (dkv_.extent(0) == kv_.extent(0) && dattn_.extent(0) == attn_.extent(0)) return;
+    dkv_ = matrix(name_ + ".dkv", kv_.extent(0), kv_.extent(1));
+    dattn_ = matrix(name_ + ".dattn", attn_.extent(0), attn_.extent(1));
+  }
+
+  // q(i) = bq(i) + sum_d Wq(i, d) query(d).
+  void project_query(const ExecSpace& space) const {
+    const auto W = in_weight_;
+    const auto b = in_bias_;
+    const auto x = query_;
+    const auto q = q_;
+    const int D = dim_;
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::query", Kokkos::RangePolicy<ExecSpace>(space, 0, int(inner())),
+        KOKKOS_LAMBDA(int i) {
+          T s = b(i);
+          for (int d = 0; d < D; ++d) s += W(i, d) * x(d);
+          q(i) = s;
+        });
+  }
+
+  // attn(n*H + h, c) = sum_j q(h*hd + j) k(c*N + n, h*hd + j)   (unscaled; softmax scales).
+  void attention_scores(const ExecSpace& space) const {
+    const auto q = q_;
+    const auto kv = kv_;
+    const auto attn = attn_;
+    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_;
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::scores", Impl::flat_policy(space, attn.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t c = e % K, nh = e / K, n = nh / H, h = nh % H;
+          T s = 0;
+          for (std::int64_t j = 0; j < hd; ++j) s += q(h * hd + j) * kv(c * N + n, h * hd + j);
+          attn(nh, c) = s;
+        });
+  }
+
+  // ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j).
+  void attention_context(const ExecSpace& space) const {
+    const auto kv = kv_;
+    const auto attn = attn_;
+    const auto ctx = ctx_;
+    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_, I = inner();
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::context", Impl::flat_policy(space, ctx.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t i = e % I, n = e / I, h = i / hd;
+          T s = 0;
+          for (std::int64_t c = 0; c < K; ++c) s += attn(n * H + h, c) * kv(c * N + n, I + i);
+          ctx(n, i) = s;
+        });
+  }
+
+  // dattn(n*H + h, c) = sum_j dctx(n, h*hd + j) v(c*N + n, h*hd + j).
+  void attention_backward(const ExecSpace& space, const matrix& dctx) const {
+    const auto kv = kv_;
+    const auto dattn = dattn_;
+    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_, I = inner();
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::dattn", Impl::flat_policy(space, dattn.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t c = e % K, nh = e / K, n = nh / H, h = nh % H;
+          T s = 0;
+          for (std::int64_t j = 0; j < hd; ++j)
+            s += dctx(n, h * hd + j) * kv(c * N + n, I + h * hd + j);
+          dattn(nh, c) = s;
+        });
+  }
+
+  // Each element of dk|dv has a single source term: dk = scale * dS q, dv = attn * dctx.
+  void key_value_backward(const ExecSpace& space, const matrix& dctx) const {
+    const auto q = q_;
+    const auto attn = attn_;
+    const auto dattn = dattn_;
+    const auto dkv = dkv_;
+    const T sc = scale();
+    const std::int64_t N = rows_, H = heads_, hd = head_dim_, I = inner();
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::dkv", Impl::flat_policy(space, dkv.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t col = e % (2 * I), row = e / (2 * I);
+          const std::int64_t c = row / N, n = row % N;
+          const std::int64_t i = col < I ? col : col - I, h = i / hd;
+          dkv(row, col) = col < I ? sc * dattn(n * H + h, c) * q(i) : attn(n * H + h, c) * dctx(n, i);
+        });
+  }
+
+  // dq(i) = scale * sum_{n, c} dS(n*H + h, c) k(c*N + n, i): one team per i reduces over all
+  // (n, c), so no two threads ever add to the same element. Then the q projection's gradients.
+  void query_backward(const ExecSpace& space) const {
+    using Policy = Kokkos::TeamPolicy<ExecSpace>;
+    using Member = typename Policy::member_type;
+    const auto kv = kv_;
+    const auto dattn = dattn_;
+    const auto dq = dq_;
+    const T sc = scale();
+    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_;
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::dq", Policy(space, int(inner()), Kokkos::AUTO),
+        KOKKOS_LAMBDA(const Member& team) {
+          const std::int64_t i = team.league_rank(), h = i / hd;
+          T s = 0;
+          Kokkos::parallel_reduce(
+              Kokkos::TeamThreadRange(team, N * K),
+              [&](std::int64_t e, T& acc) {
+                const std::int64_t n = e / K, c = e % K;
+                acc += dattn(n * H + h, c) * kv(c * N + n, i);
+              },
+              s);
+          Kokkos::single(Kokkos::PerTeam(team), [&]() { dq(i) = sc * s; });
+        });
+    // dWq(i, d) += dq(i) query(d); dbq(i) += dq(i); dquery(d) += sum_i Wq(i, d) dq(i).
+    const auto W = in_weight_;
+    const auto gW = grad_in_weight_;
+    const auto gb = grad_in_bias_;
+    const auto x = query_;
+    const auto gx = grad_query_;
+    const std::int64_t D = dim_, I = inner();
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::dWq", Impl::flat_policy(space, std::size_t(I * D)),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t i = e / D, d = e % D;
+          gW(i, d) += dq(i) * x(d);
+          if (d == 0) gb(i) += dq(i);
+        });
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::dquery", Kokkos::RangePolicy<ExecSpace>(space, 0, int(D)),
+        KOKKOS_LAMBDA(int d) {
+          T s = 0;
+          for (std::int64_t i = 0; i < I; ++i) s += W(i, d) * dq(i);
+          gx(d) += s;
+        });
+  }
+
+  std::string name_, query_name_;
+  int dim_ = 0, heads_ = 0, head_dim_ = 0, head_begin_ = 0, total_heads_ = 0;
+  bool defer_bias_ = false;
+  vector query_, grad_query_;
+  matrix in_weight_, grad_in_weight_;
+  vector in_bias_, grad_in_bias_;
+  Linear<T, ExecSpace> out_proj_;
+  vector out_bias_, grad_out_bias_;
+  ConstTensor3<T, ExecSpace> x_;
+  std::size_t keys_ = 0, rows_ = 0;
+  vector q_, dq_;
+  matrix kv_, attn_, ctx_, dkv_, dattn_;
+  tensor dx_;
+};
+
+}  // namespace dchag
+
+#endif
