@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -131,8 +132,14 @@ int run(const Options& o) {
   csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
   std::vector<double> losses;
   double total = 0;
+  // Consecutive time indices are strongly correlated: draw each batch's samples at random (from
+  // the seed, so a rerun sees the same batches).
+  std::mt19937_64 pick(mc.seed);
+  std::uniform_int_distribution<std::size_t> any(0, data.size(dchag::Split::Train) - 1);
+  std::vector<std::size_t> indices(o.batch);
   for (std::int64_t s = 0; s < o.train.steps; ++s) {
-    data.fill(dchag::Split::Train, std::size_t(s) * o.batch, x, y, lead);
+    for (auto& i : indices) i = any(pick);
+    data.fill(dchag::Split::Train, indices, x, y, lead);
     const dchag::StepReport r = trainer.step(space, x, y, lead, lat);
     losses.push_back(r.loss);
     total += r.seconds;

@@ -39,11 +39,12 @@ void check_hierarchy_gradients(Agg& agg, const Space& space, int C, int N, int D
   loss();
   auto dx = agg.backward(space, r);
   REQUIRE(dx.extent(0) == std::size_t(C));
-  CHECK(gradient_error(x, dx, loss, 48) < 1e-7);
+  CHECK(gradient_error(x, dx, loss, 48, 1e-5) < 1e-7);
   for (auto& p : params) {
     INFO("parameter ", p.name);
-    CHECK(gradient_error(p.value, p.grad, loss, 6) < 1e-7);
-    MESSAGE(p.name, " ", gradient_error(p.value, p.grad, loss, 6), " h1e-5 ", gradient_error(p.value, p.grad, loss, 6, 1e-5), " h1e-4 ", gradient_error(p.value, p.grad, loss, 6, 1e-4), " g ", get_element(p.grad, 0));
+    // h = 1e-5: through three levels of softmax some gradients are ~1e-2, and the rounding
+    // error of h = 1e-6 differences (~1e-10 absolute) would be 1e-8 relative to them.
+    CHECK(gradient_error(p.value, p.grad, loss, 6, 1e-5) < 1e-7);
   }
 }
 

@@ -253,10 +253,13 @@ TEST_CASE("WeatherGenerator: bad configurations and requests throw dchag::Error"
       {"train_size = 0", [](auto& c) { c.train_size = 0; }},
       {"test_size = 0", [](auto& c) { c.test_size = 0; }},
   };
-  for (const auto& [message, edit] : bad) {
+  // No structured bindings here: CAPTURE and the lambda would capture them, which clang < 16
+  // refuses.
+  for (const auto& item : bad) {
+    const std::string& message = item.first;
     CAPTURE(message);
     auto cfg = small_config();
-    edit(cfg);
+    item.second(cfg);
     CHECK(throws_error_containing([&] { Gen gen(cfg); }, message));
   }
 

@@ -11,9 +11,10 @@ TEST_CASE_TEMPLATE_DEFINE("add_bias and sum_rows match Eigen; sum_rows accumulat
   using T = typename C::scalar;
   Space space;
   std::uint64_t seed = 40;
-  // 129 columns leave a partial column tile; 1000 rows make the column sums long.
+  // 129 columns leave a partial column tile, 2500 a partial 1024-column row segment of the host
+  // add_bias; 1000 rows make the column sums long.
   for (int rows : {1, 7, 33, 1000}) {
-    for (int n : {1, 5, 64, 129}) {
+    for (int n : {1, 5, 64, 129, 2500}) {
       dchag::View2<T, Space> Y("Y", rows, n);
       dchag::View1<T, Space> b("b", n), db("db", n);
       fill_random(Y, seed++);

@@ -59,5 +59,6 @@ TEST_CASE("Linear refuses inputs of the wrong width") {
   dchag::Linear<double, Space> lin("head", 4, 3);
   dchag::View2<double, Space> x("x", 2, 5);
   CHECK_THROWS_WITH_AS(lin.forward(Space(), x), doctest::Contains("expected 4"), dchag::Error);
-  CHECK_THROWS_AS(dchag::Linear<double, Space>("bad", 0, 3), dchag::Error);
+  using Lin = dchag::Linear<double, Space>;
+  CHECK_THROWS_AS(Lin("bad", 0, 3), dchag::Error);
 }

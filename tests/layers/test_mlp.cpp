@@ -1,6 +1,7 @@
 #include <dchag/layers/mlp.hpp>
 
 #include <cmath>
+#include <utility>
 
 #include "gradcheck.hpp"
 #include "test_common.hpp"
@@ -132,3 +133,45 @@ TEST_CASE("Mlp refuses bad shapes") {
   CHECK_THROWS_WITH_AS(mlp.backward(space, dy), doctest::Contains("'dy'[3, 5]"), dchag::Error);
   CHECK_THROWS_AS((dchag::Mlp<double, Space>("bad", 4, 0)), dchag::Error);
 }
+
+// Tensor parallelism, simulated in one process: layers holding disjoint hidden units of the
+// logical layer initialise to its slices, and their deferred outputs and their input gradients
+// sum to the whole layer's.
+TEST_CASE_TEMPLATE_DEFINE("Mlp split over hidden units adds up to the whole", C, mlp_tp) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const int rows = 7, dim = 6, hidden = 10;
+  dchag::Mlp<T, Space> whole("blocks.2.mlp", dim, hidden);
+  whole.init(3, 0.5);
+  fill_random(whole.fc2_bias(), 4);
+  const auto W1 = to_eigen(whole.fc1().weight());
+  const auto W2 = to_eigen(whole.fc2().weight());
+  dchag::View2<T, Space> x("x", rows, dim), r("r", rows, dim);
+  fill_random(x, 5);
+  fill_random(r, 6);
+  const auto y_whole = to_eigen(whole.forward(space, x));
+  const auto dx_whole = to_eigen(whole.backward(space, r));
+  const auto g1 = to_eigen(whole.fc1().grad_weight());
+  const auto g2 = to_eigen(whole.fc2().grad_weight());
+  Matrix<double> y_sum = Matrix<double>::Zero(rows, dim), dx_sum = y_sum;
+  for (const auto& share : {std::pair<int, int>{0, 4}, std::pair<int, int>{4, 6}}) {
+    const int begin = share.first, count = share.second;
+    CAPTURE(begin);
+    dchag::Mlp<T, Space> part("blocks.2.mlp", dim, count, true, begin, hidden);
+    part.init(3, 0.5);
+    Kokkos::deep_copy(part.fc2_bias(), whole.fc2_bias());
+    CHECK(rel_diff(to_eigen(part.fc1().weight()), W1.middleRows(begin, count)) == 0);
+    CHECK(rel_diff(to_eigen(part.fc2().weight()), W2.middleCols(begin, count)) == 0);
+    y_sum += to_eigen(part.forward(space, x));
+    dx_sum += to_eigen(part.backward(space, r));
+    CHECK(rel_diff(to_eigen(part.fc1().grad_weight()), g1.middleRows(begin, count)) < tol<T>());
+    CHECK(rel_diff(to_eigen(part.fc2().grad_weight()), g2.middleCols(begin, count)) < tol<T>());
+  }
+  y_sum.rowwise() += to_eigen_vector(whole.fc2_bias()).transpose();
+  CHECK(rel_diff(y_sum, y_whole) < tol<T>());
+  CHECK(rel_diff(dx_sum, dx_whole) < tol<T>());
+  CHECK_THROWS_WITH_AS((dchag::Mlp<T, Space>("mlp", dim, 7, true, 4, hidden)),
+                       doctest::Contains("do not fit in total_hidden = 10"), dchag::Error);
+}
+TEST_CASE_TEMPLATE_APPLY(mlp_tp, AllCases);

@@ -138,5 +138,5 @@ TEST_CASE("ChannelPatchEmbed refuses mismatched images") {
   CHECK_THROWS_WITH_AS(embed.forward(space, few), doctest::Contains("has 2 channels"),
                        dchag::Error);
   CHECK_THROWS_WITH_AS(embed.forward(space, few), doctest::Contains("holds 3"), dchag::Error);
-  CHECK_THROWS_AS(dchag::ChannelPatchEmbed<double, Space>(0, 4, 8), dchag::Error);
+  CHECK_THROWS_AS((dchag::ChannelPatchEmbed<double, Space>(0, 4, 8)), dchag::Error);
 }

@@ -1,6 +1,7 @@
 #include <dchag/layers/self_attention.hpp>
 
 #include <cmath>
+#include <utility>
 
 #include "gradcheck.hpp"
 #include "test_common.hpp"
@@ -182,3 +183,58 @@ TEST_CASE("SelfAttention refuses bad shapes and settings") {
                        doctest::Contains("heads = 0"), dchag::Error);
   CHECK_THROWS_AS((dchag::SelfAttention<double, Space>("bad", 12, 3, -4)), dchag::Error);
 }
+
+// Tensor parallelism, simulated in one process: layers holding disjoint heads of the logical
+// layer initialise to its slices, their deferred outputs sum (the AllReduce) to its output
+// before the bias, and their input gradients sum to its input gradient.
+TEST_CASE_TEMPLATE_DEFINE("SelfAttention split over heads adds up to the whole", C, attn_tp) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const int batch = 2, L = 5, dim = 12, heads = 4, hd = 3, total_inner = heads * hd;
+  dchag::SelfAttention<T, Space> whole("blocks.0.attn", dim, heads, hd);
+  whole.init(5, 0.5);  // a wide init so that the attention is far from uniform
+  fill_random(whole.proj_bias(), 6);
+  const auto Wqkv = to_eigen(whole.qkv().weight());
+  const auto Wproj = to_eigen(whole.proj().weight());
+
+  dchag::View2<T, Space> x("x", batch * L, dim), r("r", batch * L, dim);
+  fill_random(x, 7);
+  fill_random(r, 8);
+  const auto y_whole = to_eigen(whole.forward(space, x, batch, L));
+  const auto dx_whole = to_eigen(whole.backward(space, r));
+  const auto gqkv = to_eigen(whole.qkv().grad_weight());
+  const auto gproj = to_eigen(whole.proj().grad_weight());
+
+  Matrix<double> y_sum = Matrix<double>::Zero(batch * L, dim), dx_sum = y_sum;
+  // Uneven shares: one head, then three.
+  for (const auto& share : {std::pair<int, int>{0, 1}, std::pair<int, int>{1, 3}}) {
+    const int begin = share.first, count = share.second;
+    CAPTURE(begin);
+    dchag::SelfAttention<T, Space> part("blocks.0.attn", dim, count, hd, true, begin, heads);
+    part.init(5, 0.5);
+    Kokkos::deep_copy(part.proj_bias(), whole.proj_bias());
+    const int w = count * hd;
+    const auto pqkv = to_eigen(part.qkv().weight());
+    for (int s = 0; s < 3; ++s)
+      CHECK(rel_diff(pqkv.middleRows(s * w, w),
+                     Wqkv.middleRows(s * total_inner + begin * hd, w)) == 0);
+    CHECK(rel_diff(to_eigen(part.proj().weight()), Wproj.middleCols(begin * hd, w)) == 0);
+    y_sum += to_eigen(part.forward(space, x, batch, L));
+    dx_sum += to_eigen(part.backward(space, r));
+    const auto pg = to_eigen(part.qkv().grad_weight());
+    for (int s = 0; s < 3; ++s)
+      CHECK(rel_diff(pg.middleRows(s * w, w), gqkv.middleRows(s * total_inner + begin * hd, w)) <
+            tol<T>());
+    CHECK(rel_diff(to_eigen(part.proj().grad_weight()), gproj.middleCols(begin * hd, w)) <
+          tol<T>());
+    CHECK(rel_diff(to_eigen_vector(part.grad_proj_bias()),
+                   to_eigen_vector(whole.grad_proj_bias())) < tol<T>());
+  }
+  y_sum.rowwise() += to_eigen_vector(whole.proj_bias()).transpose();
+  CHECK(rel_diff(y_sum, y_whole) < tol<T>());
+  CHECK(rel_diff(dx_sum, dx_whole) < tol<T>());
+  CHECK_THROWS_WITH_AS((dchag::SelfAttention<T, Space>("attn", dim, 3, hd, true, 2, heads)),
+                       doctest::Contains("do not fit in total_heads = 4"), dchag::Error);
+}
+TEST_CASE_TEMPLATE_APPLY(attn_tp, AllCases);

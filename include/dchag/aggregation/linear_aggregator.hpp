@@ -25,6 +25,44 @@
 
 namespace dchag {
 
+namespace Impl {
+
+// dw(g, c) += sum_{n,d} dout(g, n, d) T(g*Gs + c, n, d) and db(g) += sum_{n,d} dout(g, n, d):
+// one team per (g, c) (c = Gs stands for the bias) reduces over all (n, d), so no two threads
+// add to the same element. (A free function: CUDA refuses lambdas in private members.)
+template <class ExecSpace, class XV, class DYV, class GWV, class GBV>
+void linear_aggregator_gradients(const ExecSpace& space, const XV& x, const DYV& dout,
+                                 const GWV& gw, const GBV& gb) {
+  using T = typename GWV::non_const_value_type;
+  using Policy = Kokkos::TeamPolicy<ExecSpace>;
+  using Member = typename Policy::member_type;
+  const std::int64_t Gs = static_cast<std::int64_t>(gw.extent(1));
+  const std::int64_t N = static_cast<std::int64_t>(dout.extent(1));
+  const std::int64_t D = static_cast<std::int64_t>(dout.extent(2));
+  const int league = static_cast<int>(gw.extent(0) * (gw.extent(1) + 1));
+  Kokkos::parallel_for(
+      "dchag::LinearAggregator::dweight", Policy(space, league, Kokkos::AUTO),
+      KOKKOS_LAMBDA(const Member& team) {
+        const std::int64_t g = team.league_rank() / (Gs + 1), c = team.league_rank() % (Gs + 1);
+        T s = 0;
+        Kokkos::parallel_reduce(
+            Kokkos::TeamThreadRange(team, N * D),
+            [&](std::int64_t e, T& acc) {
+              const std::int64_t n = e / D, d = e % D;
+              acc += c < Gs ? dout(g, n, d) * x(g * Gs + c, n, d) : dout(g, n, d);
+            },
+            s);
+        Kokkos::single(Kokkos::PerTeam(team), [&]() {
+          if (c < Gs)
+            gw(g, c) += s;
+          else
+            gb(g) += s;
+        });
+      });
+}
+
+}  // namespace Impl
+
 template <class T, class ExecSpace>
 class LinearAggregator {
  public:
@@ -91,7 +129,7 @@ class LinearAggregator {
                       dout.extent(2) == out_.extent(2),
                   "LinearAggregator '", prefix_, "': output gradient ", Impl::shape_of(dout),
                   " does not match the forward output ", Impl::shape_of(out_));
-    parameter_gradients(space, dout);
+    Impl::linear_aggregator_gradients(space, x_, dout, grad_weight_, grad_bias_);
     if (!input_grad) return tensor();
     if (dx_.extent(1) != x_.extent(1)) dx_ = tensor(prefix_ + ".dx", x_.extent(0), x_.extent(1), dim_);
     const auto dx = dx_;
@@ -138,36 +176,6 @@ class LinearAggregator {
   }
   Unmanaged<T**, ExecSpace> weight_row(const matrix& w, int g) const {
     return Unmanaged<T**, ExecSpace>(w.data() + std::size_t(g) * group_size_, 1, group_size_);
-  }
-
-  // dw(g, c) += sum_{n,d} dout(g, n, d) T(g*Gs + c, n, d) and db(g) += sum_{n,d} dout(g, n, d):
-  // one team per (g, c) (c = group_size stands for the bias) reduces over all (n, d).
-  void parameter_gradients(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& dout) {
-    using Policy = Kokkos::TeamPolicy<ExecSpace>;
-    using Member = typename Policy::member_type;
-    const auto x = x_;
-    const auto gw = grad_weight_;
-    const auto gb = grad_bias_;
-    const std::int64_t Gs = group_size_, N = dout.extent(1), D = dim_;
-    Kokkos::parallel_for(
-        "dchag::LinearAggregator::dweight", Policy(space, groups_ * (group_size_ + 1), Kokkos::AUTO),
-        KOKKOS_LAMBDA(const Member& team) {
-          const std::int64_t g = team.league_rank() / (Gs + 1), c = team.league_rank() % (Gs + 1);
-          T s = 0;
-          Kokkos::parallel_reduce(
-              Kokkos::TeamThreadRange(team, N * D),
-              [&](std::int64_t e, T& acc) {
-                const std::int64_t n = e / D, d = e % D;
-                acc += c < Gs ? dout(g, n, d) * x(g * Gs + c, n, d) : dout(g, n, d);
-              },
-              s);
-          Kokkos::single(Kokkos::PerTeam(team), [&]() {
-            if (c < Gs)
-              gw(g, c) += s;
-            else
-              gb(g) += s;
-          });
-        });
   }
 
   std::string prefix_;

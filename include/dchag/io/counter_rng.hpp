@@ -47,9 +47,9 @@ inline double fast_normal(std::uint64_t h) {
 
 // A small stream for drawing model parameters (mode amplitudes, spectra): seeded from a key,
 // so each parameter set has its own stream and adding one never shifts another.
-class CounterRng {
+class ParameterRng {
  public:
-  explicit CounterRng(std::uint64_t key) : key_(key) {}
+  explicit ParameterRng(std::uint64_t key) : key_(key) {}
 
   std::uint64_t next() { return splitmix64(key_ + 0x9e3779b97f4a7c15ull * ++count_); }
   double uniform() { return unit_open(next()); }

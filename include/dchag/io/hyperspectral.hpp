@@ -23,7 +23,7 @@
 // bands are therefore strongly correlated and the whole cube has rank ~E plus noise, which is
 // what a masked autoencoder can learn to exploit.
 //
-// Normalisation: per band, mean_c and std_c are the statistics of raw_c over all pixels of 16
+// Normalisation: per band, mean_c and std_c are the statistics of raw_c over all pixels of 64
 // training scenes (computed at construction from the abundances' mean and covariance, plus the
 // known noise variance). With config.normalize (the default) every output is
 // (raw_c - mean_c) / std_c; band_mean() and band_std() return mean_c and std_c. With
@@ -174,7 +174,7 @@ class HyperspectralGenerator {
  private:
   static constexpr std::uint64_t kTagSpectrum = 11, kTagScene = 12, kTagNoise = 13;
   static constexpr double kPi = 3.14159265358979323846;
-  static constexpr int kStatScenes = 16;
+  static constexpr int kStatScenes = 64;
 
   std::size_t pixels() const { return std::size_t(cfg_.height) * cfg_.width; }
   std::size_t abundance_size() const { return std::size_t(cfg_.endmembers) * pixels(); }
@@ -248,7 +248,7 @@ class HyperspectralGenerator {
     spectra_.resize(std::size_t(ee) * cc);
     const double lo = cfg_.min_wavelength, hi = cfg_.max_wavelength;
     for (int e = 0; e < ee; ++e) {
-      Impl::CounterRng rng(Impl::hash_key(cfg_.seed, kTagSpectrum, e));
+      Impl::ParameterRng rng(Impl::hash_key(cfg_.seed, kTagSpectrum, e));
       const double b0 = rng.uniform(0.05, 0.45), b1 = rng.uniform(-0.25, 0.35),
                    b2 = rng.uniform(-0.2, 0.2);
       double wiggle[3], wiggle_phase[3];
@@ -284,7 +284,7 @@ class HyperspectralGenerator {
   void abundances_of(Split split, std::size_t index, double* a) const {
     const int ee = cfg_.endmembers, hh = cfg_.height, ww = cfg_.width, kmax = cfg_.max_wavenumber;
     const std::size_t np = pixels();
-    Impl::CounterRng rng(
+    Impl::ParameterRng rng(
         Impl::hash_key(cfg_.seed, kTagScene, static_cast<std::uint64_t>(split), index));
     for (int e = 0; e < ee; ++e) {
       double* f = a + std::size_t(e) * np;

@@ -343,7 +343,7 @@ class WeatherGenerator {
     const int hh = cfg_.height, kk = cfg_.latents;
     clim_.assign(std::size_t(kk) * hh, 0.0);
     for (int k = 0; k < kk; ++k) {
-      Impl::CounterRng rng(Impl::hash_key(cfg_.seed, kTagClim, k));
+      Impl::ParameterRng rng(Impl::hash_key(cfg_.seed, kTagClim, k));
       const double g1 = 0.5 * rng.normal(), g2 = 0.3 * rng.normal(), g3 = 0.15 * rng.normal();
       for (int r = 0; r < hh; ++r) {
         const double phi = lat_rad_[r];
@@ -351,7 +351,7 @@ class WeatherGenerator {
                                          g3 * std::cos(4 * phi);
       }
       for (int m = 0; m < cfg_.modes; ++m) {
-        Impl::CounterRng mr(Impl::hash_key(cfg_.seed, kTagMode, k, m));
+        Impl::ParameterRng mr(Impl::hash_key(cfg_.seed, kTagMode, k, m));
         Mode mode;
         mode.n = mr.integer(1, cfg_.max_wavenumber);
         mode.amp = mr.uniform(0.6, 1.4) / std::pow(double(mode.n), 0.8);
@@ -413,13 +413,13 @@ class WeatherGenerator {
     // are strongly correlated, distant channels less so, and no two channels are identical.
     std::vector<double> smooth(std::size_t(kk) * 3);
     for (int k = 0; k < kk; ++k) {
-      Impl::CounterRng rng(Impl::hash_key(cfg_.seed, kTagMix, k));
+      Impl::ParameterRng rng(Impl::hash_key(cfg_.seed, kTagMix, k));
       for (int q = 0; q < 3; ++q) smooth[std::size_t(k) * 3 + q] = rng.normal() / (1.0 + q);
     }
     mixing_.resize(std::size_t(cc) * kk);
     std::vector<double> offset(cc), scale(cc);
     for (int c = 0; c < cc; ++c) {
-      Impl::CounterRng rng(Impl::hash_key(cfg_.seed, kTagChannel, c));
+      Impl::ParameterRng rng(Impl::hash_key(cfg_.seed, kTagChannel, c));
       const double s = cc > 1 ? double(c) / (cc - 1) : 0.0;
       for (int k = 0; k < kk; ++k) {
         double a = 0.4 * rng.normal();

@@ -47,10 +47,29 @@ void check_bias(const char* where, const char* m, const MV& M, const char* b, co
 template <class ExecSpace, class YV, class BV>
 void add_bias(const ExecSpace& space, const YV& Y, const BV& b) {
   Impl::check_bias("dchag::add_bias", "Y", Y, "b", b);
-  const std::int64_t n = static_cast<std::int64_t>(Y.extent(1));
-  Kokkos::parallel_for(
-      "dchag::add_bias", Impl::flat_policy(space, Y.extent(0) * Y.extent(1)),
-      KOKKOS_LAMBDA(std::int64_t k) { Y(k / n, k % n) += b(k % n); });
+  const int rows = static_cast<int>(Y.extent(0)), n = static_cast<int>(Y.extent(1));
+  if constexpr (Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible) {
+    // One work item per row segment of up to S columns: a vectorisable inner loop and one
+    // division per segment, yet parallel over columns when there are few rows. On the host a
+    // flat index split by division per element was 30 times slower, an MDRangePolicy 5 times.
+    constexpr int S = 1024;
+    const int segments = (n + S - 1) / S;
+    Kokkos::parallel_for(
+        "dchag::add_bias", Impl::flat_policy(space, std::size_t(rows) * segments),
+        KOKKOS_LAMBDA(std::int64_t k) {
+          const int i = static_cast<int>(k / segments);
+          const int j0 = static_cast<int>(k % segments) * S;
+          const int j1 = n - j0 < S ? n : j0 + S;
+          for (int j = j0; j < j1; ++j) Y(i, j) += b(j);
+        });
+  } else {
+    // On GPUs adjacent threads take adjacent columns (coalesced).
+    using Policy = Kokkos::MDRangePolicy<ExecSpace, Kokkos::Rank<2, Kokkos::Iterate::Right,
+                                                                 Kokkos::Iterate::Right>>;
+    Kokkos::parallel_for(
+        "dchag::add_bias", Policy(space, {0, 0}, {rows, n}),
+        KOKKOS_LAMBDA(int i, int j) { Y(i, j) += b(j); });
+  }
 }
 
 // db(j) += sum_i dY(i, j): accumulated, like every parameter gradient.

@@ -36,6 +36,146 @@
 
 namespace dchag {
 
+namespace Impl {
+
+// The kernels of QueryCrossAttention, as free functions: CUDA refuses extended lambdas inside
+// private member functions. Shapes: q[I] (I = heads*hd), kv[K*N, 2I] (row c*N + n, k | v),
+// attn[N*heads, K] (row n*heads + h), ctx[N, I].
+struct CrossAttentionShape {
+  std::int64_t K, N, H, hd;
+  KOKKOS_INLINE_FUNCTION std::int64_t inner() const { return H * hd; }
+};
+
+// q(i) = bq(i) + sum_d Wq(i, d) query(d), Wq and bq the first I rows of in_proj.
+template <class ExecSpace, class WV, class BV, class XV, class QV>
+void cross_attention_query(const ExecSpace& space, const WV& W, const BV& b, const XV& x,
+                           const QV& q) {
+  using T = typename QV::non_const_value_type;
+  const int D = static_cast<int>(x.extent(0));
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::query",
+      Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(q.extent(0))),
+      KOKKOS_LAMBDA(int i) {
+        T s = b(i);
+        for (int d = 0; d < D; ++d) s += W(i, d) * x(d);
+        q(i) = s;
+      });
+}
+
+// attn(n*H + h, c) = sum_j q(h*hd + j) k(c*N + n, h*hd + j)   (unscaled; the softmax scales).
+template <class ExecSpace, class QV, class KVV, class AV>
+void cross_attention_scores(const ExecSpace& space, CrossAttentionShape s, const QV& q,
+                            const KVV& kv, const AV& attn) {
+  using T = typename AV::non_const_value_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::scores", flat_policy(space, attn.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
+        T acc = 0;
+        for (std::int64_t j = 0; j < s.hd; ++j)
+          acc += q(h * s.hd + j) * kv(c * s.N + n, h * s.hd + j);
+        attn(nh, c) = acc;
+      });
+}
+
+// ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j).
+template <class ExecSpace, class AV, class KVV, class CV>
+void cross_attention_context(const ExecSpace& space, CrossAttentionShape s, const AV& attn,
+                             const KVV& kv, const CV& ctx) {
+  using T = typename CV::non_const_value_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::context", flat_policy(space, ctx.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t I = s.inner(), i = e % I, n = e / I, h = i / s.hd;
+        T acc = 0;
+        for (std::int64_t c = 0; c < s.K; ++c) acc += attn(n * s.H + h, c) * kv(c * s.N + n, I + i);
+        ctx(n, i) = acc;
+      });
+}
+
+// dattn(n*H + h, c) = sum_j dctx(n, h*hd + j) v(c*N + n, h*hd + j).
+template <class ExecSpace, class DCV, class KVV, class DAV>
+void cross_attention_dattn(const ExecSpace& space, CrossAttentionShape s, const DCV& dctx,
+                           const KVV& kv, const DAV& dattn) {
+  using T = typename DAV::non_const_value_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dattn", flat_policy(space, dattn.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
+        T acc = 0;
+        for (std::int64_t j = 0; j < s.hd; ++j)
+          acc += dctx(n, h * s.hd + j) * kv(c * s.N + n, s.inner() + h * s.hd + j);
+        dattn(nh, c) = acc;
+      });
+}
+
+// Each element of dk | dv has a single source term, so one pass writes both:
+// dk(c*N + n, i) = scale * dS(n*H + h, c) q(i),  dv(c*N + n, i) = attn(n*H + h, c) dctx(n, i).
+template <class ExecSpace, class QV, class AV, class DSV, class DCV, class DKVV>
+void cross_attention_dkv(const ExecSpace& space, CrossAttentionShape s,
+                         typename DKVV::non_const_value_type scale, const QV& q, const AV& attn,
+                         const DSV& dS, const DCV& dctx, const DKVV& dkv) {
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dkv", flat_policy(space, dkv.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t I = s.inner(), col = e % (2 * I), row = e / (2 * I);
+        const std::int64_t c = row / s.N, n = row % s.N;
+        const std::int64_t i = col < I ? col : col - I, nh = n * s.H + i / s.hd;
+        dkv(row, col) = col < I ? scale * dS(nh, c) * q(i) : attn(nh, c) * dctx(n, i);
+      });
+}
+
+// dq(i) = scale * sum_{n, c} dS(n*H + h, c) k(c*N + n, i). One team per i reduces over all
+// (n, c): no two threads ever add to the same element, on any backend.
+template <class ExecSpace, class DSV, class KVV, class DQV>
+void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
+                        typename DQV::non_const_value_type scale, const DSV& dS, const KVV& kv,
+                        const DQV& dq) {
+  using T = typename DQV::non_const_value_type;
+  using Policy = Kokkos::TeamPolicy<ExecSpace>;
+  using Member = typename Policy::member_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dq", Policy(space, static_cast<int>(dq.extent(0)), Kokkos::AUTO),
+      KOKKOS_LAMBDA(const Member& team) {
+        const std::int64_t i = team.league_rank(), h = i / s.hd;
+        T acc = 0;
+        Kokkos::parallel_reduce(
+            Kokkos::TeamThreadRange(team, s.N * s.K),
+            [&](std::int64_t e, T& part) {
+              const std::int64_t n = e / s.K, c = e % s.K;
+              part += dS(n * s.H + h, c) * kv(c * s.N + n, i);
+            },
+            acc);
+        Kokkos::single(Kokkos::PerTeam(team), [&]() { dq(i) = scale * acc; });
+      });
+}
+
+// Gradients of q = Wq query + bq:  dWq(i, d) += dq(i) query(d),  dbq(i) += dq(i),
+// dquery(d) += sum_i Wq(i, d) dq(i). Every thread owns the elements it adds to.
+template <class ExecSpace, class DQV, class XV, class WV, class GWV, class GBV, class GXV>
+void cross_attention_query_backward(const ExecSpace& space, const DQV& dq, const XV& x,
+                                    const WV& W, const GWV& gW, const GBV& gb, const GXV& gx) {
+  using T = typename GXV::non_const_value_type;
+  const std::int64_t D = static_cast<std::int64_t>(x.extent(0));
+  const std::int64_t I = static_cast<std::int64_t>(dq.extent(0));
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dWq", flat_policy(space, std::size_t(I * D)),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t i = e / D, d = e % D;
+        gW(i, d) += dq(i) * x(d);
+        if (d == 0) gb(i) += dq(i);
+      });
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dquery", Kokkos::RangePolicy<ExecSpace>(space, 0, int(D)),
+      KOKKOS_LAMBDA(int d) {
+        T acc = 0;
+        for (std::int64_t i = 0; i < I; ++i) acc += W(i, d) * dq(i);
+        gx(d) += acc;
+      });
+}
+
+}  // namespace Impl
+
 template <class T, class ExecSpace>
 class QueryCrossAttention {
  public:
@@ -106,12 +246,12 @@ class QueryCrossAttention {
                   " must be [keys, rows, dim = ", dim_, "]");
     x_ = tokens;
     allocate(tokens.extent(0), tokens.extent(1));
-    project_query(space);
+    Impl::cross_attention_query(space, in_weight_, in_bias_, query_, q_);
     gemm(space, Op::N, Op::T, T(1), tokens_as_rows(x_), kv_weight(in_weight_), T(0), kv_);
     add_bias(space, kv_, kv_bias(in_bias_));
-    attention_scores(space);
+    Impl::cross_attention_scores(space, shape(), q_, kv_, attn_);
     softmax_rows(space, attn_, attn_, scale());
-    attention_context(space);
+    Impl::cross_attention_context(space, shape(), attn_, kv_, ctx_);
     matrix y = out_proj_.forward(space, ctx_);
     if (!defer_bias_) add_bias(space, y, out_bias_);
     return y;
@@ -130,10 +270,12 @@ class QueryCrossAttention {
     const matrix dctx = out_proj_.backward(space, dout);  // checks dout against the forward
     sum_rows(space, dout, grad_out_bias_);
     allocate_backward();
-    attention_backward(space, dctx);
+    Impl::cross_attention_dattn(space, shape(), dctx, kv_, dattn_);
     softmax_rows_backward(space, attn_, dattn_, dattn_);  // d(scaled scores), in place
-    key_value_backward(space, dctx);
-    query_backward(space);
+    Impl::cross_attention_dkv(space, shape(), scale(), q_, attn_, dattn_, dctx, dkv_);
+    Impl::cross_attention_dq(space, shape(), scale(), dattn_, kv_, dq_);
+    Impl::cross_attention_query_backward(space, dq_, query_, in_weight_, grad_in_weight_,
+                                         grad_in_bias_, grad_query_);
     const auto x = tokens_as_rows(x_);
     gemm(space, Op::T, Op::N, T(1), dkv_, x, T(1), kv_weight(grad_in_weight_));
     sum_rows(space, dkv_, kv_bias(grad_in_bias_));
@@ -191,6 +333,9 @@ class QueryCrossAttention {
 
  private:
   T scale() const { return T(1) / static_cast<T>(std::sqrt(static_cast<double>(head_dim_))); }
+  Impl::CrossAttentionShape shape() const {
+    return {std::int64_t(keys_), std::int64_t(rows_), heads_, head_dim_};
+  }
 
   auto tokens_as_rows(const ConstTensor3<T, ExecSpace>& t) const {
     return Impl::as_matrix(t, t.extent(0) * t.extent(1), t.extent(2));
@@ -217,135 +362,6 @@ class QueryCrossAttention {
     if (dkv_.extent(0) == kv_.extent(0) && dattn_.extent(0) == attn_.extent(0)) return;
     dkv_ = matrix(name_ + ".dkv", kv_.extent(0), kv_.extent(1));
     dattn_ = matrix(name_ + ".dattn", attn_.extent(0), attn_.extent(1));
-  }
-
-  // q(i) = bq(i) + sum_d Wq(i, d) query(d).
-  void project_query(const ExecSpace& space) const {
-    const auto W = in_weight_;
-    const auto b = in_bias_;
-    const auto x = query_;
-    const auto q = q_;
-    const int D = dim_;
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::query", Kokkos::RangePolicy<ExecSpace>(space, 0, int(inner())),
-        KOKKOS_LAMBDA(int i) {
-          T s = b(i);
-          for (int d = 0; d < D; ++d) s += W(i, d) * x(d);
-          q(i) = s;
-        });
-  }
-
-  // attn(n*H + h, c) = sum_j q(h*hd + j) k(c*N + n, h*hd + j)   (unscaled; softmax scales).
-  void attention_scores(const ExecSpace& space) const {
-    const auto q = q_;
-    const auto kv = kv_;
-    const auto attn = attn_;
-    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_;
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::scores", Impl::flat_policy(space, attn.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t c = e % K, nh = e / K, n = nh / H, h = nh % H;
-          T s = 0;
-          for (std::int64_t j = 0; j < hd; ++j) s += q(h * hd + j) * kv(c * N + n, h * hd + j);
-          attn(nh, c) = s;
-        });
-  }
-
-  // ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j).
-  void attention_context(const ExecSpace& space) const {
-    const auto kv = kv_;
-    const auto attn = attn_;
-    const auto ctx = ctx_;
-    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_, I = inner();
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::context", Impl::flat_policy(space, ctx.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t i = e % I, n = e / I, h = i / hd;
-          T s = 0;
-          for (std::int64_t c = 0; c < K; ++c) s += attn(n * H + h, c) * kv(c * N + n, I + i);
-          ctx(n, i) = s;
-        });
-  }
-
-  // dattn(n*H + h, c) = sum_j dctx(n, h*hd + j) v(c*N + n, h*hd + j).
-  void attention_backward(const ExecSpace& space, const matrix& dctx) const {
-    const auto kv = kv_;
-    const auto dattn = dattn_;
-    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_, I = inner();
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::dattn", Impl::flat_policy(space, dattn.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t c = e % K, nh = e / K, n = nh / H, h = nh % H;
-          T s = 0;
-          for (std::int64_t j = 0; j < hd; ++j)
-            s += dctx(n, h * hd + j) * kv(c * N + n, I + h * hd + j);
-          dattn(nh, c) = s;
-        });
-  }
-
-  // Each element of dk|dv has a single source term: dk = scale * dS q, dv = attn * dctx.
-  void key_value_backward(const ExecSpace& space, const matrix& dctx) const {
-    const auto q = q_;
-    const auto attn = attn_;
-    const auto dattn = dattn_;
-    const auto dkv = dkv_;
-    const T sc = scale();
-    const std::int64_t N = rows_, H = heads_, hd = head_dim_, I = inner();
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::dkv", Impl::flat_policy(space, dkv.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t col = e % (2 * I), row = e / (2 * I);
-          const std::int64_t c = row / N, n = row % N;
-          const std::int64_t i = col < I ? col : col - I, h = i / hd;
-          dkv(row, col) = col < I ? sc * dattn(n * H + h, c) * q(i) : attn(n * H + h, c) * dctx(n, i);
-        });
-  }
-
-  // dq(i) = scale * sum_{n, c} dS(n*H + h, c) k(c*N + n, i): one team per i reduces over all
-  // (n, c), so no two threads ever add to the same element. Then the q projection's gradients.
-  void query_backward(const ExecSpace& space) const {
-    using Policy = Kokkos::TeamPolicy<ExecSpace>;
-    using Member = typename Policy::member_type;
-    const auto kv = kv_;
-    const auto dattn = dattn_;
-    const auto dq = dq_;
-    const T sc = scale();
-    const std::int64_t K = keys_, N = rows_, H = heads_, hd = head_dim_;
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::dq", Policy(space, int(inner()), Kokkos::AUTO),
-        KOKKOS_LAMBDA(const Member& team) {
-          const std::int64_t i = team.league_rank(), h = i / hd;
-          T s = 0;
-          Kokkos::parallel_reduce(
-              Kokkos::TeamThreadRange(team, N * K),
-              [&](std::int64_t e, T& acc) {
-                const std::int64_t n = e / K, c = e % K;
-                acc += dattn(n * H + h, c) * kv(c * N + n, i);
-              },
-              s);
-          Kokkos::single(Kokkos::PerTeam(team), [&]() { dq(i) = sc * s; });
-        });
-    // dWq(i, d) += dq(i) query(d); dbq(i) += dq(i); dquery(d) += sum_i Wq(i, d) dq(i).
-    const auto W = in_weight_;
-    const auto gW = grad_in_weight_;
-    const auto gb = grad_in_bias_;
-    const auto x = query_;
-    const auto gx = grad_query_;
-    const std::int64_t D = dim_, I = inner();
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::dWq", Impl::flat_policy(space, std::size_t(I * D)),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t i = e / D, d = e % D;
-          gW(i, d) += dq(i) * x(d);
-          if (d == 0) gb(i) += dq(i);
-        });
-    Kokkos::parallel_for(
-        "dchag::QueryCrossAttention::dquery", Kokkos::RangePolicy<ExecSpace>(space, 0, int(D)),
-        KOKKOS_LAMBDA(int d) {
-          T s = 0;
-          for (std::int64_t i = 0; i < I; ++i) s += W(i, d) * dq(i);
-          gx(d) += s;
-        });
   }
 
   std::string name_, query_name_;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/init.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/bias.hpp>
@@ -24,21 +25,37 @@ class Mlp {
   Mlp() = default;
   // defer_fc2_bias: forward() leaves out fc2's bias, which the caller adds with
   // add_output_bias() once it has summed the partial outputs (Megatron's row-parallel fc2
-  // under tensor parallelism, where `hidden` is this rank's share). The bias stays a parameter
-  // of this layer either way, and backward() is the same in both modes.
-  Mlp(std::string name, int dim, int hidden, bool defer_fc2_bias = false)
-      : name_(std::move(name)), defer_bias_(defer_fc2_bias) {
+  // under tensor parallelism). The bias stays a parameter of this layer either way, and
+  // backward() is the same in both modes.
+  // hidden_begin, total_hidden: this layer's hidden units within the logical layer
+  // (total_hidden 0: the layer is whole); they only decide which parts of the logical weights
+  // init() produces.
+  Mlp(std::string name, int dim, int hidden, bool defer_fc2_bias = false, int hidden_begin = 0,
+      int total_hidden = 0)
+      : name_(std::move(name)), hidden_begin_(hidden_begin),
+        total_hidden_(total_hidden > 0 ? total_hidden : hidden), defer_bias_(defer_fc2_bias) {
     Impl::require(dim > 0 && hidden > 0, "Mlp '", name_,
                   "': dim and hidden must be positive, got dim = ", dim, ", hidden = ", hidden);
+    Impl::require(hidden_begin >= 0 && hidden_begin + hidden <= total_hidden_, "Mlp '", name_,
+                  "': hidden units [", hidden_begin, ", ", hidden_begin + hidden,
+                  ") do not fit in total_hidden = ", total_hidden_);
     fc1_ = Linear<T, ExecSpace>(name_ + ".fc1", dim, hidden);
     fc2_ = Linear<T, ExecSpace>(name_ + ".fc2", hidden, dim, /*bias=*/false);
     bias_ = vector(name_ + ".fc2.bias", dim);
     grad_bias_ = vector(name_ + ".fc2.bias.grad", dim);
   }
 
+  // timm / ClimaX: weights trunc_normal(std), biases zero, drawn for the logical layer
+  // (fc1.weight [total_hidden, dim], fc2.weight [dim, total_hidden]) so that a layer holding
+  // some of the hidden units gets exactly its part of what the whole layer gets.
   void init(std::uint64_t seed, double std = 0.02) {
-    fc1_.init(seed, std);
-    fc2_.init(seed, std);
+    const std::size_t D = dim(), begin = hidden_begin_;
+    truncated_normal(fc1_.weight(), seed, Impl::name_stream(name_ + ".fc1.weight"), std,
+                     -2 * std, 2 * std, begin * D);
+    Kokkos::deep_copy(fc1_.bias(), T(0));
+    const LogicalSlice columns{{D, std::size_t(total_hidden_)}, {0, begin}};
+    truncated_normal(fc2_.weight(), seed, Impl::name_stream(name_ + ".fc2.weight"), std,
+                     -2 * std, 2 * std, columns);
     Kokkos::deep_copy(bias_, T(0));
   }
 
@@ -86,10 +103,13 @@ class Mlp {
   int dim() const { return fc1_.in_features(); }
   int hidden() const { return fc1_.out_features(); }
   bool defers_fc2_bias() const { return defer_bias_; }
+  int hidden_begin() const { return hidden_begin_; }
+  int total_hidden() const { return total_hidden_; }
   const std::string& name() const { return name_; }
 
  private:
   std::string name_;
+  int hidden_begin_ = 0, total_hidden_ = 0;
   bool defer_bias_ = false;
   Linear<T, ExecSpace> fc1_, fc2_;
   vector bias_, grad_bias_;

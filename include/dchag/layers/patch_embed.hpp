@@ -28,6 +28,25 @@ namespace dchag {
 template <class T, class ExecSpace>
 using ConstImage = Unmanaged<const T****, ExecSpace>;
 
+namespace Impl {
+
+// patches(c, n, i*p + j) = x(b, c, py*p + i, px*p + j) for token n = b*L + py*wp + px.
+template <class ExecSpace, class XV, class PV>
+void im2col_channels(const ExecSpace& space, const XV& x, int patch, std::size_t L,
+                     std::size_t wp, const PV& P) {
+  const std::int64_t p = patch, pp = p * p, N = static_cast<std::int64_t>(P.extent(1));
+  const std::int64_t Ls = static_cast<std::int64_t>(L), wps = static_cast<std::int64_t>(wp);
+  Kokkos::parallel_for(
+      "dchag::ChannelPatchEmbed::im2col", flat_policy(space, P.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t k = e % pp, n = (e / pp) % N, c = e / (pp * N);
+        const std::int64_t b = n / Ls, l = n % Ls;
+        P(c, n, k) = x(b, c, (l / wps) * p + k / p, (l % wps) * p + k % p);
+      });
+}
+
+}  // namespace Impl
+
 template <class T, class ExecSpace>
 class ChannelPatchEmbed {
  public:
@@ -79,7 +98,7 @@ class ChannelPatchEmbed {
       patches_ = tensor(name_ + ".patches", channels_, N, pp);
       out_ = tensor(name_ + ".out", channels_, N, dim_);
     }
-    im2col(space, x, L, W / patch_);
+    Impl::im2col_channels(space, x, patch_, L, W / patch_, patches_);
     batched_gemm(space, Op::N, Op::T, T(1), patches_, weight_, T(0), out_);
     Impl::add_channel_rows(space, out_, bias_);
     return out_;
@@ -134,21 +153,6 @@ class ChannelPatchEmbed {
   }
   Unmanaged<T*, ExecSpace> bias_slice(const matrix& b, int c) const {
     return Unmanaged<T*, ExecSpace>(b.data() + std::size_t(c) * dim_, dim_);
-  }
-
-  // patches(c, n, i*p + j) = x(b, c, py*p + i, px*p + j), n = b*L + py*wp + px.
-  void im2col(const ExecSpace& space, const ConstImage<T, ExecSpace>& x, std::size_t L,
-              std::size_t wp) const {
-    const auto P = patches_;
-    const std::int64_t p = patch_, pp = p * p, N = static_cast<std::int64_t>(P.extent(1));
-    const std::int64_t Ls = static_cast<std::int64_t>(L), wps = static_cast<std::int64_t>(wp);
-    Kokkos::parallel_for(
-        "dchag::ChannelPatchEmbed::im2col", Impl::flat_policy(space, P.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t k = e % pp, n = (e / pp) % N, c = e / (pp * N);
-          const std::int64_t b = n / Ls, l = n % Ls;
-          P(c, n, k) = x(b, c, (l / wps) * p + k / p, (l % wps) * p + k % p);
-        });
   }
 
   std::string name_;

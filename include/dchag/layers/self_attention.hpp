@@ -12,6 +12,7 @@
 #include <string>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/init.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/batched_gemm.hpp>
@@ -34,21 +35,42 @@ class SelfAttention {
   // add_output_bias() once it has summed the partial outputs of the ranks (Megatron's
   // row-parallel proj: the bias is added once, after the AllReduce). The bias stays a parameter
   // of this layer either way, and backward() is the same in both modes.
-  SelfAttention(std::string name, int dim, int heads, int head_dim, bool defer_proj_bias = false)
+  // head_begin, total_heads: this layer's heads within the logical layer (total_heads 0: the
+  // layer is whole); they only decide which parts of the logical weights init() produces.
+  SelfAttention(std::string name, int dim, int heads, int head_dim, bool defer_proj_bias = false,
+                int head_begin = 0, int total_heads = 0)
       : name_(std::move(name)), dim_(dim), heads_(heads), head_dim_(head_dim),
+        head_begin_(head_begin), total_heads_(total_heads > 0 ? total_heads : heads),
         defer_bias_(defer_proj_bias) {
     Impl::require(dim > 0 && heads > 0 && head_dim > 0, "SelfAttention '", name_,
                   "': dim, heads and head_dim must be positive, got dim = ", dim,
                   ", heads = ", heads, ", head_dim = ", head_dim);
+    Impl::require(head_begin >= 0 && head_begin + heads <= total_heads_, "SelfAttention '",
+                  name_, "': heads [", head_begin, ", ", head_begin + heads,
+                  ") do not fit in total_heads = ", total_heads_);
     qkv_ = Linear<T, ExecSpace>(name_ + ".qkv", dim, 3 * inner());
     proj_ = Linear<T, ExecSpace>(name_ + ".proj", inner(), dim, /*bias=*/false);
     bias_ = vector(name_ + ".proj.bias", dim);
     grad_bias_ = vector(name_ + ".proj.bias.grad", dim);
   }
 
+  // timm / ClimaX: weights trunc_normal(std), biases zero, drawn for the logical layer
+  // (qkv.weight [3*total_inner, dim], proj.weight [dim, total_inner]) so that a layer holding
+  // some of the heads gets exactly its part of what the whole layer gets.
   void init(std::uint64_t seed, double std = 0.02) {
-    qkv_.init(seed, std);
-    proj_.init(seed, std);
+    const std::size_t D = dim_, begin = std::size_t(head_begin_) * head_dim_;
+    const std::size_t total_inner = std::size_t(total_heads_) * head_dim_;
+    const std::uint64_t qkv_stream = Impl::name_stream(name_ + ".qkv.weight");
+    for (std::size_t s = 0; s < 3; ++s) {
+      // Section s (q, k or v) of this layer is a block of whole rows of the logical weight.
+      const Unmanaged<T**, ExecSpace> rows(qkv_.weight().data() + s * inner() * D, inner(), D);
+      truncated_normal(rows, seed, qkv_stream, std, -2 * std, 2 * std,
+                       (s * total_inner + begin) * D);
+    }
+    Kokkos::deep_copy(qkv_.bias(), T(0));
+    const LogicalSlice columns{{D, total_inner}, {0, begin}};
+    truncated_normal(proj_.weight(), seed, Impl::name_stream(name_ + ".proj.weight"), std,
+                     -2 * std, 2 * std, columns);
     Kokkos::deep_copy(bias_, T(0));
   }
 
@@ -127,6 +149,8 @@ class SelfAttention {
   int heads() const { return heads_; }
   int head_dim() const { return head_dim_; }
   int inner() const { return heads_ * head_dim_; }
+  int head_begin() const { return head_begin_; }
+  int total_heads() const { return total_heads_; }
   bool defers_proj_bias() const { return defer_bias_; }
   const std::string& name() const { return name_; }
 
@@ -161,7 +185,7 @@ class SelfAttention {
   }
 
   std::string name_;
-  int dim_ = 0, heads_ = 0, head_dim_ = 0;
+  int dim_ = 0, heads_ = 0, head_dim_ = 0, head_begin_ = 0, total_heads_ = 0;
   bool defer_bias_ = false;
   Linear<T, ExecSpace> qkv_, proj_;
   vector bias_, grad_bias_;

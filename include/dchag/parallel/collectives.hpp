@@ -1,0 +1,365 @@
+#ifndef DCHAG_PARALLEL_COLLECTIVES_HPP
+#define DCHAG_PARALLEL_COLLECTIVES_HPP
+
+// Collectives on Kokkos views.
+//
+// Every function takes the execution-space instance first and fences it before MPI touches the
+// buffer (the kernels producing it may still be running). Views may have any rank but must be
+// contiguous, and hold float or double. MPI gets the view's own memory when the host can access
+// it, or when the library is built with DCHAG_GPU_AWARE_MPI (device pointers go to MPI as they
+// are); otherwise the data is staged through a host copy. On a communicator of one rank nothing
+// is copied and MPI is not called (all_gather / reduce_scatter copy local <-> full when these
+// are different buffers, on the device).
+//
+// All ranks of `comm` must call the same collectives in the same order with the same shapes;
+// the shape checks below are local and identical on every rank of a consistent program.
+//
+// dchag::CommStats counts the payload bytes each rank sends, as the bandwidth-optimal ring
+// algorithms send them, with n the bytes of the view (for all_gather / reduce_scatter, n_full
+// the bytes of the full view) and p the communicator size:
+//   all_reduce_*     2 (p - 1) / p * n
+//   all_gather       (p - 1) / p * n_full = (p - 1) * n_local
+//   reduce_scatter   (p - 1) / p * n_full = (p - 1) * n_local
+//   broadcast        (p - 1) / p * n      (pipelined: every rank but the last forwards n;
+//                                          the average over ranks)
+// rounded down per call; 0 when p = 1. It is a model of the traffic, not a measurement: MPI may
+// choose other algorithms, but these are the numbers the paper's comparison is made in.
+
+#include <mpi.h>
+
+#include <Kokkos_Core.hpp>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include <dchag/core/error.hpp>
+#include <dchag/parallel/communicator.hpp>
+
+namespace dchag {
+
+// Process-wide counter of the bytes this rank sent through the collectives of this header.
+class CommStats {
+ public:
+  static std::uint64_t bytes() { return counters().bytes.load(); }
+  // Number of collective calls counted (on communicators of any size, scalar helpers included).
+  static std::uint64_t calls() { return counters().calls.load(); }
+  static void reset() {
+    counters().bytes.store(0);
+    counters().calls.store(0);
+  }
+  static void add(std::uint64_t sent_bytes) {
+    counters().bytes.fetch_add(sent_bytes);
+    counters().calls.fetch_add(1);
+  }
+
+ private:
+  struct Counters {
+    std::atomic<std::uint64_t> bytes{0};
+    std::atomic<std::uint64_t> calls{0};
+  };
+  // A function-local static in an inline function: one counter per process, however many
+  // translation units include this header.
+  static Counters& counters() {
+    static Counters c;
+    return c;
+  }
+};
+
+namespace Impl {
+
+template <class T>
+struct always_false : std::false_type {};
+
+template <class T>
+struct MpiType {
+  static_assert(always_false<T>::value, "dchag collectives take views of float or double");
+};
+template <>
+struct MpiType<float> {
+  static MPI_Datatype get() { return MPI_FLOAT; }
+};
+template <>
+struct MpiType<double> {
+  static MPI_Datatype get() { return MPI_DOUBLE; }
+};
+
+// Can MPI read and write memory of this space directly?
+template <class MemorySpace>
+constexpr bool mpi_accessible() {
+#if defined(DCHAG_GPU_AWARE_MPI)
+  return true;
+#else
+  return Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemorySpace>::accessible;
+#endif
+}
+
+template <class View>
+using FlatView = Kokkos::View<typename View::value_type*, typename View::memory_space,
+                              Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+// A contiguous view as one flat array (any rank, any contiguous layout).
+template <class View>
+FlatView<View> flat(const View& v) {
+  return FlatView<View>(v.data(), v.size());
+}
+
+// The array MPI works on for `v`: `v` itself where MPI can access its memory, otherwise a host
+// copy (filled from `v` when `copy_in`; a receive-only buffer needs no copy).
+template <class ExecSpace, class View>
+auto mpi_buffer(const ExecSpace& space, const View& v, bool copy_in) {
+  using Memory = typename View::memory_space;
+  if constexpr (mpi_accessible<Memory>()) {
+    (void)space;
+    (void)copy_in;
+    return flat(v);
+  } else {
+    // Non-const even for a const send view, so that the host copy can be filled.
+    Kokkos::View<typename View::non_const_value_type*, Kokkos::HostSpace> host(
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, "dchag::mpi_staging"), v.size());
+    if (copy_in) {
+      Kokkos::deep_copy(space, host, flat(v));
+      space.fence();  // MPI reads the host copy next
+    }
+    return host;
+  }
+}
+
+// After MPI wrote `buffer`: bring the result into `v` if `buffer` was a host copy.
+template <class ExecSpace, class View, class Buffer>
+void mpi_copy_out(const ExecSpace& space, const View& v, const Buffer& buffer) {
+  if constexpr (!mpi_accessible<typename View::memory_space>()) {
+    Kokkos::deep_copy(space, flat(v), buffer);
+    space.fence();  // the host copy is freed on return
+  } else {
+    (void)space;
+    (void)v;
+    (void)buffer;
+  }
+}
+
+template <class ExecSpace, class View>
+void check_view(const char* where, const View& v) {
+  static_assert(Kokkos::is_view<View>::value, "dchag collectives take Kokkos views");
+  static_assert(Kokkos::is_execution_space<ExecSpace>::value,
+                "dchag collectives take an execution-space instance first");
+  static_assert(
+      Kokkos::SpaceAccessibility<ExecSpace, typename View::memory_space>::accessible,
+      "dchag collectives: the execution space cannot access the view's memory");
+  (void)sizeof(MpiType<typename View::non_const_value_type>);  // float or double only
+  require(v.span_is_contiguous(), "dchag::", where, ": view ", shape_of(v),
+          " is not contiguous (take a contiguous copy first)");
+  require(v.size() <= static_cast<std::size_t>(INT_MAX), "dchag::", where, ": view ",
+          shape_of(v), " has more elements than one MPI call can carry (", INT_MAX, ")");
+}
+
+template <class View>
+void require_writable() {
+  static_assert(!std::is_const<typename View::value_type>::value,
+                "dchag collectives: the result view must not be const");
+}
+
+// Is the flat memory order row-major? (Concatenation along the first dimension is then
+// concatenation of the flat arrays.) Extents of 1 have no meaningful stride.
+template <class View>
+bool row_major(const View& v) {
+  std::size_t expected = 1;
+  for (int r = static_cast<int>(View::rank) - 1; r >= 0; --r) {
+    if (v.extent(r) > 1 && static_cast<std::size_t>(v.stride(r)) != expected) return false;
+    expected *= v.extent(r);
+  }
+  return true;
+}
+
+// full = p blocks of local along the first dimension (checked when ranks are equal;
+// otherwise only the sizes must agree, e.g. a flat buffer gathered into a rank-3 view).
+template <class Local, class Full>
+void check_blocks(const char* where, const Local& local, const Full& full, int p) {
+  require(row_major(local) && row_major(full), "dchag::", where, ": views ", shape_of(local),
+          " and ", shape_of(full), " must be row-major (LayoutRight) to be split along the "
+          "first dimension");
+  require(full.size() == local.size() * static_cast<std::size_t>(p), "dchag::", where,
+          ": the full view ", shape_of(full), " has ", full.size(),
+          " elements, but the local view ", shape_of(local), " has ", local.size(), " x ", p,
+          " ranks = ", local.size() * static_cast<std::size_t>(p));
+  if constexpr (static_cast<unsigned>(Local::rank) == static_cast<unsigned>(Full::rank)) {
+    bool same = Local::rank == 0 || full.extent(0) == local.extent(0) * p;
+    for (unsigned r = 1; r < Local::rank; ++r) same = same && full.extent(r) == local.extent(r);
+    require(same, "dchag::", where, ": the full view ", shape_of(full), " is not ", p,
+            " blocks of the local view ", shape_of(local), " along the first dimension");
+  }
+}
+
+template <class ExecSpace, class View>
+void all_reduce(const ExecSpace& space, const Communicator& comm, const View& view, MPI_Op op,
+                const char* where) {
+  require_writable<View>();
+  check_view<ExecSpace>(where, view);
+  space.fence();
+  const int p = comm.size();
+  const auto up = static_cast<std::uint64_t>(p);
+  const std::uint64_t n = view.size() * sizeof(typename View::value_type);
+  CommStats::add(2 * (up - 1) * n / up);
+  if (p == 1 || view.size() == 0) return;
+  using T = typename View::non_const_value_type;
+  auto buffer = mpi_buffer(space, view, true);
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(view.size()),
+                          MpiType<T>::get(), op, comm.get()),
+            "MPI_Allreduce", where);
+  mpi_copy_out(space, view, buffer);
+}
+
+inline double all_reduce_scalar(const Communicator& comm, double x, MPI_Op op,
+                                const char* where) {
+  const int p = comm.size();
+  const auto up = static_cast<std::uint64_t>(p);
+  CommStats::add(2 * (up - 1) * sizeof(double) / up);
+  if (p == 1) return x;
+  double result = 0;
+  check_mpi(MPI_Allreduce(&x, &result, 1, MPI_DOUBLE, op, comm.get()), "MPI_Allreduce", where);
+  return result;
+}
+
+}  // namespace Impl
+
+// view <- sum over the ranks of comm, element by element (in place).
+template <class ExecSpace, class View>
+void all_reduce_sum(const ExecSpace& space, const Communicator& comm, const View& view) {
+  Impl::all_reduce(space, comm, view, MPI_SUM, "all_reduce_sum");
+}
+
+// view <- max over the ranks of comm, element by element (in place).
+template <class ExecSpace, class View>
+void all_reduce_max(const ExecSpace& space, const Communicator& comm, const View& view) {
+  Impl::all_reduce(space, comm, view, MPI_MAX, "all_reduce_max");
+}
+
+// full <- concatenation of every rank's local along the first dimension, in rank order.
+// local may be rank r's own block of full (in place).
+template <class ExecSpace, class Local, class Full>
+void all_gather(const ExecSpace& space, const Communicator& comm, const Local& local,
+                const Full& full) {
+  const char* where = "all_gather";
+  Impl::require_writable<Full>();
+  Impl::check_view<ExecSpace>(where, local);
+  Impl::check_view<ExecSpace>(where, full);
+  static_assert(std::is_same<typename Local::non_const_value_type,
+                             typename Full::non_const_value_type>::value,
+                "dchag::all_gather: local and full must hold the same scalar type");
+  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
+                "dchag::all_gather: local and full must live in the same memory space");
+  const int p = comm.size();
+  Impl::check_blocks(where, local, full, p);
+  space.fence();
+  using T = typename Full::non_const_value_type;
+  const std::size_t n = local.size();
+  CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));  // (p-1)/p * n_full
+  const int r = comm.rank();
+  const bool in_place = local.data() == full.data() + n * static_cast<std::size_t>(r);
+  if (p == 1 || n == 0) {
+    if (!in_place && n > 0) {
+      Kokkos::deep_copy(space, Impl::flat(full), Impl::flat(local));
+      space.fence();  // results are complete on return, as after MPI
+    }
+    return;
+  }
+  auto full_buffer = Impl::mpi_buffer(space, full, false);
+  if constexpr (Impl::mpi_accessible<typename Full::memory_space>()) {
+    // MPI forbids overlapping send and receive buffers; MPI_IN_PLACE is the way to say so.
+    Impl::check_mpi(MPI_Allgather(in_place ? MPI_IN_PLACE : local.data(), static_cast<int>(n),
+                                  Impl::MpiType<T>::get(), full_buffer.data(),
+                                  static_cast<int>(n), Impl::MpiType<T>::get(), comm.get()),
+                    "MPI_Allgather", where);
+  } else {
+    // Staged: the host copy of full is separate from local, no aliasing possible.
+    auto local_buffer = Impl::mpi_buffer(space, local, true);
+    Impl::check_mpi(MPI_Allgather(local_buffer.data(), static_cast<int>(n),
+                                  Impl::MpiType<T>::get(), full_buffer.data(),
+                                  static_cast<int>(n), Impl::MpiType<T>::get(), comm.get()),
+                    "MPI_Allgather", where);
+  }
+  Impl::mpi_copy_out(space, full, full_buffer);
+}
+
+// local <- block comm.rank() (along the first dimension) of the sum over ranks of full.
+// The inverse (adjoint) of all_gather. local must not overlap full.
+template <class ExecSpace, class Full, class Local>
+void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const Full& full,
+                        const Local& local) {
+  const char* where = "reduce_scatter_sum";
+  Impl::require_writable<Local>();
+  Impl::check_view<ExecSpace>(where, local);
+  Impl::check_view<ExecSpace>(where, full);
+  static_assert(std::is_same<typename Local::non_const_value_type,
+                             typename Full::non_const_value_type>::value,
+                "dchag::reduce_scatter_sum: local and full must hold the same scalar type");
+  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
+                "dchag::reduce_scatter_sum: local and full must live in the same memory space");
+  const int p = comm.size();
+  Impl::check_blocks(where, local, full, p);
+  using T = typename Local::non_const_value_type;
+  const std::size_t n = local.size();
+  {
+    // Overlap would let MPI read data it has already overwritten.
+    const auto l0 = reinterpret_cast<std::uintptr_t>(local.data());
+    const auto f0 = reinterpret_cast<std::uintptr_t>(full.data());
+    const bool overlap = n > 0 && l0 < f0 + full.size() * sizeof(T) && f0 < l0 + n * sizeof(T);
+    Impl::require(!overlap, "dchag::", where, ": local ", Impl::shape_of(local),
+                  " overlaps full ", Impl::shape_of(full));
+  }
+  space.fence();
+  CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));  // (p-1)/p * n_full
+  if (p == 1 || n == 0) {
+    if (n > 0) {
+      Kokkos::deep_copy(space, Impl::flat(local), Impl::flat(full));
+      space.fence();
+    }
+    return;
+  }
+  auto full_buffer = Impl::mpi_buffer(space, full, true);
+  auto local_buffer = Impl::mpi_buffer(space, local, false);
+  Impl::check_mpi(MPI_Reduce_scatter_block(full_buffer.data(), local_buffer.data(),
+                                           static_cast<int>(n), Impl::MpiType<T>::get(),
+                                           MPI_SUM, comm.get()),
+                  "MPI_Reduce_scatter_block", where);
+  Impl::mpi_copy_out(space, local, local_buffer);
+}
+
+// view <- root's view, on every rank.
+template <class ExecSpace, class View>
+void broadcast(const ExecSpace& space, const Communicator& comm, const View& view, int root) {
+  const char* where = "broadcast";
+  Impl::require_writable<View>();
+  Impl::check_view<ExecSpace>(where, view);
+  const int p = comm.size();
+  Impl::require(root >= 0 && root < p, "dchag::broadcast: root ", root,
+                " is not a rank of a communicator of size ", p);
+  space.fence();
+  using T = typename View::non_const_value_type;
+  const auto up = static_cast<std::uint64_t>(p);
+  const std::uint64_t n = view.size() * sizeof(T);
+  CommStats::add((up - 1) * n / up);
+  if (p == 1 || view.size() == 0) return;
+  // Only the root's data needs to reach MPI, and only the others' needs to come back.
+  const bool is_root = comm.rank() == root;
+  auto buffer = Impl::mpi_buffer(space, view, is_root);
+  Impl::check_mpi(MPI_Bcast(buffer.data(), static_cast<int>(view.size()), Impl::MpiType<T>::get(),
+                            root, comm.get()),
+                  "MPI_Bcast", where);
+  if (!is_root) Impl::mpi_copy_out(space, view, buffer);
+}
+
+// Scalars (losses, norms, counts): the result on every rank.
+inline double all_reduce_sum(const Communicator& comm, double x) {
+  return Impl::all_reduce_scalar(comm, x, MPI_SUM, "all_reduce_sum");
+}
+inline double all_reduce_max(const Communicator& comm, double x) {
+  return Impl::all_reduce_scalar(comm, x, MPI_MAX, "all_reduce_max");
+}
+inline double all_reduce_min(const Communicator& comm, double x) {
+  return Impl::all_reduce_scalar(comm, x, MPI_MIN, "all_reduce_min");
+}
+
+}  // namespace dchag
+
+#endif
