@@ -32,11 +32,11 @@ void randomize(const View& v, unsigned seed) {
   Kokkos::deep_copy(v, h);
 }
 
-template <template <class, class> class Partial>
+template <class Policy>
 void run_case(const Case& c, const std::string& aggregation, int steps, double ceiling,
               dchag_bench::Table& table) {
   Space space;
-  dchag::ChannelViT<T, Space, Partial> model(c.model);
+  dchag::ChannelViT<T, Space, Policy> model(c.model);
   dchag::TrainConfig tc;
   tc.steps = 1000;
   dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
@@ -105,10 +105,12 @@ int main(int argc, char* argv[]) {
                               "GFLOP/s", "of sgemm", "peak MiB"}};
     for (Case c : {gemm_heavy, channel_heavy}) {
       c.model.levels = {1};
-      run_case<dchag::LinearAggregator>(c, "baseline", steps, ceiling, table);
+      run_case<dchag::TensorParallel>(c, "baseline", steps, ceiling, table);
       c.model.levels = {c.model.channels / 4 >= 8 ? 8 : 4, 1};
-      run_case<dchag::LinearAggregator>(c, "D-CHAG-L", steps, ceiling, table);
-      run_case<dchag::CrossAttentionAggregator>(c, "D-CHAG-C", steps, ceiling, table);
+      run_case<dchag::DistributedChannels<dchag::LinearAggregator>>(c, "D-CHAG-L", steps, ceiling,
+                                                                    table);
+      run_case<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(c, "D-CHAG-C", steps,
+                                                                            ceiling, table);
     }
     table.print();
     table.write_csv(csv);

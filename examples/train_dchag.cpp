@@ -1,12 +1,16 @@
 // The main job: trains a D-CHAG channel vision transformer on the built-in weather data
 // (forecast t + Delta from t) and reports loss, throughput and memory per step.
 //
-//   train_dchag [--channels 16] [--height 32] [--width 64] [--patch 4] [--dim 128] [--depth 2]
+//   mpirun -np 2 train_dchag [--policy dchag|tp] [--tp 2] [--dp 1]
+//               [--channels 16] [--height 32] [--width 64] [--patch 4] [--dim 128] [--depth 2]
 //               [--heads 4] [--groups 4 | --levels 8,2,1] [--aggregator linear|cross|baseline]
 //               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0] [--csv train_metrics.csv]
 //
-// --groups G gives the two-level D-CHAG tree {G, 1}; --levels takes any tree; --aggregator
-// baseline is the ClimaX cross-attention over all channels (levels {1}).
+// --policy dchag distributes the channels over the tensor-parallel ranks (D-CHAG); tp
+// replicates them (the tensor-parallel baseline). --tp defaults to all ranks / dp. --batch is
+// the global batch, split over the dp ranks. --groups G gives the two-level D-CHAG tree {G, 1};
+// --levels takes any tree; --aggregator baseline is the ClimaX cross-attention over all
+// channels (levels {1}).
 #include <dchag/dchag.hpp>
 #include <mpi.h>
 
@@ -28,6 +32,8 @@ struct Options {
   dchag::ModelConfig model;
   dchag::TrainConfig train;
   int batch = 8;
+  int tp = 0, fsdp = 1, dp = 1;
+  std::string policy = "dchag";
   std::string aggregator = "linear";
   std::string csv = "train_metrics.csv";
 };
@@ -59,7 +65,11 @@ Options parse(int argc, char* argv[]) {
       dchag::Impl::require(i + 1 < argc, "train_dchag: option ", a, " needs a value");
       return argv[++i];
     };
-    if (a == "--channels") o.model.channels = o.model.out_channels = std::stoi(value());
+    if (a == "--policy") o.policy = value();
+    else if (a == "--tp") o.tp = std::stoi(value());
+    else if (a == "--fsdp") o.fsdp = std::stoi(value());
+    else if (a == "--dp") o.dp = std::stoi(value());
+    else if (a == "--channels") o.model.channels = o.model.out_channels = std::stoi(value());
     else if (a == "--height") o.model.height = std::stoi(value());
     else if (a == "--width") o.model.width = std::stoi(value());
     else if (a == "--patch") o.model.patch = std::stoi(value());
@@ -88,6 +98,8 @@ Options parse(int argc, char* argv[]) {
                            o.aggregator == "baseline",
                        "train_dchag: --aggregator must be linear, cross or baseline, got '",
                        o.aggregator, "'");
+  dchag::Impl::require(o.policy == "dchag" || o.policy == "tp",
+                       "train_dchag: --policy must be dchag or tp, got '", o.policy, "'");
   dchag::Impl::require(o.batch > 0, "train_dchag: --batch must be positive, got ", o.batch);
   dchag::Impl::require(o.train.steps >= 20, "train_dchag: --steps must be at least 20, got ",
                        o.train.steps);
@@ -102,10 +114,18 @@ double mean(const std::vector<double>& v, std::size_t begin, std::size_t end) {
   return s / double(end - begin);
 }
 
-template <template <class, class> class Partial>
+template <class Policy>
 int run(const Options& o) {
   Space space;
+  dchag::Communicator world;
+  const int tp = o.tp > 0 ? o.tp : std::max(1, world.size() / (o.fsdp * o.dp));
+  dchag::ProcessGrid grid(world, tp, o.fsdp, o.dp);
+  const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
+  dchag::Impl::require(o.batch % grid.dp() == 0, "train_dchag: the global batch ", o.batch,
+                       " does not split over dp = ", grid.dp(), " ranks");
+  const int local_batch = o.batch / grid.dp();
+
   dchag::WeatherConfig wc;
   wc.channels = mc.channels;
   wc.height = mc.height;
@@ -113,36 +133,54 @@ int run(const Options& o) {
   wc.seed = mc.seed + 1;
   dchag::WeatherGenerator<T> data(wc);
 
-  dchag::ChannelViT<T, Space, Partial> model(mc);
+  dchag::ChannelViT<T, Space, Policy> model(mc, grid);
   dchag::ForecastTrainer<decltype(model)> trainer(model, o.train);
   std::size_t nparams = 0;
   for (auto& p : trainer.parameters()) nparams += p.size();
-  std::printf("model: %s aggregator=%s parameters=%zu\n", mc.describe().c_str(),
-              o.aggregator.c_str(), nparams);
-  std::printf("training: steps=%lld batch=%d lr=%g warmup=%lld on %s (concurrency %d)\n",
-              (long long)o.train.steps, o.batch, o.train.lr, (long long)o.train.warmup_steps,
-              Space::name(), dchag::Impl::concurrency(space));
+  if (root) {
+    std::printf("model: %s aggregator=%s\n", mc.describe().c_str(), o.aggregator.c_str());
+    std::printf("parallel: %s, grid %s; rank 0 holds %zu parameter values and reads channels "
+                "[%d, %d)\n",
+                Policy::name(), grid.describe().c_str(), nparams, model.channel_begin(),
+                model.channel_begin() + model.channel_count());
+    std::printf("training: steps=%lld global batch=%d lr=%g warmup=%lld on %s (concurrency %d)\n",
+                (long long)o.train.steps, o.batch, o.train.lr, (long long)o.train.warmup_steps,
+                Space::name(), dchag::Impl::concurrency(space));
+  }
 
   auto lat = dchag::latitude_weights<T, Space>(data.latitudes());
-  dchag::View4<T, Space> x("x", o.batch, mc.channels, mc.height, mc.width);
-  dchag::View4<T, Space> y("y", o.batch, mc.channels, mc.height, mc.width);
-  dchag::View1<T, Space> lead("lead_time", o.batch);
+  // This rank's inputs are only its own channels; its targets are every output channel.
+  dchag::View4<T, Space> x("x", local_batch, model.channel_count(), mc.height, mc.width);
+  dchag::View4<T, Space> y("y", local_batch, mc.out_channels, mc.height, mc.width);
+  dchag::View4<T, Space> x_all("x_all", local_batch, mc.channels, mc.height, mc.width);
+  dchag::View4<T, Space> y_own("y_own", local_batch, model.channel_count(), mc.height, mc.width);
+  dchag::View1<T, Space> lead("lead_time", local_batch);
+  auto load = [&](dchag::Split split, const std::vector<std::size_t>& global) {
+    const std::vector<std::size_t> mine(global.begin() + grid.dp_rank() * local_batch,
+                                        global.begin() + (grid.dp_rank() + 1) * local_batch);
+    data.fill(split, mine, x, y_own, lead, model.channel_begin());
+    data.fill(split, mine, x_all, y, lead, 0);
+  };
 
-  std::ofstream csv(o.csv);
-  csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
-  std::vector<double> losses;
-  double total = 0;
+  std::ofstream csv;
+  if (root) {
+    csv.open(o.csv);
+    csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
+  }
   // Consecutive time indices are strongly correlated: draw each batch's samples at random (from
-  // the seed, so a rerun sees the same batches).
+  // the seed, so a rerun sees the same batches; every rank draws the same global batch).
   std::mt19937_64 pick(mc.seed);
   std::uniform_int_distribution<std::size_t> any(0, data.size(dchag::Split::Train) - 1);
   std::vector<std::size_t> indices(o.batch);
+  std::vector<double> losses;
+  double total = 0;
   for (std::int64_t s = 0; s < o.train.steps; ++s) {
     for (auto& i : indices) i = any(pick);
-    data.fill(dchag::Split::Train, indices, x, y, lead);
+    load(dchag::Split::Train, indices);
     const dchag::StepReport r = trainer.step(space, x, y, lead, lat);
     losses.push_back(r.loss);
     total += r.seconds;
+    if (!root) continue;
     std::printf("step %4lld/%lld  loss %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
                 "%6.1f GFLOP/s  peak %.1f MiB\n",
                 (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm, r.seconds,
@@ -153,17 +191,26 @@ int run(const Options& o) {
   }
 
   // Held-out forecast skill on the Test split.
-  data.fill(dchag::Split::Test, 0, x, y, lead);
+  std::vector<std::size_t> test(o.batch);
+  for (std::size_t i = 0; i < test.size(); ++i) test[i] = i;
+  load(dchag::Split::Test, test);
   auto pred = model.forward(space, x, lead);
-  const auto rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
+  auto rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
+  for (auto& v : rmse) v = dchag::all_reduce_sum(grid.dp_comm(), v) / grid.dp();
 
+  // Each rank's peak memory, gathered to rank 0.
+  const double mine[2] = {double(dchag::MemoryTracker::peak_total_bytes()),
+                          double(dchag::MemoryTracker::peak_rss_bytes())};
+  std::vector<double> peaks(2 * world.size());
+  MPI_Gather(mine, 2, MPI_DOUBLE, peaks.data(), 2, MPI_DOUBLE, 0, world.get());
+  if (!root) return 0;
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);
   const double first = mean(losses, 0, k), last = mean(losses, n - k, n);
-  std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s), peak Kokkos memory %.1f MiB, "
-              "peak RSS %.1f MiB\n",
-              (long long)n, total, double(n) * o.batch / total,
-              dchag::MemoryTracker::peak_total_bytes() / 1048576.0,
-              dchag::MemoryTracker::peak_rss_bytes() / 1048576.0);
+  std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s)\n", (long long)n, total,
+              double(n) * o.batch / total);
+  for (int r = 0; r < world.size(); ++r)
+    std::printf("  rank %d: peak Kokkos memory %.1f MiB, peak RSS %.1f MiB\n", r,
+                peaks[2 * r] / 1048576.0, peaks[2 * r + 1] / 1048576.0);
   std::printf("loss: first 10 steps %.5f, last 10 steps %.5f (ratio %.3f)\n", first, last,
               last / first);
   double mean_rmse = 0;
@@ -183,10 +230,18 @@ int main(int argc, char* argv[]) {
   dchag::MemoryTracker::install();
   try {
     const Options o = parse(argc, argv);
-    status = o.aggregator == "cross" ? run<dchag::CrossAttentionAggregator>(o)
-                                     : run<dchag::LinearAggregator>(o);
+    using namespace dchag;
+    if (o.policy == "tp")
+      status = o.aggregator == "cross" ? run<ReplicatedChannels<CrossAttentionAggregator>>(o)
+                                       : run<ReplicatedChannels<LinearAggregator>>(o);
+    else
+      status = o.aggregator == "cross" ? run<DistributedChannels<CrossAttentionAggregator>>(o)
+                                       : run<DistributedChannels<LinearAggregator>>(o);
   } catch (const dchag::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    // Every rank reports: a configuration error is raised on all of them.
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
     status = 2;
   }
   Kokkos::finalize();

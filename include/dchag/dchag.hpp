@@ -32,6 +32,12 @@
 #include <dchag/aggregation/hierarchy.hpp>
 #include <dchag/aggregation/linear_aggregator.hpp>
 
+#include <dchag/parallel/agreement.hpp>
+#include <dchag/parallel/collectives.hpp>
+#include <dchag/parallel/communicator.hpp>
+#include <dchag/parallel/policies.hpp>
+#include <dchag/parallel/process_grid.hpp>
+
 #include <dchag/model/channel_vit.hpp>
 #include <dchag/model/config.hpp>
 #include <dchag/model/encoder.hpp>
@@ -40,6 +46,7 @@
 
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/grad_clip.hpp>
+#include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/losses.hpp>
 #include <dchag/train/schedule.hpp>
 #include <dchag/train/trainer.hpp>

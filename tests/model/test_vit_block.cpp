@@ -217,3 +217,79 @@ TEST_CASE("Block and Encoder refuse bad shapes and settings") {
   CHECK_THROWS_WITH_AS(enc.forward(space, x, 2, 5), doctest::Contains("'x'[10, 13]"),
                        dchag::Error);
 }
+
+TEST_CASE("Block and Encoder on one rank hold the whole layers") {
+  using Space = Kokkos::DefaultExecutionSpace;
+  // The default group is this rank alone: nothing is split, nothing is registered in pieces.
+  dchag::Block<double, Space> block("blocks.0", 12, 3);
+  CHECK(block.tp().size() == 1);
+  CHECK(block.heads() == 3);
+  CHECK(block.hidden() == 48);
+  CHECK(block.attn().heads() == 3);
+  CHECK(block.mlp().hidden() == 48);
+  CHECK(block.attn().defers_proj_bias());
+  CHECK(block.mlp().defers_fc2_bias());
+  for (const auto& p : params_of(block)) {
+    CAPTURE(p.name);
+    CHECK(!p.partitioned);
+    CHECK(p.pieces.empty());
+  }
+  dchag::Encoder<double, Space> enc(12, 2, 3, 4.0, "", 1e-5, dchag::Communicator(MPI_COMM_SELF));
+  CHECK(enc.tp().size() == 1);
+  CHECK(enc.block(1).tp().size() == 1);
+  // A default-constructed block or encoder is only something to assign to.
+  CHECK_THROWS_WITH_AS(dchag::Block<double, Space>().tp(),
+                       doctest::Contains("no tensor-parallel communicator"), dchag::Error);
+  CHECK_THROWS_AS(dchag::Encoder<double, Space>().tp(), dchag::Error);
+}
+
+TEST_CASE("Partial attention and MLP register their pieces of the logical weights") {
+  using Space = Kokkos::DefaultExecutionSpace;
+  using Box = dchag::LogicalBox;
+  auto same = [](const Box& a, const Box& b) {
+    return a.start == b.start && a.extents == b.extents;
+  };
+  // Heads [2, 3) of 4, head_dim 2: inner 2 of 8.
+  dchag::SelfAttention<double, Space> attn("blocks.1.attn", 8, 1, 2, true, 2, 4);
+  dchag::ParameterList<double, Space> a;
+  attn.parameters(a);
+  REQUIRE(a.size() == 4);
+  CHECK(a[0].name == "blocks.1.attn.qkv.weight");
+  CHECK(a[0].shape == std::vector<std::size_t>{24, 8});
+  REQUIRE(a[0].pieces.size() == 3);
+  CHECK(same(a[0].pieces[0], Box{{4, 0}, {2, 8}}));
+  CHECK(same(a[0].pieces[1], Box{{12, 0}, {2, 8}}));
+  CHECK(same(a[0].pieces[2], Box{{20, 0}, {2, 8}}));
+  CHECK(a[1].name == "blocks.1.attn.qkv.bias");
+  CHECK(a[1].shape == std::vector<std::size_t>{24});
+  REQUIRE(a[1].pieces.size() == 3);
+  CHECK(same(a[1].pieces[2], Box{{20}, {2}}));
+  CHECK(a[2].name == "blocks.1.attn.proj.weight");
+  CHECK(a[2].shape == std::vector<std::size_t>{8, 8});
+  REQUIRE(a[2].pieces.size() == 1);
+  CHECK(same(a[2].pieces[0], Box{{0, 4}, {8, 2}}));
+  CHECK(a[3].name == "blocks.1.attn.proj.bias");
+  CHECK(a[3].shape == std::vector<std::size_t>{8});
+  CHECK((a[0].partitioned && a[1].partitioned && a[2].partitioned && !a[3].partitioned));
+  CHECK((a[0].decay && !a[1].decay && a[2].decay && !a[3].decay));
+
+  // Hidden units [16, 24) of 32.
+  dchag::Mlp<double, Space> mlp("blocks.1.mlp", 8, 8, true, 16, 32);
+  dchag::ParameterList<double, Space> m;
+  mlp.parameters(m);
+  REQUIRE(m.size() == 4);
+  CHECK(m[0].name == "blocks.1.mlp.fc1.weight");
+  CHECK(m[0].shape == std::vector<std::size_t>{32, 8});
+  REQUIRE(m[0].pieces.size() == 1);
+  CHECK(same(m[0].pieces[0], Box{{16, 0}, {8, 8}}));
+  CHECK(m[1].shape == std::vector<std::size_t>{32});
+  REQUIRE(m[1].pieces.size() == 1);
+  CHECK(same(m[1].pieces[0], Box{{16}, {8}}));
+  CHECK(m[2].name == "blocks.1.mlp.fc2.weight");
+  CHECK(m[2].shape == std::vector<std::size_t>{8, 32});
+  REQUIRE(m[2].pieces.size() == 1);
+  CHECK(same(m[2].pieces[0], Box{{0, 16}, {8, 8}}));
+  CHECK(m[3].name == "blocks.1.mlp.fc2.bias");
+  CHECK((m[0].partitioned && m[1].partitioned && m[2].partitioned && !m[3].partitioned));
+  CHECK(m[3].pieces.empty());
+}

@@ -26,6 +26,17 @@ using Unmanaged = Kokkos::View<DataType, Kokkos::LayoutRight, MemorySpace<ExecSp
                                Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
 
 namespace Impl {
+template <class View>
+using FlatView = Kokkos::View<typename View::value_type*, typename View::memory_space,
+                              Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+// The elements of a contiguous view (any rank, any contiguous layout) as one flat array: same
+// memory, same constness. Callers check span_is_contiguous() where it can fail.
+template <class View>
+FlatView<View> flat(const View& v) {
+  return FlatView<View>(v.data(), v.size());
+}
+
 // Reinterpret a contiguous view as [n0, n1] (n0 * n1 must equal its size; callers check).
 template <class View>
 auto as_matrix(const View& v, std::size_t n0, std::size_t n1) {

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/view.hpp>
 #include <dchag/core/kokkos_compat.hpp>
 
 namespace dchag {
@@ -28,13 +29,6 @@ Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>> flat_policy(
     const ExecSpace& space, std::size_t n) {
   return Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
       space, 0, static_cast<std::int64_t>(n));
-}
-
-// The elements of a contiguous view as a rank-1 view (same memory, same constness).
-template <class View>
-auto flat(const View& v) {
-  return Kokkos::View<typename View::value_type*, typename View::memory_space,
-                      Kokkos::MemoryTraits<Kokkos::Unmanaged>>(v.data(), v.size());
 }
 
 template <class View>

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
@@ -86,9 +87,26 @@ class Mlp {
     return fc1_.backward(space, da, input_grad);
   }
 
+  // A layer holding some of the hidden units registers its part of the logical tensors under
+  // their logical names and shapes: a block of fc1 rows (weight and bias) and a block of fc2
+  // columns. fc2's bias is added after the ranks' partial outputs are summed, so every rank
+  // holds all of it.
   void parameters(ParameterList<T, ExecSpace>& list) const {
-    fc1_.parameters(list);
-    fc2_.parameters(list);
+    if (total_hidden_ == hidden()) {
+      fc1_.parameters(list);
+      fc2_.parameters(list);
+    } else {
+      const std::size_t D = dim(), n = hidden(), begin = hidden_begin_, total = total_hidden_;
+      Impl::add_partitioned_parameter<T, ExecSpace>(
+          list, fc1_.name() + ".weight", {total, D}, {LogicalBox{{begin, 0}, {n, D}}},
+          fc1_.weight(), fc1_.grad_weight(), true);
+      Impl::add_partitioned_parameter<T, ExecSpace>(
+          list, fc1_.name() + ".bias", {total}, {LogicalBox{{begin}, {n}}}, fc1_.bias(),
+          fc1_.grad_bias(), false);
+      Impl::add_partitioned_parameter<T, ExecSpace>(
+          list, fc2_.name() + ".weight", {D, total}, {LogicalBox{{0, begin}, {D, n}}},
+          fc2_.weight(), fc2_.grad_weight(), true);
+    }
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".fc2.bias", bias_, grad_bias_, false);
   }
 

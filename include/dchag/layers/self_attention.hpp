@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
@@ -108,7 +110,7 @@ class SelfAttention {
     const matrix dmerged = proj_.backward(space, dy);  // checks dy against the forward shape
     sum_rows(space, dy, grad_bias_);
     allocate_backward();
-    // O is not needed any more: its buffer takes dO, then (once dO is consumed) dQ and dK.
+    // O itself is not needed for the gradients: its buffer takes dO.
     const tensor3& dout = o_;
     split_heads(space, dmerged, 0, batch_, heads_, head_dim_, dout);
     batched_gemm(space, Op::N, Op::T, T(1), dout, v_, T(0), dp_);   // dP = dO V^T
@@ -124,9 +126,32 @@ class SelfAttention {
   }
 
   // PyTorch's state_dict order: qkv.weight, qkv.bias, proj.weight, proj.bias.
+  // A layer holding some of the heads registers its part of the logical tensors under their
+  // logical names and shapes (the checkpoint and the optimiser see one model whatever the
+  // partition): per section q, k, v a block of qkv rows, and a block of proj columns. proj's
+  // bias is added after the ranks' partial outputs are summed, so every rank holds all of it.
   void parameters(ParameterList<T, ExecSpace>& list) const {
-    qkv_.parameters(list);
-    proj_.parameters(list);
+    if (total_heads_ == heads_) {
+      qkv_.parameters(list);
+      proj_.parameters(list);
+    } else {
+      const std::size_t D = dim_, n = inner(), begin = std::size_t(head_begin_) * head_dim_;
+      const std::size_t total_inner = std::size_t(total_heads_) * head_dim_;
+      std::vector<LogicalBox> rows, entries;
+      for (std::size_t s = 0; s < 3; ++s) {
+        rows.push_back({{s * total_inner + begin, 0}, {n, D}});
+        entries.push_back({{s * total_inner + begin}, {n}});
+      }
+      Impl::add_partitioned_parameter<T, ExecSpace>(
+          list, qkv_.name() + ".weight", {3 * total_inner, D}, std::move(rows), qkv_.weight(),
+          qkv_.grad_weight(), true);
+      Impl::add_partitioned_parameter<T, ExecSpace>(
+          list, qkv_.name() + ".bias", {3 * total_inner}, std::move(entries), qkv_.bias(),
+          qkv_.grad_bias(), false);
+      Impl::add_partitioned_parameter<T, ExecSpace>(
+          list, proj_.name() + ".weight", {D, total_inner}, {LogicalBox{{0, begin}, {D, n}}},
+          proj_.weight(), proj_.grad_weight(), true);
+    }
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".proj.bias", bias_, grad_bias_, false);
   }
 

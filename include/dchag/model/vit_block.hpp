@@ -2,9 +2,22 @@
 #define DCHAG_MODEL_VIT_BLOCK_HPP
 
 // timm's pre-LayerNorm ViT Block: x = x + attn(norm1(x)); x = x + mlp(norm2(x)).
+//
+// Tensor parallelism (Megatron) over the ranks of a communicator `tp` of p ranks: rank r holds
+// heads [r*heads/p, +heads/p) of the attention (qkv column-parallel, proj row-parallel) and
+// hidden units [r*H/p, +H/p) of the MLP (fc1 column-parallel, fc2 row-parallel). Each branch's
+// output is a partial sum over the rank's heads or hidden units: it is summed over tp, then the
+// (replicated) proj / fc2 bias is added once. Backward mirrors it: the gradient at the branch
+// input is a partial sum, summed over tp before the norm's backward. Norms, biases and
+// residuals see identical data on every rank, so their gradients agree without communication.
+// p = 1 (the default, MPI_COMM_SELF) is the whole block; the same code runs, with collectives
+// that do not call MPI.
 
 #include <cstdint>
+#include <cstdio>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
@@ -14,6 +27,9 @@
 #include <dchag/layers/linear.hpp>
 #include <dchag/layers/mlp.hpp>
 #include <dchag/layers/self_attention.hpp>
+#include <dchag/parallel/agreement.hpp>
+#include <dchag/parallel/collectives.hpp>
+#include <dchag/parallel/communicator.hpp>
 
 namespace dchag {
 namespace Impl {
@@ -31,6 +47,21 @@ void residual_add(const ExecSpace& space, const AV& A, const BV& B, const YV& Y)
       });
 }
 
+// A double as text that tells apart any two different values (configuration agreement).
+inline std::string exact_text(double x) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", x);
+  return text;
+}
+
+// The Communicator held by a Block or an Encoder: empty only in a default-constructed one.
+inline const Communicator& require_tp(const std::optional<Communicator>& tp, const char* what,
+                                      const std::string& name) {
+  require(tp.has_value(), what, " '", name,
+          "': default-constructed, it has no tensor-parallel communicator");
+  return *tp;
+}
+
 }  // namespace Impl
 
 template <class T, class ExecSpace>
@@ -38,19 +69,43 @@ class Block {
  public:
   using matrix = View2<T, ExecSpace>;
 
+  // Default-constructed: an empty block to assign to (holds no communicator, so it never
+  // duplicates one: that would be a collective).
   Block() = default;
-  Block(std::string name, int dim, int heads, double mlp_ratio = 4.0, double eps = 1e-5)
-      : name_(std::move(name)) {
+  // tp: the tensor-parallel group (see the top of this file); collective over it when it has
+  // more than one rank. heads and the MLP width int(dim * mlp_ratio) must divide by its size.
+  Block(std::string name, int dim, int heads, double mlp_ratio = 4.0, double eps = 1e-5,
+        Communicator tp = Communicator(MPI_COMM_SELF))
+      : name_(std::move(name)), tp_(std::move(tp)) {
+    const int p = tp_->size(), r = tp_->rank();
+    // Ranks that disagree would run different collectives and hang later: compare first (every
+    // rank of tp takes this collective), so every check below fails alike on every rank.
+    if (p > 1)
+      check_agreement(*tp_, "the configuration of Block '" + name_ + "'",
+                      Impl::concat("dim = ", dim, ", heads = ", heads, ", mlp_ratio = ",
+                                   Impl::exact_text(mlp_ratio), ", eps = ", Impl::exact_text(eps)));
     Impl::require(dim > 0 && heads > 0 && mlp_ratio > 0, "Block '", name_,
                   "': dim, heads and mlp_ratio must be positive, got dim = ", dim,
                   ", heads = ", heads, ", mlp_ratio = ", mlp_ratio);
     Impl::require(dim % heads == 0, "Block '", name_, "': dim = ", dim,
                   " is not divisible by heads = ", heads, " (heads * head_dim must equal dim)");
     const int hidden = static_cast<int>(dim * mlp_ratio);  // int(dim * mlp_ratio), as timm
+    Impl::require(heads % p == 0, "Block '", name_, "': heads = ", heads,
+                  " do not split evenly over the ", p, " ranks of the tensor-parallel group (",
+                  heads, " % ", p, " = ", heads % p, ")");
+    Impl::require(hidden % p == 0, "Block '", name_, "': the MLP hidden width ", hidden,
+                  " (dim = ", dim, " x mlp_ratio = ", mlp_ratio,
+                  ") does not split evenly over the ", p,
+                  " ranks of the tensor-parallel group (", hidden, " % ", p, " = ", hidden % p,
+                  ")");
+    const int local_heads = heads / p, local_hidden = hidden / p;
     norm1_ = LayerNorm<T, ExecSpace>(name_ + ".norm1", dim, eps);
-    attn_ = SelfAttention<T, ExecSpace>(name_ + ".attn", dim, heads, dim / heads);
+    // The output biases are always deferred: added after the sum over tp (a no-op sum at p = 1).
+    attn_ = SelfAttention<T, ExecSpace>(name_ + ".attn", dim, local_heads, dim / heads,
+                                        /*defer_proj_bias=*/true, r * local_heads, heads);
     norm2_ = LayerNorm<T, ExecSpace>(name_ + ".norm2", dim, eps);
-    mlp_ = Mlp<T, ExecSpace>(name_ + ".mlp", dim, hidden);
+    mlp_ = Mlp<T, ExecSpace>(name_ + ".mlp", dim, local_hidden, /*defer_fc2_bias=*/true,
+                             r * local_hidden, hidden);
   }
 
   void init(std::uint64_t seed) {
@@ -69,23 +124,37 @@ class Block {
       mid_ = matrix(name_ + ".residual", rows, dim());
       y_ = matrix(name_ + ".out", rows, dim());
     }
+    const Communicator& tp = this->tp();
+    // Each branch's output (the layer's own buffer, not needed by its backward) is this rank's
+    // partial sum; the bias goes in once, after the sum.
     const matrix a = attn_.forward(space, norm1_.forward(space, x), batch, L);
+    all_reduce_sum(space, tp, a);
+    attn_.add_output_bias(space, a);
     Impl::residual_add(space, x, a, mid_);
     const matrix m = mlp_.forward(space, norm2_.forward(space, mid_));
+    all_reduce_sum(space, tp, m);
+    mlp_.add_output_bias(space, m);
     Impl::residual_add(space, mid_, m, y_);
     return y_;
   }
 
   // Accumulates the parameter gradients; returns dL/dx, each residual adding the gradient
-  // that skips its branch to the one through it.
+  // that skips its branch to the one through it. dy must be the same on every rank of tp.
   matrix backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dy) {
     Impl::require(dy.extent(0) == mid_.extent(0) && dy.extent(1) == std::size_t(dim()),
                   "Block '", name_, "': output gradient ", Impl::shape_of(dy),
                   " does not match the forward output [", mid_.extent(0), ", ", dim(), "]");
+    const Communicator& tp = this->tp();
     if (dx_.extent(0) != dy.extent(0)) dx_ = matrix(name_ + ".dx", dy.extent(0), dim());
-    const matrix dn2 = norm2_.backward(space, mlp_.backward(space, dy));
+    // A branch's input gradient only covers this rank's hidden units / heads: sum it over tp
+    // (in the buffer the layer handed out) before the replicated norm sees it.
+    const matrix dm = mlp_.backward(space, dy);
+    all_reduce_sum(space, tp, dm);
+    const matrix dn2 = norm2_.backward(space, dm);
     Impl::residual_add(space, dy, dn2, dx_);  // dL/d(mid)
-    const matrix dn1 = norm1_.backward(space, attn_.backward(space, dx_));
+    const matrix da = attn_.backward(space, dx_);
+    all_reduce_sum(space, tp, da);
+    const matrix dn1 = norm1_.backward(space, da);
     add_scaled(space, dx_, T(1), dn1);
     return dx_;
   }
@@ -97,7 +166,8 @@ class Block {
     mlp_.parameters(list);
   }
 
-  // Both sub-layers, their norms and the two residual additions.
+  // This rank's work: its share of both sub-layers, and the (replicated) norms and residual
+  // additions.
   double flops(std::size_t batch, std::size_t L) const {
     const std::size_t rows = batch * L;
     return norm1_.flops(rows) + attn_.flops(batch, L) + norm2_.flops(rows) + mlp_.flops(rows) +
@@ -109,10 +179,16 @@ class Block {
   const LayerNorm<T, ExecSpace>& norm2() const { return norm2_; }
   const Mlp<T, ExecSpace>& mlp() const { return mlp_; }
   int dim() const { return norm1_.dim(); }
+  // Heads and MLP hidden width of the whole (logical) block; attn() and mlp() hold this rank's.
+  int heads() const { return attn_.total_heads(); }
+  int hidden() const { return mlp_.total_hidden(); }
+  // The tensor-parallel group (MPI_COMM_SELF unless one was given).
+  const Communicator& tp() const { return Impl::require_tp(tp_, "Block", name_); }
   const std::string& name() const { return name_; }
 
  private:
   std::string name_;
+  std::optional<Communicator> tp_;
   LayerNorm<T, ExecSpace> norm1_, norm2_;
   SelfAttention<T, ExecSpace> attn_;
   Mlp<T, ExecSpace> mlp_;

@@ -34,6 +34,7 @@
 #include <type_traits>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/view.hpp>
 #include <dchag/parallel/communicator.hpp>
 
 namespace dchag {
@@ -92,16 +93,6 @@ constexpr bool mpi_accessible() {
 #else
   return Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemorySpace>::accessible;
 #endif
-}
-
-template <class View>
-using FlatView = Kokkos::View<typename View::value_type*, typename View::memory_space,
-                              Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-
-// A contiguous view as one flat array (any rank, any contiguous layout).
-template <class View>
-FlatView<View> flat(const View& v) {
-  return FlatView<View>(v.data(), v.size());
 }
 
 // The array MPI works on for `v`: `v` itself where MPI can access its memory, otherwise a host

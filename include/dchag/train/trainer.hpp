@@ -2,9 +2,12 @@
 #define DCHAG_TRAIN_TRAINER_HPP
 
 // One optimisation step of a forecasting model, and what it cost:
-//   zero grads -> forward -> latitude-weighted MSE -> backward -> clip -> AdamW.
+//   zero grads -> forward -> latitude-weighted MSE -> backward -> average over data-parallel
+//   ranks -> clip to the global norm -> AdamW.
 // The model is any type with forward(space, x, lead_times), backward(space, dpred),
-// parameters() and forward_flops(batch) (dchag::ChannelViT).
+// parameters(), grid() and forward_flops(batch) (dchag::ChannelViT). Each rank passes its own
+// part of the global batch (its dp share of the samples, its own input channels) and the full
+// targets of those samples.
 
 #include <chrono>
 #include <cstdint>
@@ -14,6 +17,7 @@
 #include <dchag/core/view.hpp>
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/grad_clip.hpp>
+#include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/losses.hpp>
 #include <dchag/train/schedule.hpp>
 
@@ -68,13 +72,17 @@ class ForecastTrainer {
                                    pred.extent(3));
     r.loss = lat_weighted_mse(space, pred, y, lat_weights, dpred_);
     model_.backward(space, dpred_);
-    r.grad_norm = clip_grad_norm(space, params_, config_.max_grad_norm);
+    const ProcessGrid& grid = model_.grid();
+    sync_.average_over_dp(space, grid, params_);
+    if (grid.dp() > 1) r.loss = all_reduce_sum(grid.dp_comm(), r.loss) / grid.dp();
+    r.grad_norm = global_grad_norm(space, grid, params_);
+    apply_grad_clip(space, params_, config_.max_grad_norm, r.grad_norm);
     optimizer_.step(space, params_, r.lr);
     space.fence();
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double batch = double(x.extent(0));
-    r.samples_per_second = batch / r.seconds;
-    // forward + backward ~ 3x the forward's FLOPs (two GEMMs per forward GEMM).
+    // Samples of the global batch per second; FLOPs this rank executed (forward + backward ~
+    // 3x the forward: two GEMMs per forward GEMM).
+    r.samples_per_second = double(x.extent(0)) * grid.dp() / r.seconds;
     r.gflops_per_second = 3.0 * model_.forward_flops(x.extent(0)) / r.seconds * 1e-9;
     r.peak_bytes = MemoryTracker::peak_total_bytes();
     ++step_;
@@ -100,6 +108,7 @@ class ForecastTrainer {
   AdamW<T, ExecSpace> optimizer_;
   WarmupCosine schedule_;
   View4<T, ExecSpace> dpred_;
+  GradientSync<T, ExecSpace> sync_;
   std::int64_t step_ = 0;
 };
 

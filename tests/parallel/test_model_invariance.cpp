@@ -1,0 +1,213 @@
+// Partition invariance, the correctness contract of the parallel model: for a fixed model
+// definition, seed and data, the losses and every parameter after a few training steps are the
+// same on every grid that divides the work as on one rank.
+#include <dchag/model/channel_vit.hpp>
+#include <dchag/train/trainer.hpp>
+
+#include <map>
+#include <vector>
+
+#include "test_common.hpp"
+
+using namespace dchag_test;
+
+namespace {
+
+using Space = Kokkos::DefaultExecutionSpace;
+
+dchag::ModelConfig tiny_config(std::vector<int> levels) {
+  dchag::ModelConfig c;
+  c.channels = c.out_channels = 8;
+  c.height = 8;
+  c.width = 16;
+  c.patch = 4;
+  c.dim = 16;
+  c.depth = 2;
+  c.heads = 4;
+  c.decoder_depth = 1;
+  c.levels = std::move(levels);
+  c.seed = 42;
+  return c;
+}
+
+// The logical elements a rank holds, in its storage order, read out of the full tensor.
+std::vector<double> pieces_of(const std::vector<double>& full, const std::vector<std::size_t>& shape,
+                              const std::vector<dchag::LogicalBox>& pieces) {
+  if (pieces.empty()) return full;
+  std::vector<double> out;
+  for (const auto& box : pieces) {
+    const std::size_t rank = shape.size();
+    std::vector<std::size_t> idx(rank, 0);
+    for (std::size_t n = 0; n < box.size(); ++n) {
+      std::size_t flat = 0;
+      for (std::size_t d = 0; d < rank; ++d) flat = flat * shape[d] + box.start[d] + idx[d];
+      out.push_back(full[flat]);
+      for (std::size_t d = rank; d-- > 0;) {
+        if (++idx[d] < box.extents[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+  return out;
+}
+
+template <class View>
+std::vector<double> values(const View& v) {
+  auto h = to_host(v);
+  std::vector<double> out(h.extent(0));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = double(h(i));
+  return out;
+}
+
+struct Run {
+  std::vector<double> losses;
+  std::map<std::string, std::vector<double>> params;  // values as this rank holds them
+  std::map<std::string, const dchag::Parameter<double, Space>*> info;
+};
+
+template <class Policy>
+Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int global_batch,
+          int steps, std::vector<dchag::Parameter<double, Space>>& keep) {
+  using T = double;
+  Space space;
+  dchag::ChannelViT<T, Space, Policy> model(cfg, grid);
+  dchag::TrainConfig tc;
+  tc.steps = 20;
+  tc.lr = 5e-3;
+  tc.warmup_steps = 1;
+  tc.max_grad_norm = 0.5;  // small enough that clipping is exercised
+  dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
+
+  // The global batch, identical on every rank; each rank keeps its samples and channels.
+  const int B = global_batch / grid.dp(), b0 = grid.dp_rank() * B;
+  dchag::View4<T, Space> xg("xg", global_batch, cfg.channels, cfg.height, cfg.width);
+  dchag::View4<T, Space> yg("yg", global_batch, cfg.out_channels, cfg.height, cfg.width);
+  dchag::View1<T, Space> leadg("leadg", global_batch), w("w", cfg.height);
+  fill_random(xg, 1);
+  fill_random(yg, 2);
+  fill_random(leadg, 3, 0.0, 1.0);
+  fill_random(w, 4, 0.5, 1.5);
+  const auto rows = Kokkos::make_pair(b0, b0 + B);
+  const auto chans = Kokkos::make_pair(model.channel_begin(),
+                                       model.channel_begin() + model.channel_count());
+  dchag::View4<T, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
+  dchag::View4<T, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
+  dchag::View1<T, Space> lead("lead", B);
+  Kokkos::deep_copy(x, Kokkos::subview(xg, rows, chans, Kokkos::ALL, Kokkos::ALL));
+  Kokkos::deep_copy(y, Kokkos::subview(yg, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
+  Kokkos::deep_copy(lead, Kokkos::subview(leadg, rows));
+
+  Run run;
+  for (int s = 0; s < steps; ++s) run.losses.push_back(trainer.step(space, x, y, lead, w).loss);
+  keep = model.parameters();
+  for (const auto& p : keep) run.params[p.name] = values(p.value);
+  return run;
+}
+
+template <class Policy>
+void check_grid(const dchag::ModelConfig& cfg, int tp, int dp) {
+  const int global_batch = 4, steps = 3;
+  std::vector<dchag::Parameter<double, Space>> ref_params, par_params;
+  const Run ref = train<Policy>(cfg, dchag::ProcessGrid::single(), global_batch, steps, ref_params);
+  const dchag::ProcessGrid grid(dchag::Communicator(), tp, 1, dp);
+  const Run par = train<Policy>(cfg, grid, global_batch, steps, par_params);
+  CAPTURE(tp);
+  CAPTURE(dp);
+  REQUIRE(par.losses.size() == ref.losses.size());
+  for (std::size_t s = 0; s < ref.losses.size(); ++s)
+    CHECK(par.losses[s] == doctest::Approx(ref.losses[s]).epsilon(1e-10));
+  std::map<std::string, const dchag::Parameter<double, Space>*> ref_by_name;
+  for (const auto& p : ref_params) ref_by_name[p.name] = &p;
+  std::size_t held = 0;
+  for (const auto& p : par_params) {
+    CAPTURE(p.name);
+    REQUIRE(ref_by_name.count(p.name) == 1);
+    const auto& r = *ref_by_name[p.name];
+    CHECK(r.shape == p.shape);
+    const auto expect = pieces_of(ref.params.at(p.name), r.shape, p.pieces);
+    const auto& got = par.params.at(p.name);
+    REQUIRE(expect.size() == got.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::abs(got[i] - expect[i]) / std::max(1.0, std::abs(expect[i])));
+    CHECK(worst < 1e-10);
+    held += got.size();
+  }
+  // The ranks of one TP group together hold every value of the model exactly once (partitioned)
+  // or each a replica: count what the group holds against the reference.
+  double partitioned = 0, replicated = 0;
+  for (const auto& p : par_params) (p.partitioned ? partitioned : replicated) += double(p.size());
+  partitioned = dchag::all_reduce_sum(grid.tp_comm(), partitioned);
+  double total = 0;
+  for (const auto& p : ref_params) total += double(p.size());
+  CHECK(partitioned + replicated == total);
+  (void)held;
+}
+
+template <class Policy>
+void check_all_grids(const dchag::ModelConfig& cfg) {
+  const int world = dchag::Communicator().size();
+  for (int dp = 1; dp <= world; ++dp) {
+    if (world % dp != 0 || 4 % dp != 0) continue;
+    check_grid<Policy>(cfg, world / dp, dp);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("partition invariance: tensor-parallel baseline (ClimaX aggregation)") {
+  check_all_grids<dchag::TensorParallel>(tiny_config({1}));
+}
+
+TEST_CASE("partition invariance: tensor parallel with a replicated hierarchy") {
+  check_all_grids<dchag::ReplicatedChannels<dchag::CrossAttentionAggregator>>(tiny_config({4, 1}));
+}
+
+TEST_CASE("partition invariance: D-CHAG-L") {
+  check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(tiny_config({4, 1}));
+}
+
+TEST_CASE("partition invariance: D-CHAG-C with a three-level tree") {
+  auto cfg = tiny_config({8, 4, 1});
+  cfg.channels = cfg.out_channels = 16;
+  check_all_grids<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(cfg);
+}
+
+TEST_CASE("partition invariance: D-CHAG over raw channel tokens (levels {1})") {
+  check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(tiny_config({1}));
+}
+
+TEST_CASE("impossible splits are refused on every rank") {
+  const dchag::Communicator world;
+  if (world.size() < 2) return;
+  using DL = dchag::DistributedChannels<dchag::LinearAggregator>;
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  auto heads = tiny_config({4, 1});
+  heads.heads = 2;
+  heads.dim = 16;
+  if (world.size() == 4) {
+    CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, DL>(heads, grid),
+                         doctest::Contains("heads = 2"), dchag::Error);
+  }
+  // 8 channels in groups of 4 (levels {2, 1}): 4 ranks would each own half a group.
+  if (world.size() == 4) {
+    CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, DL>(tiny_config({2, 1}), grid),
+                         doctest::Contains("whole groups"), dchag::Error);
+  }
+  auto odd = tiny_config({1});
+  odd.channels = odd.out_channels = 7;
+  CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, DL>(odd, grid),
+                       doctest::Contains("7 channels"), dchag::Error);
+}
+
+TEST_CASE("ranks that disagree on the model are told so, on every rank") {
+  const dchag::Communicator world;
+  if (world.size() < 2) return;
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  auto cfg = tiny_config({1});
+  if (world.rank() == 1) cfg.depth = 3;
+  CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, dchag::TensorParallel>(cfg, grid),
+                       doctest::Contains("differs"), dchag::Error);
+  // Collectives still work afterwards: nobody is stuck.
+  CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
+}
