@@ -238,9 +238,9 @@ TEST_CASE("Block and Encoder on one rank hold the whole layers") {
   CHECK(enc.tp().size() == 1);
   CHECK(enc.block(1).tp().size() == 1);
   // A default-constructed block or encoder is only something to assign to.
-  CHECK_THROWS_WITH_AS(dchag::Block<double, Space>().tp(),
+  CHECK_THROWS_WITH_AS((dchag::Block<double, Space>().tp()),
                        doctest::Contains("no tensor-parallel communicator"), dchag::Error);
-  CHECK_THROWS_AS(dchag::Encoder<double, Space>().tp(), dchag::Error);
+  CHECK_THROWS_AS((dchag::Encoder<double, Space>().tp()), dchag::Error);
 }
 
 TEST_CASE("Partial attention and MLP register their pieces of the logical weights") {

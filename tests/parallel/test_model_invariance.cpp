@@ -180,23 +180,23 @@ TEST_CASE("partition invariance: D-CHAG over raw channel tokens (levels {1})") {
 TEST_CASE("impossible splits are refused on every rank") {
   const dchag::Communicator world;
   if (world.size() < 2) return;
-  using DL = dchag::DistributedChannels<dchag::LinearAggregator>;
+  using Model = dchag::ChannelViT<double, Space, dchag::DistributedChannels<dchag::LinearAggregator>>;
   const dchag::ProcessGrid grid(world, world.size(), 1, 1);
   auto heads = tiny_config({4, 1});
   heads.heads = 2;
   heads.dim = 16;
   if (world.size() == 4) {
-    CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, DL>(heads, grid),
+    CHECK_THROWS_WITH_AS(Model(heads, grid),
                          doctest::Contains("heads = 2"), dchag::Error);
   }
   // 8 channels in groups of 4 (levels {2, 1}): 4 ranks would each own half a group.
   if (world.size() == 4) {
-    CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, DL>(tiny_config({2, 1}), grid),
+    CHECK_THROWS_WITH_AS(Model(tiny_config({2, 1}), grid),
                          doctest::Contains("whole groups"), dchag::Error);
   }
   auto odd = tiny_config({1});
   odd.channels = odd.out_channels = 7;
-  CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, DL>(odd, grid),
+  CHECK_THROWS_WITH_AS(Model(odd, grid),
                        doctest::Contains("7 channels"), dchag::Error);
 }
 
@@ -204,9 +204,10 @@ TEST_CASE("ranks that disagree on the model are told so, on every rank") {
   const dchag::Communicator world;
   if (world.size() < 2) return;
   const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  using Baseline = dchag::ChannelViT<double, Space, dchag::TensorParallel>;
   auto cfg = tiny_config({1});
   if (world.rank() == 1) cfg.depth = 3;
-  CHECK_THROWS_WITH_AS(dchag::ChannelViT<double, Space, dchag::TensorParallel>(cfg, grid),
+  CHECK_THROWS_WITH_AS(Baseline(cfg, grid),
                        doctest::Contains("differs"), dchag::Error);
   // Collectives still work afterwards: nobody is stuck.
   CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));

@@ -293,11 +293,10 @@ class QueryCrossAttention {
     Impl::add_parameter<T, ExecSpace>(
         list, query_name_, Impl::with_leading_one<T, ExecSpace>(query_.data(), 1, dim_),
         Impl::with_leading_one<T, ExecSpace>(grad_query_.data(), 1, dim_), false);
-    Impl::add_parameter<T, ExecSpace>(list, name_ + ".in_proj_weight", in_weight_,
-                                      grad_in_weight_, true);
-    Impl::add_parameter<T, ExecSpace>(list, name_ + ".in_proj_bias", in_bias_, grad_in_bias_,
-                                      false);
-    out_proj_.parameters(list);
+    Impl::add_head_parallel_projections<T, ExecSpace>(
+        list, name_ + ".in_proj_weight", name_ + ".in_proj_bias", out_proj_.name() + ".weight",
+        dim_, head_dim_, head_begin_, total_heads_, in_weight_, grad_in_weight_, in_bias_,
+        grad_in_bias_, out_proj_.weight(), out_proj_.grad_weight());
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".out_proj.bias", out_bias_, grad_out_bias_,
                                       false);
   }
