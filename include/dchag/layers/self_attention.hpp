@@ -10,8 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
-#include <utility>
-#include <vector>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
@@ -131,27 +129,10 @@ class SelfAttention {
   // partition): per section q, k, v a block of qkv rows, and a block of proj columns. proj's
   // bias is added after the ranks' partial outputs are summed, so every rank holds all of it.
   void parameters(ParameterList<T, ExecSpace>& list) const {
-    if (total_heads_ == heads_) {
-      qkv_.parameters(list);
-      proj_.parameters(list);
-    } else {
-      const std::size_t D = dim_, n = inner(), begin = std::size_t(head_begin_) * head_dim_;
-      const std::size_t total_inner = std::size_t(total_heads_) * head_dim_;
-      std::vector<LogicalBox> rows, entries;
-      for (std::size_t s = 0; s < 3; ++s) {
-        rows.push_back({{s * total_inner + begin, 0}, {n, D}});
-        entries.push_back({{s * total_inner + begin}, {n}});
-      }
-      Impl::add_partitioned_parameter<T, ExecSpace>(
-          list, qkv_.name() + ".weight", {3 * total_inner, D}, std::move(rows), qkv_.weight(),
-          qkv_.grad_weight(), true);
-      Impl::add_partitioned_parameter<T, ExecSpace>(
-          list, qkv_.name() + ".bias", {3 * total_inner}, std::move(entries), qkv_.bias(),
-          qkv_.grad_bias(), false);
-      Impl::add_partitioned_parameter<T, ExecSpace>(
-          list, proj_.name() + ".weight", {D, total_inner}, {LogicalBox{{0, begin}, {D, n}}},
-          proj_.weight(), proj_.grad_weight(), true);
-    }
+    Impl::add_head_parallel_projections<T, ExecSpace>(
+        list, qkv_.name() + ".weight", qkv_.name() + ".bias", proj_.name() + ".weight", dim_,
+        head_dim_, head_begin_, total_heads_, qkv_.weight(), qkv_.grad_weight(), qkv_.bias(),
+        qkv_.grad_bias(), proj_.weight(), proj_.grad_weight());
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".proj.bias", bias_, grad_bias_, false);
   }
 

@@ -79,7 +79,8 @@ struct ModelConfig {
     std::ostringstream s;
     s << "C=" << channels << " out=" << out_channels << " image=" << height << "x" << width
       << " patch=" << patch << " L=" << patches() << " D=" << dim << " depth=" << depth
-      << " heads=" << heads << " levels=" << levels_string();
+      << " heads=" << heads << " mlp_ratio=" << mlp_ratio << " decoder_depth=" << decoder_depth
+      << " lead_time=" << (lead_time ? "yes" : "no") << " levels=" << levels_string();
     return s.str();
   }
 };
