@@ -89,7 +89,7 @@ class LinearAggregator {
   // As every nn.Linear under ClimaX's _init_weights: weight trunc_normal(std), bias zero.
   void init(std::uint64_t seed, double std = 0.02) {
     for (int g = 0; g < groups_; ++g)
-      truncated_normal(weight_row(weight_, g), seed, Impl::name_stream(param_name(g, "weight")),
+      truncated_normal(weight_row(weight_, g), seed, stream_id(param_name(g, "weight")),
                        std);
     Kokkos::deep_copy(bias_, T(0));
   }

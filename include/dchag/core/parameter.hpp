@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <dchag/core/error.hpp>
 #include <dchag/core/view.hpp>
 
 namespace dchag {
@@ -115,18 +116,6 @@ void add_head_parallel_projections(ParameterList<T, ExecSpace>& list, const std:
   add_partitioned_parameter<T, ExecSpace>(list, out_weight, {dim, total},
                                           {LogicalBox{{0, begin}, {dim, n}}}, w_out, grad_w_out,
                                           true);
-}
-
-// Stable 64-bit FNV-1a of a parameter name: the random stream a parameter is initialised from.
-// Initial values then depend only on (seed, name, index), not on construction order or on which
-// rank holds which slice.
-inline std::uint64_t name_stream(const std::string& name) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 }  // namespace Impl

@@ -10,16 +10,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include <dchag/core/random.hpp>
+
 namespace dchag {
 namespace Impl {
 
-// SplitMix64 finaliser (Steele, Lea, Flood 2014): a bijective, well-mixed 64-bit hash.
-inline std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+// SplitMix64 (Steele, Lea, Flood 2014): the golden-ratio increment, then the bijective mixer
+// the parameter initialisers use too.
+inline std::uint64_t splitmix64(std::uint64_t x) { return mix64(x + golden_gamma); }
 
 inline std::uint64_t hash_key(std::uint64_t h) { return splitmix64(h); }
 

@@ -220,11 +220,11 @@ class QueryCrossAttention {
   // _init_weights does for every nn.Linear. The query is trunc_normal(std) too (ClimaX starts it
   // at zero, which would make every attention uniform and its gradient trivial at step 0).
   void init(std::uint64_t seed, double std = 0.02) {
-    truncated_normal(query_, seed, Impl::name_stream(query_name_), std);
+    truncated_normal(query_, seed, stream_id(query_name_), std);
     const std::size_t D = dim_, hd = head_dim_;
     const std::size_t total_inner = std::size_t(total_heads_) * hd;
     const double bound = std::sqrt(6.0 / double(D + 3 * total_inner));
-    const std::uint64_t in_stream = Impl::name_stream(name_ + ".in_proj_weight");
+    const std::uint64_t in_stream = stream_id(name_ + ".in_proj_weight");
     for (std::size_t s = 0; s < 3; ++s) {
       // Section s of this layer is a contiguous block of whole rows of the logical tensor.
       const Unmanaged<T**, ExecSpace> rows(in_weight_.data() + s * inner() * D, inner(), D);
@@ -233,7 +233,7 @@ class QueryCrossAttention {
     }
     Kokkos::deep_copy(in_bias_, T(0));
     const LogicalSlice columns{{D, total_inner}, {0, std::size_t(head_begin_) * hd}};
-    truncated_normal(out_proj_.weight(), seed, Impl::name_stream(name_ + ".out_proj.weight"), std,
+    truncated_normal(out_proj_.weight(), seed, stream_id(name_ + ".out_proj.weight"), std,
                      -2 * std, 2 * std, columns);
     Kokkos::deep_copy(out_bias_, T(0));
   }

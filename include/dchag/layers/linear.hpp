@@ -41,7 +41,7 @@ class Linear {
 
   // timm / ClimaX: weights ~ trunc_normal(std 0.02), biases zero.
   void init(std::uint64_t seed, double std = 0.02) {
-    truncated_normal(weight_, seed, Impl::name_stream(name_ + ".weight"), std);
+    truncated_normal(weight_, seed, stream_id(name_ + ".weight"), std);
     if (has_bias_) Kokkos::deep_copy(bias_, T(0));
   }
 

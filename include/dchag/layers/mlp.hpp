@@ -51,11 +51,11 @@ class Mlp {
   // some of the hidden units gets exactly its part of what the whole layer gets.
   void init(std::uint64_t seed, double std = 0.02) {
     const std::size_t D = dim(), begin = hidden_begin_;
-    truncated_normal(fc1_.weight(), seed, Impl::name_stream(name_ + ".fc1.weight"), std,
+    truncated_normal(fc1_.weight(), seed, stream_id(name_ + ".fc1.weight"), std,
                      -2 * std, 2 * std, begin * D);
     Kokkos::deep_copy(fc1_.bias(), T(0));
     const LogicalSlice columns{{D, std::size_t(total_hidden_)}, {0, begin}};
-    truncated_normal(fc2_.weight(), seed, Impl::name_stream(name_ + ".fc2.weight"), std,
+    truncated_normal(fc2_.weight(), seed, stream_id(name_ + ".fc2.weight"), std,
                      -2 * std, 2 * std, columns);
     Kokkos::deep_copy(bias_, T(0));
   }

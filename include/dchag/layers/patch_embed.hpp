@@ -76,7 +76,7 @@ class ChannelPatchEmbed {
   void init(std::uint64_t seed, double std = 0.02) {
     for (int c = 0; c < channels_; ++c)
       truncated_normal(weight_slice(weight_, c), seed,
-                       Impl::name_stream(param_name(c, "weight")), std);
+                       stream_id(param_name(c, "weight")), std);
     Kokkos::deep_copy(bias_, T(0));
   }
 

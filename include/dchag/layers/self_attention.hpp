@@ -60,7 +60,7 @@ class SelfAttention {
   void init(std::uint64_t seed, double std = 0.02) {
     const std::size_t D = dim_, begin = std::size_t(head_begin_) * head_dim_;
     const std::size_t total_inner = std::size_t(total_heads_) * head_dim_;
-    const std::uint64_t qkv_stream = Impl::name_stream(name_ + ".qkv.weight");
+    const std::uint64_t qkv_stream = stream_id(name_ + ".qkv.weight");
     for (std::size_t s = 0; s < 3; ++s) {
       // Section s (q, k or v) of this layer is a block of whole rows of the logical weight.
       const Unmanaged<T**, ExecSpace> rows(qkv_.weight().data() + s * inner() * D, inner(), D);
@@ -69,7 +69,7 @@ class SelfAttention {
     }
     Kokkos::deep_copy(qkv_.bias(), T(0));
     const LogicalSlice columns{{D, total_inner}, {0, begin}};
-    truncated_normal(proj_.weight(), seed, Impl::name_stream(name_ + ".proj.weight"), std,
+    truncated_normal(proj_.weight(), seed, stream_id(name_ + ".proj.weight"), std,
                      -2 * std, 2 * std, columns);
     Kokkos::deep_copy(bias_, T(0));
   }
