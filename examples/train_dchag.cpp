@@ -4,7 +4,17 @@
 //   mpirun -np 2 train_dchag [--policy dchag|tp] [--tp 2] [--dp 1]
 //               [--channels 16] [--height 32] [--width 64] [--patch 4] [--dim 128] [--depth 2]
 //               [--heads 4] [--groups 4 | --levels 8,2,1] [--aggregator linear|cross|baseline]
-//               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0] [--csv train_metrics.csv]
+//               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
+//               [--run-dir runs/latest] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
+//               [--no-save]
+//   train_dchag --eval CHECKPOINT [--batch 8]
+//
+// A run writes its per-step metrics (train_metrics.csv) and, at the end, its checkpoint
+// (checkpoint.safetensors: weights under the ClimaX names, AdamW state, step, configuration)
+// into --run-dir; --save-every K also writes checkpoint_step{K, 2K, ...}.safetensors. --resume
+// continues a run from a checkpoint up to --steps in total (the schedule spans --steps, so pass
+// the original run's value), with the same losses as the run that never stopped. --eval loads a checkpoint (saved on any grid) and
+// reports the forecast RMSE on held-out data.
 //
 // --policy dchag distributes the channels over the tensor-parallel ranks (D-CHAG); tp
 // replicates them (the tensor-parallel baseline). --tp defaults to all ranks / dp. --batch is
@@ -17,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -35,7 +46,11 @@ struct Options {
   int tp = 0, fsdp = 1, dp = 1;
   std::string policy = "dchag";
   std::string aggregator = "linear";
-  std::string csv = "train_metrics.csv";
+  std::string run_dir = "runs/latest";
+  std::string csv;  // default: run_dir/train_metrics.csv
+  std::string resume, eval;
+  bool save = true;
+  std::int64_t save_every = 0;
 };
 
 std::vector<int> parse_list(const std::string& s) {
@@ -84,6 +99,11 @@ Options parse(int argc, char* argv[]) {
     else if (a == "--lr") o.train.lr = std::stod(value());
     else if (a == "--seed") o.model.seed = std::stoull(value());
     else if (a == "--csv") o.csv = value();
+    else if (a == "--run-dir") o.run_dir = value();
+    else if (a == "--resume") o.resume = value();
+    else if (a == "--eval") o.eval = value();
+    else if (a == "--no-save") o.save = false;
+    else if (a == "--save-every") o.save_every = std::stoll(value());
     else if (a == "--help" || a == "-h") {
       std::printf("see the comment at the top of examples/train_dchag.cpp\n");
       std::exit(0);
@@ -91,9 +111,21 @@ Options parse(int argc, char* argv[]) {
       throw dchag::Error("train_dchag: unknown option '" + a + "'");
     }
   }
+  if (o.csv.empty()) o.csv = o.run_dir + "/train_metrics.csv";
+  // Evaluating or resuming: the checkpoint defines the model.
+  const std::string from = !o.eval.empty() ? o.eval : o.resume;
+  if (!from.empty()) {
+    const dchag::CheckpointInfo info = dchag::read_checkpoint_info(from);
+    o.model = info.config;
+    o.aggregator = info.aggregator == "cross_attention" ? "cross"
+                   : info.aggregator == "linear"        ? "linear"
+                                                        : "baseline";
+    groups = -1;
+    levels.clear();
+  }
   if (groups > 0) o.model.levels = {groups, 1};
   if (!levels.empty()) o.model.levels = parse_list(levels);
-  if (o.aggregator == "baseline") o.model.levels = {1};
+  if (o.aggregator == "baseline" && from.empty()) o.model.levels = {1};
   dchag::Impl::require(o.aggregator == "linear" || o.aggregator == "cross" ||
                            o.aggregator == "baseline",
                        "train_dchag: --aggregator must be linear, cross or baseline, got '",
@@ -101,9 +133,10 @@ Options parse(int argc, char* argv[]) {
   dchag::Impl::require(o.policy == "dchag" || o.policy == "tp",
                        "train_dchag: --policy must be dchag or tp, got '", o.policy, "'");
   dchag::Impl::require(o.batch > 0, "train_dchag: --batch must be positive, got ", o.batch);
-  dchag::Impl::require(o.train.steps >= 20, "train_dchag: --steps must be at least 20, got ",
+  dchag::Impl::require(o.train.steps >= 1, "train_dchag: --steps must be positive, got ",
                        o.train.steps);
-  o.train.warmup_steps = std::max<std::int64_t>(1, o.train.steps / 10);
+  o.train.warmup_steps =
+      std::min<std::int64_t>(std::max<std::int64_t>(1, o.train.steps / 10), o.train.steps - 1);
   o.model.validate();
   return o;
 }
@@ -135,6 +168,15 @@ int run(const Options& o) {
 
   dchag::ChannelViT<T, Space, Policy> model(mc, grid);
   dchag::ForecastTrainer<decltype(model)> trainer(model, o.train);
+  std::int64_t start = 0;
+  const bool evaluate = !o.eval.empty();
+  if (evaluate) {
+    dchag::load_checkpoint(o.eval, model);
+  } else if (!o.resume.empty()) {
+    start = dchag::load_checkpoint(o.resume, model, &trainer.optimizer()).step;
+    trainer.set_step_count(start);
+    if (root) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)start);
+  }
   std::size_t nparams = 0;
   for (auto& p : trainer.parameters()) nparams += p.size();
   if (root) {
@@ -163,8 +205,10 @@ int run(const Options& o) {
   };
 
   std::ofstream csv;
-  if (root) {
+  if (root && !evaluate) {
+    std::filesystem::create_directories(o.run_dir);
     csv.open(o.csv);
+    dchag::Impl::require(bool(csv), "train_dchag: cannot write ", o.csv);
     csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
   }
   // Consecutive time indices are strongly correlated: draw each batch's samples at random (from
@@ -174,12 +218,18 @@ int run(const Options& o) {
   std::vector<std::size_t> indices(o.batch);
   std::vector<double> losses;
   double total = 0;
-  for (std::int64_t s = 0; s < o.train.steps; ++s) {
+  for (std::int64_t s = 0; s < (evaluate ? 0 : o.train.steps); ++s) {
     for (auto& i : indices) i = any(pick);
+    if (s < start) continue;  // batches the resumed run already trained on
     load(dchag::Split::Train, indices);
     const dchag::StepReport r = trainer.step(space, x, y, lead, lat);
     losses.push_back(r.loss);
     total += r.seconds;
+    if (o.save_every > 0 && trainer.step_count() % o.save_every == 0 &&
+        trainer.step_count() < o.train.steps)
+      dchag::save_checkpoint(o.run_dir + "/checkpoint_step" + std::to_string(trainer.step_count()) +
+                                 ".safetensors",
+                             model, &trainer.optimizer(), trainer.step_count());
     if (!root) continue;
     std::printf("step %4lld/%lld  loss %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
                 "%6.1f GFLOP/s  peak %.1f MiB\n",
@@ -188,6 +238,12 @@ int run(const Options& o) {
     std::fflush(stdout);
     csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds << ','
         << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes << '\n';
+  }
+
+  const std::string checkpoint = o.run_dir + "/checkpoint.safetensors";
+  if (!evaluate && o.save) {
+    if (root) std::filesystem::create_directories(o.run_dir);
+    dchag::save_checkpoint(checkpoint, model, &trainer.optimizer(), trainer.step_count());
   }
 
   // Held-out forecast skill on the Test split.
@@ -205,19 +261,23 @@ int run(const Options& o) {
   MPI_Gather(mine, 2, MPI_DOUBLE, peaks.data(), 2, MPI_DOUBLE, 0, world.get());
   if (!root) return 0;
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);
-  const double first = mean(losses, 0, k), last = mean(losses, n - k, n);
-  std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s)\n", (long long)n, total,
-              double(n) * o.batch / total);
+  if (n > 0)
+    std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s)\n", (long long)n, total,
+                double(n) * o.batch / total);
   for (int r = 0; r < world.size(); ++r)
     std::printf("  rank %d: peak Kokkos memory %.1f MiB, peak RSS %.1f MiB\n", r,
                 peaks[2 * r] / 1048576.0, peaks[2 * r + 1] / 1048576.0);
-  std::printf("loss: first 10 steps %.5f, last 10 steps %.5f (ratio %.3f)\n", first, last,
-              last / first);
+  if (n >= k && k > 0)
+    std::printf("loss: first %zu steps %.5f, last %zu steps %.5f (ratio %.3f)\n", k,
+                mean(losses, 0, k), k, mean(losses, n - k, n),
+                mean(losses, n - k, n) / mean(losses, 0, k));
   double mean_rmse = 0;
   for (double v : rmse) mean_rmse += v / rmse.size();
   std::printf("held-out lat-weighted RMSE (normalised units), mean over %zu variables: %.4f\n",
               rmse.size(), mean_rmse);
+  if (evaluate) return 0;
   std::printf("per-step metrics written to %s\n", o.csv.c_str());
+  if (o.save) std::printf("checkpoint written to %s\n", checkpoint.c_str());
   return 0;
 }
 

@@ -18,4 +18,4 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 echo "ranks: $ranks, threads per rank: OMP_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS"
 mkdir -p runs
 exec mpiexec -np "$ranks" --oversubscribe build/serial/examples/train_dchag \
-  --csv runs/train_metrics.csv "$@"
+  --run-dir runs/latest "$@"

@@ -15,7 +15,9 @@
 #include <dchag/kernels/bias.hpp>
 #include <dchag/kernels/gelu.hpp>
 #include <dchag/kernels/gemm.hpp>
+#include <dchag/kernels/heads.hpp>
 #include <dchag/kernels/layer_norm.hpp>
+#include <dchag/kernels/masking.hpp>
 #include <dchag/kernels/patchify.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/kernels/softmax.hpp>
@@ -38,20 +40,26 @@
 #include <dchag/parallel/policies.hpp>
 #include <dchag/parallel/process_grid.hpp>
 
+#include <dchag/model/channel_stem.hpp>
 #include <dchag/model/channel_vit.hpp>
 #include <dchag/model/config.hpp>
 #include <dchag/model/encoder.hpp>
 #include <dchag/model/forecast_head.hpp>
+#include <dchag/model/mae.hpp>
 #include <dchag/model/vit_block.hpp>
 
 #include <dchag/train/adamw.hpp>
+#include <dchag/train/checkpoint.hpp>
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/losses.hpp>
+#include <dchag/train/mae_trainer.hpp>
+#include <dchag/train/optimizer_loop.hpp>
 #include <dchag/train/schedule.hpp>
 #include <dchag/train/trainer.hpp>
 
 #include <dchag/io/hyperspectral.hpp>
+#include <dchag/io/safetensors.hpp>
 #include <dchag/io/weather.hpp>
 
 #endif

@@ -1,0 +1,543 @@
+// Checkpoints move between topologies: a file written on the largest grid loads on one rank and
+// on tp = 2 and computes the same function; training resumed from a checkpoint continues the
+// uninterrupted run (bit for bit on the same grid, to 1e-10 in double on another); and every
+// wrong checkpoint is refused on every rank with the model left as it was.
+#include <dchag/model/channel_vit.hpp>
+#include <dchag/train/adamw.hpp>
+#include <dchag/train/checkpoint.hpp>
+#include <dchag/train/grad_clip.hpp>
+#include <dchag/train/gradient_sync.hpp>
+#include <dchag/train/losses.hpp>
+#include <dchag/train/schedule.hpp>
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "test_common.hpp"
+
+using namespace dchag_test;
+
+namespace {
+
+namespace fs = std::filesystem;
+using Space = Kokkos::DefaultExecutionSpace;
+using T = double;
+using DchagL = dchag::DistributedChannels<dchag::LinearAggregator>;
+using DchagC = dchag::DistributedChannels<dchag::CrossAttentionAggregator>;
+using Baseline = dchag::TensorParallel;
+using View4 = dchag::View4<T, Space>;
+using View1 = dchag::View1<T, Space>;
+
+template <class Policy>
+dchag::ModelConfig config_for(std::uint64_t seed = 42) {
+  dchag::ModelConfig c;
+  c.channels = c.out_channels = 8;
+  c.height = 8;
+  c.width = 16;
+  c.patch = 4;
+  c.dim = 16;
+  c.depth = 2;
+  c.heads = 4;
+  c.decoder_depth = 1;
+  // Four groups of two channels: whole groups on every rank of tp = 1, 2 and 4.
+  c.levels = std::is_same<Policy, Baseline>::value ? std::vector<int>{1} : std::vector<int>{4, 1};
+  c.seed = seed;
+  return c;
+}
+
+// One directory for the whole program, the same path on every rank (rank 0 makes it).
+struct SharedDir {
+  std::string path;
+  bool owner = false;
+  SharedDir() {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    owner = rank == 0;
+    std::string made;
+    if (owner) {
+      std::string tmpl = (fs::temp_directory_path() / "dchag_test_checkpoint_XXXXXX").string();
+      char* d = mkdtemp(&tmpl[0]);
+      made = d ? std::string(d) : std::string();
+    }
+    int length = static_cast<int>(made.size());
+    MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    made.resize(static_cast<std::size_t>(length));
+    MPI_Bcast(&made[0], length, MPI_CHAR, 0, MPI_COMM_WORLD);
+    path = made;
+  }
+  ~SharedDir() {
+    std::error_code ec;
+    if (owner && !path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+// Collective on the first call.
+std::string in_dir(const std::string& name) {
+  static SharedDir dir;
+  REQUIRE(!dir.path.empty());
+  return dir.path + "/" + name;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The global batch, identical on every rank.
+struct Data {
+  View4 x, y;
+  View1 lead, w;
+};
+
+Data global_data(const dchag::ModelConfig& c, int batch) {
+  Data d{View4("xg", batch, c.channels, c.height, c.width),
+         View4("yg", batch, c.out_channels, c.height, c.width), View1("leadg", batch),
+         View1("w", c.height)};
+  fill_random(d.x, 1);
+  fill_random(d.y, 2);
+  fill_random(d.lead, 3, 0.0, 1.0);
+  fill_random(d.w, 4, 0.5, 1.5);
+  return d;
+}
+
+// A rank's share: its data-parallel samples and its own input channels.
+struct Local {
+  View4 x, y;
+  View1 lead;
+};
+
+template <class Model>
+Local local_batch(const Model& model, const Data& d) {
+  const auto& grid = model.grid();
+  const int B = int(d.x.extent(0)) / grid.dp(), b0 = grid.dp_rank() * B;
+  const auto rows = Kokkos::make_pair(b0, b0 + B);
+  const auto chans = Kokkos::make_pair(model.channel_begin(),
+                                       model.channel_begin() + model.channel_count());
+  const auto& c = model.config();
+  Local l{View4("x", B, model.channel_count(), c.height, c.width),
+          View4("y", B, c.out_channels, c.height, c.width), View1("lead", B)};
+  Kokkos::deep_copy(l.x, Kokkos::subview(d.x, rows, chans, Kokkos::ALL, Kokkos::ALL));
+  Kokkos::deep_copy(l.y, Kokkos::subview(d.y, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
+  Kokkos::deep_copy(l.lead, Kokkos::subview(d.lead, rows));
+  return l;
+}
+
+dchag::AdamWConfig adamw_config() {
+  dchag::AdamWConfig a;
+  a.lr = 5e-3;
+  a.beta2 = 0.95;
+  a.weight_decay = 1e-2;  // decay on, so that the decayed / not-decayed split matters
+  return a;
+}
+
+// One training step as ForecastTrainer takes it, at the step's scheduled learning rate: the
+// schedule position comes from the step index, which a resumed run takes from the checkpoint.
+template <class Model>
+double train_step(Model& model, dchag::AdamW<T, Space>& opt, dchag::GradientSync<T, Space>& sync,
+                  const Local& b, const View1& w, std::int64_t step) {
+  Space space;
+  const auto params = model.parameters();
+  dchag::zero_grad(space, params);
+  const auto pred = model.forward(space, b.x, b.lead);
+  View4 dpred("dpred", pred.extent(0), pred.extent(1), pred.extent(2), pred.extent(3));
+  double loss = dchag::lat_weighted_mse(space, pred, b.y, w, dpred);
+  model.backward(space, dpred);
+  const auto& grid = model.grid();
+  sync.average_over_dp(space, grid, params);
+  if (grid.dp() > 1) loss = dchag::all_reduce_sum(grid.dp_comm(), loss) / grid.dp();
+  const double norm = dchag::global_grad_norm(space, grid, params);
+  dchag::apply_grad_clip(space, params, 0.5, norm);
+  const dchag::WarmupCosine schedule(5e-3, 2, 20, 1e-4, 1e-5);
+  opt.step(space, params, schedule.lr(step));
+  return loss;
+}
+
+// The prediction for the whole global batch (every rank runs every sample on its channels).
+template <class Model>
+std::vector<double> predict(Model& model, const Data& d) {
+  Space space;
+  const auto chans = Kokkos::make_pair(model.channel_begin(),
+                                       model.channel_begin() + model.channel_count());
+  const auto& c = model.config();
+  View4 x("x", d.x.extent(0), model.channel_count(), c.height, c.width);
+  Kokkos::deep_copy(x, Kokkos::subview(d.x, Kokkos::ALL, chans, Kokkos::ALL, Kokkos::ALL));
+  const auto h = to_host(model.forward(space, x, d.lead));
+  return std::vector<double>(h.data(), h.data() + h.size());
+}
+
+double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[i]) / std::max(1.0, std::abs(b[i])));
+  return worst;
+}
+
+// Every value this rank holds, by name (to prove that a refused load changed nothing).
+template <class Model>
+std::map<std::string, std::vector<double>> snapshot(const Model& model) {
+  std::map<std::string, std::vector<double>> out;
+  for (const auto& p : model.parameters()) {
+    const auto h = to_host(p.value);
+    out[p.name].assign(h.data(), h.data() + h.size());
+  }
+  return out;
+}
+
+// Rank 0 rewrites checkpoint `from` into `to` through `edit` (on name -> values, shapes and
+// metadata); the others wait.
+struct Contents {
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<double>> values;
+  std::map<std::string, std::vector<std::size_t>> shapes;
+  std::map<std::string, std::string> metadata;
+};
+
+template <class Edit>
+void rewrite(const std::string& from, const std::string& to, Edit edit) {
+  const dchag::Communicator world;
+  if (world.rank() == 0) {
+    const auto f = dchag::SafetensorsFile::read(from);
+    Contents c;
+    c.names = f.names();
+    c.metadata = f.metadata();
+    for (const auto& n : c.names) {
+      c.values[n] = f.read<double>(n);
+      c.shapes[n] = f.info(n).shape;
+    }
+    edit(c);
+    std::vector<dchag::SafetensorsTensor<double>> tensors;
+    for (const auto& n : c.names) tensors.push_back({n, c.shapes.at(n), c.values.at(n).data()});
+    dchag::write_safetensors<double>(to, tensors, c.metadata);
+  }
+  world.barrier();
+}
+
+template <class Policy>
+const char* policy_tag() {
+  return std::is_same<Policy, DchagL>::value ? "dchag_l"
+         : std::is_same<Policy, DchagC>::value ? "dchag_c" : "baseline";
+}
+
+std::vector<std::pair<int, int>> save_grids(int world) {
+  std::vector<std::pair<int, int>> grids = {{world, 1}};  // tp x dp: the largest TP grid ...
+  if (world == 4) grids.push_back({2, 2});                // ... and the hybrid one
+  return grids;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("a checkpoint written on the largest grid loads on one rank and on tp = 2",
+                   Policy, DchagL, DchagC, Baseline) {
+  using Model = dchag::ChannelViT<T, Space, Policy>;
+  const dchag::Communicator world;
+  const int P = world.size();
+  const auto cfg = config_for<Policy>(), other_seed = config_for<Policy>(7);
+  const Data data = global_data(cfg, 4);
+  for (const auto& tp_dp : save_grids(P)) {
+    // (not a structured binding: clang refuses to capture those in CAPTURE's lambda)
+    const int tp = tp_dp.first, dp = tp_dp.second;
+    CAPTURE(tp);
+    CAPTURE(dp);
+    const dchag::ProcessGrid grid(world, tp, 1, dp);
+    Model saved(cfg, grid);
+    dchag::AdamW<T, Space> opt(adamw_config());
+    dchag::GradientSync<T, Space> sync;
+    const Local local = local_batch(saved, data);
+    // A few steps, so that no bias is still zero and nothing is at its initial value.
+    for (int s = 0; s < 2; ++s) train_step(saved, opt, sync, local, data.w, s);
+    const std::string path = in_dir(std::string("largest_") + policy_tag<Policy>() + "_tp" +
+                                    std::to_string(tp) + ".safetensors");
+    dchag::save_checkpoint(path, saved, &opt, 2);
+    const std::vector<double> expect = predict(saved, data);
+
+    {  // the same grid: the same bits
+      Model m(other_seed, grid);
+      CHECK(max_rel_diff(predict(m, data), expect) > 1e-6);  // a different model before loading
+      const auto info = dchag::load_checkpoint(path, m);
+      CHECK(info.step == 2);
+      CHECK(info.has_optimizer);
+      CHECK(predict(m, data) == expect);
+    }
+    {  // one rank (each rank on its own)
+      Model m(other_seed, dchag::ProcessGrid::single());
+      dchag::load_checkpoint(path, m);
+      CHECK(max_rel_diff(predict(m, data), expect) < 1e-12);
+    }
+    if (P % 2 == 0) {  // tp = 2 (x dp = P / 2)
+      Model m(other_seed, dchag::ProcessGrid(world, 2, 1, P / 2));
+      dchag::load_checkpoint(path, m);
+      CHECK(max_rel_diff(predict(m, data), expect) < 1e-12);
+    }
+  }
+}
+
+TEST_CASE("a checkpoint file does not depend on the grid that wrote it") {
+  using Model = dchag::ChannelViT<T, Space, DchagL>;
+  const dchag::Communicator world;
+  const auto cfg = config_for<DchagL>();
+  // Initial values depend only on (seed, logical position): the files must be byte-identical.
+  Model parallel(cfg, dchag::ProcessGrid(world, world.size(), 1, 1));
+  const std::string wide = in_dir("grid_wide.safetensors");
+  dchag::save_checkpoint(wide, parallel, 0);
+  Model single(cfg, dchag::ProcessGrid::single());
+  if (world.rank() == 0) {
+    const std::string narrow = in_dir("grid_single.safetensors");
+    dchag::save_checkpoint(narrow, single, 0);
+    const std::string a = slurp(wide), b = slurp(narrow);
+    CHECK(a.size() > 0);
+    CHECK(a == b);
+  }
+  // Logical names and shapes: exactly the single-rank model's parameters, in natural order.
+  const auto file = dchag::SafetensorsFile::read(wide);
+  std::map<std::string, std::vector<std::size_t>> expect;
+  for (const auto& p : single.parameters()) expect[p.name] = p.shape;
+  REQUIRE(file.size() == expect.size());
+  for (const auto& t : file.tensors()) {
+    CAPTURE(t.name);
+    REQUIRE(expect.count(t.name) == 1);
+    CHECK(t.shape == expect.at(t.name));
+    CHECK(t.dtype == "F64");
+  }
+  const auto names = file.names();
+  CHECK(std::is_sorted(names.begin(), names.end(), dchag::Impl::natural_less));
+  CHECK(dchag::Impl::natural_less("blocks.2.mlp.fc1.weight", "blocks.10.mlp.fc1.weight"));
+  CHECK(dchag::Impl::natural_less("token_embeds.7.proj.bias", "token_embeds.10.proj.bias"));
+  const auto info = dchag::read_checkpoint_info(wide);
+  CHECK(info.config.describe() == cfg.describe());
+  CHECK(info.config.seed == cfg.seed);
+  CHECK(info.aggregator == "linear");
+  CHECK(info.scalar == "F64");
+  CHECK(!info.has_optimizer);
+}
+
+TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupted run", Policy,
+                   DchagL, DchagC) {
+  using Model = dchag::ChannelViT<T, Space, Policy>;
+  const dchag::Communicator world;
+  const int P = world.size(), k = 3;
+  const auto cfg = config_for<Policy>(), other_seed = config_for<Policy>(9);
+  const Data data = global_data(cfg, 4);
+  for (const auto& tp_dp : save_grids(P)) {
+    // (not a structured binding: clang refuses to capture those in CAPTURE's lambda)
+    const int tp = tp_dp.first, dp = tp_dp.second;
+    CAPTURE(tp);
+    CAPTURE(dp);
+    const dchag::ProcessGrid grid(world, tp, 1, dp);
+    const std::string path = in_dir(std::string("resume_") + policy_tag<Policy>() + "_tp" +
+                                    std::to_string(tp) + ".safetensors");
+    // The uninterrupted run, saving half way.
+    Model a(cfg, grid);
+    dchag::AdamW<T, Space> opt_a(adamw_config());
+    dchag::GradientSync<T, Space> sync_a;
+    const Local local_a = local_batch(a, data);
+    std::vector<double> losses;
+    for (int s = 0; s < 2 * k; ++s) {
+      if (s == k) dchag::save_checkpoint(path, a, &opt_a, s);
+      losses.push_back(train_step(a, opt_a, sync_a, local_a, data.w, s));
+    }
+
+    {  // the same grid: a fresh model and optimizer continue bit for bit
+      Model b(other_seed, grid);
+      dchag::AdamW<T, Space> opt_b(adamw_config());
+      dchag::GradientSync<T, Space> sync_b;
+      const auto info = dchag::load_checkpoint(path, b, &opt_b);
+      CHECK(info.step == k);
+      CHECK(opt_b.step_count() == k);
+      const Local local_b = local_batch(b, data);
+      for (int s = k; s < 2 * k; ++s) {
+        CAPTURE(s);
+        CHECK(train_step(b, opt_b, sync_b, local_b, data.w, info.step + (s - k)) == losses[s]);
+      }
+      CHECK(snapshot(b) == snapshot(a));
+    }
+
+    // Other grids: one rank, and tp = 2, continue to 1e-10.
+    auto continue_on = [&](const dchag::ProcessGrid& g) {
+      Model c(other_seed, g);
+      dchag::AdamW<T, Space> opt_c(adamw_config());
+      dchag::GradientSync<T, Space> sync_c;
+      const auto info = dchag::load_checkpoint(path, c, &opt_c);
+      const Local local_c = local_batch(c, data);
+      for (int s = k; s < 2 * k; ++s) {
+        CAPTURE(s);
+        const double loss = train_step(c, opt_c, sync_c, local_c, data.w, info.step + (s - k));
+        CHECK(loss == doctest::Approx(losses[s]).epsilon(1e-10));
+      }
+    };
+    continue_on(dchag::ProcessGrid::single());
+    if (P % 2 == 0 && tp != 2) continue_on(dchag::ProcessGrid(world, 2, 1, P / 2));
+  }
+}
+
+TEST_CASE("a checkpoint of one policy loads into another with the same parameters") {
+  const dchag::Communicator world;
+  const auto cfg = config_for<DchagL>();
+  const Data data = global_data(cfg, 4);
+  dchag::ChannelViT<T, Space, DchagL> saved(cfg, dchag::ProcessGrid(world, world.size(), 1, 1));
+  dchag::AdamW<T, Space> opt(adamw_config());
+  dchag::GradientSync<T, Space> sync;
+  train_step(saved, opt, sync, local_batch(saved, data), data.w, 0);
+  const std::string path = in_dir("policy.safetensors");
+  dchag::save_checkpoint(path, saved, 1);
+  const auto expect = predict(saved, data);
+  // Channels replicated on the TP ranks, the same linear partial aggregators.
+  const int tp = world.size() % 2 == 0 ? 2 : 1;
+  dchag::ChannelViT<T, Space, dchag::ReplicatedChannels<dchag::LinearAggregator>> other(
+      config_for<DchagL>(5), dchag::ProcessGrid(world, tp, 1, world.size() / tp));
+  dchag::load_checkpoint(path, other);
+  CHECK(max_rel_diff(predict(other, data), expect) < 1e-12);
+}
+
+TEST_CASE("wrong checkpoints are refused on every rank and leave the model untouched") {
+  using Model = dchag::ChannelViT<T, Space, DchagL>;
+  const dchag::Communicator world;
+  const int P = world.size();
+  const auto cfg = config_for<DchagL>();
+  const dchag::ProcessGrid grid(world, P, 1, 1);
+  const Data data = global_data(cfg, 4);
+
+  // A trained model with optimizer state, saved with and without the optimizer.
+  Model saved(cfg, grid);
+  dchag::AdamW<T, Space> opt(adamw_config());
+  dchag::GradientSync<T, Space> sync;
+  train_step(saved, opt, sync, local_batch(saved, data), data.w, 0);
+  const std::string good = in_dir("good.safetensors"), model_only = in_dir("model_only.safetensors");
+  dchag::save_checkpoint(good, saved, &opt, 1);
+  dchag::save_checkpoint(model_only, saved, 1);
+
+  Model target(config_for<DchagL>(3), grid);
+  const auto before = snapshot(target);
+  dchag::AdamW<T, Space> target_opt(adamw_config());
+  auto refused = [&](const std::string& path, const std::string& fragment, bool with_opt = false) {
+    CAPTURE(path);
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(path, target, with_opt ? &target_opt : nullptr),
+                         doctest::Contains(fragment.c_str()), dchag::Error);
+    CHECK(snapshot(target) == before);
+    CHECK(!target_opt.has_state());
+    CHECK(target_opt.step_count() == 0);
+  };
+
+  SUBCASE("a different configuration") {
+    auto wide = cfg;
+    wide.dim = 32;
+    Model other(wide, grid);
+    const auto other_before = snapshot(other);
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(good, other),
+                         doctest::Contains("dim = 16 in the file, 32 in the model"), dchag::Error);
+    CHECK(snapshot(other) == other_before);
+  }
+  SUBCASE("a different partial aggregator") {
+    dchag::ChannelViT<T, Space, DchagC> other(cfg, grid);
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(good, other),
+                         doctest::Contains("aggregator = linear in the file, cross_attention in the model"),
+                         dchag::Error);
+  }
+  SUBCASE("a missing tensor") {
+    const std::string path = in_dir("missing.safetensors");
+    rewrite(good, path, [](Contents& c) {
+      c.names.erase(std::find(c.names.begin(), c.names.end(), "blocks.1.mlp.fc2.bias"));
+    });
+    refused(path, "parameter 'blocks.1.mlp.fc2.bias' is missing from the checkpoint");
+    refused(path, "missing.safetensors");
+  }
+  SUBCASE("a tensor only one rank needs is missing: that rank's message on every rank") {
+    const std::string path = in_dir("missing_channel.safetensors");
+    rewrite(good, path, [](Contents& c) {
+      c.names.erase(std::find(c.names.begin(), c.names.end(), "token_embeds.7.proj.weight"));
+    });
+    refused(path, "parameter 'token_embeds.7.proj.weight' is missing");
+    if (P > 1) refused(path, "[rank " + std::to_string(P - 1) + " of " + std::to_string(P) + "]");
+  }
+  SUBCASE("an extra tensor") {
+    const std::string path = in_dir("extra.safetensors");
+    rewrite(good, path, [](Contents& c) {
+      c.names.push_back("blocks.9.attn.qkv.weight");
+      c.shapes["blocks.9.attn.qkv.weight"] = {48, 16};
+      c.values["blocks.9.attn.qkv.weight"].assign(48 * 16, 0.5);
+    });
+    refused(path, "the model does not have: 'blocks.9.attn.qkv.weight'");
+  }
+  SUBCASE("a shape that disagrees") {
+    const std::string path = in_dir("reshaped.safetensors");
+    rewrite(good, path, [](Contents& c) { c.shapes["var_query"] = {1, 16}; });
+    refused(path, "tensor 'var_query' has shape [1, 16] in the checkpoint but [1, 1, 16] in the "
+                  "model");
+  }
+  SUBCASE("a file only one rank cannot open") {
+    const std::string path = world.rank() == P - 1 ? in_dir("nowhere.safetensors") : good;
+    refused(path, "cannot open");
+  }
+  SUBCASE("a truncated file") {
+    const std::string path = in_dir("truncated.safetensors");
+    if (world.rank() == 0) {
+      const std::string bytes = slurp(good);
+      std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size() - 12));
+    }
+    world.barrier();
+    refused(path, "run past the end of the data");
+  }
+  SUBCASE("not a dchag checkpoint") {
+    const std::string path = in_dir("plain.safetensors");
+    rewrite(good, path, [](Contents& c) { c.metadata.clear(); });
+    refused(path, "no 'format' in the metadata");
+  }
+  SUBCASE("optimizer state asked of a checkpoint without it") {
+    refused(model_only, "holds no optimizer state", true);
+  }
+  SUBCASE("a missing optimizer moment") {
+    const std::string path = in_dir("no_moment.safetensors");
+    rewrite(good, path, [](Contents& c) {
+      c.names.erase(std::find(c.names.begin(), c.names.end(), "optimizer.v.norm.bias"));
+    });
+    refused(path, "optimizer moment 'optimizer.v.norm.bias' is missing", true);
+    // Without an optimizer, the moments are not looked at.
+    dchag::load_checkpoint(path, target);
+    CHECK(predict(target, data) == predict(saved, data));
+  }
+  SUBCASE("saving with an optimizer that has no state") {
+    const std::string path = in_dir("never.safetensors");
+    CHECK_THROWS_WITH_AS(dchag::save_checkpoint(path, saved, &target_opt, 0),
+                         doctest::Contains("the optimizer has no state yet"), dchag::Error);
+    CHECK_THROWS_WITH_AS(dchag::save_checkpoint(path, saved, &target_opt, 0),
+                         doctest::Contains("never.safetensors"), dchag::Error);
+    CHECK(!fs::exists(path));
+  }
+  // Nobody is left inside a collective.
+  CHECK(dchag::all_reduce_sum(world, 1.0) == double(P));
+}
+
+TEST_CASE("float models write F32 files, and checkpoints convert between float and double") {
+  using ModelF = dchag::ChannelViT<float, Space, DchagL>;
+  using ModelD = dchag::ChannelViT<double, Space, DchagL>;
+  const dchag::Communicator world;
+  const auto cfg = config_for<DchagL>();
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  ModelF f(cfg, grid);
+  const std::string path = in_dir("float.safetensors");
+  dchag::save_checkpoint(path, f, 0);
+  for (const auto& t : dchag::SafetensorsFile::read(path).tensors()) CHECK(t.dtype == "F32");
+  CHECK(dchag::read_checkpoint_info(path).scalar == "F32");
+
+  // A double model takes the F32 file: exactly the float values, widened.
+  ModelD d(config_for<DchagL>(8), dchag::ProcessGrid::single());
+  dchag::load_checkpoint(path, d);
+  CHECK(snapshot(d) == snapshot(ModelF(cfg, dchag::ProcessGrid::single())));
+  // And an F64 file narrows back into a float model (any grid) to the same floats.
+  const std::string wide = in_dir("float_widened.safetensors");
+  if (world.rank() == 0) dchag::save_checkpoint(wide, d, 0);
+  world.barrier();
+  CHECK(dchag::read_checkpoint_info(wide).scalar == "F64");
+  ModelF g(config_for<DchagL>(8), grid);
+  dchag::load_checkpoint(wide, g);
+  CHECK(snapshot(g) == snapshot(f));
+}
