@@ -185,9 +185,12 @@ int run(const Options& o) {
                 "[%d, %d)\n",
                 Policy::name(), grid.describe().c_str(), nparams, model.channel_begin(),
                 model.channel_begin() + model.channel_count());
-    std::printf("training: steps=%lld global batch=%d lr=%g warmup=%lld on %s (concurrency %d)\n",
-                (long long)o.train.steps, o.batch, o.train.lr, (long long)o.train.warmup_steps,
-                Space::name(), dchag::Impl::concurrency(space));
+    if (evaluate)
+      std::printf("evaluating %s on held-out data\n", o.eval.c_str());
+    else
+      std::printf("training: steps=%lld global batch=%d lr=%g warmup=%lld on %s (concurrency %d)\n",
+                  (long long)o.train.steps, o.batch, o.train.lr, (long long)o.train.warmup_steps,
+                  Space::name(), dchag::Impl::concurrency(space));
   }
 
   auto lat = dchag::latitude_weights<T, Space>(data.latitudes());
