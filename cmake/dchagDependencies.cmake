@@ -23,6 +23,10 @@ macro(_dchag_find_dependency)
 endmacro()
 
 if(NOT TARGET dchag::deps)
+  # Kokkos does not support GNU extensions and would force them off with a warning.
+  if(NOT DEFINED CMAKE_CXX_EXTENSIONS)
+    set(CMAKE_CXX_EXTENSIONS OFF)
+  endif()
   _dchag_find_dependency(Kokkos)
   _dchag_find_dependency(KokkosKernels)
   _dchag_find_dependency(MPI COMPONENTS CXX)
