@@ -224,7 +224,8 @@ TEST_CASE_TEMPLATE_DEFINE("token gather / scatter move whole rows by the mask", 
   fill_random(fill, 2);
   fill_random(dfill, 3);
   dchag::gather_tokens(space, x, ids, slot, kept);
-  const auto X = to_eigen(x), K = to_eigen(kept), F = to_eigen_vector(fill);
+  const auto X = to_eigen(x), K = to_eigen(kept);
+  const auto F = to_eigen_vector(fill);
   for (int b = 0; b < B; ++b)
     for (int k = 0; k < Lk; ++k)
       CHECK((K.row(b * Lk + k) - X.row(b * L + keep[b][k])).cwiseAbs().maxCoeff() == 0);
@@ -305,8 +306,10 @@ TEST_CASE("ChannelMAE masks: Lk kept per sample, different per sample, reproduci
   CHECK(rows_of(other.mask()) != mask);
 
   // Lk = round(L (1 - mask_ratio)).
-  for (auto [ratio, kept] :
+  for (const auto& rk :
        std::vector<std::pair<double, int>>{{0.75, 16}, {0.6, 26}, {0.9, 6}, {0.5, 32}}) {
+    const double ratio = rk.first;
+    const int kept = rk.second;
     CAPTURE(ratio);
     CHECK(tiny_mae(ratio).kept(64) == kept);
     CHECK(Model(cfg, tiny_mae(ratio)).kept_patches() == kept);
