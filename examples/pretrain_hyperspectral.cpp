@@ -27,6 +27,8 @@
 #include <dchag/train/mae_trainer.hpp>
 #include <mpi.h>
 
+#include "example_main.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -265,19 +267,14 @@ int run(const Options& o) {
   base.band_mean = dchag::all_reduce_sum(grid.dp_comm(), base.band_mean) / grid.dp();
   base.visible_mean = dchag::all_reduce_sum(grid.dp_comm(), base.visible_mean) / grid.dp();
 
-  // Each rank's peak memory, gathered to rank 0.
-  const double mine[2] = {double(dchag::MemoryTracker::peak_total_bytes()),
-                          double(dchag::MemoryTracker::peak_rss_bytes())};
-  std::vector<double> peaks(2 * world.size());
-  MPI_Gather(mine, 2, MPI_DOUBLE, peaks.data(), 2, MPI_DOUBLE, 0, world.get());
-  if (!root) return 0;
+  // Collective: every rank's peak memory goes to rank 0, which prints it in the summary.
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);
+  if (root && n > 0)
+    std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s)\n", (long long)n, total,
+                double(n) * o.batch / total);
+  dchag_example::print_peak_memory(world);
+  if (!root) return 0;
   const double first = mean(losses, 0, k), last = mean(losses, n - k, n);
-  std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s)\n", (long long)n, total,
-              double(n) * o.batch / total);
-  for (int r = 0; r < world.size(); ++r)
-    std::printf("  rank %d: peak Kokkos memory %.1f MiB, peak RSS %.1f MiB\n", r,
-                peaks[2 * r] / 1048576.0, peaks[2 * r + 1] / 1048576.0);
   std::printf("masked MSE: first 10 steps %.5f, last 10 steps %.5f (ratio %.3f)\n", first, last,
               last / first);
   std::printf("held-out masked MSE %.4f; on the same patches each band's mean scores %.4f and "
@@ -290,27 +287,9 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char* argv[]) {
-  MPI_Init(&argc, &argv);
-  int status = 0;
-  Kokkos::initialize(argc, argv);
-  dchag::MemoryTracker::install();
-  try {
+  return dchag_example::example_main(argc, argv, [&] {
     const Options o = parse(argc, argv);
-    using namespace dchag;
-    if (o.policy == "tp")
-      status = o.aggregator == "cross" ? run<ReplicatedChannels<CrossAttentionAggregator>>(o)
-                                       : run<ReplicatedChannels<LinearAggregator>>(o);
-    else
-      status = o.aggregator == "cross" ? run<DistributedChannels<CrossAttentionAggregator>>(o)
-                                       : run<DistributedChannels<LinearAggregator>>(o);
-  } catch (const dchag::Error& e) {
-    // Every rank reports: a configuration error is raised on all of them.
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
-    status = 2;
-  }
-  Kokkos::finalize();
-  MPI_Finalize();
-  return status;
+    return dchag_example::with_policy(o.policy, o.aggregator,
+                                      [&](auto policy) { return run<typename decltype(policy)::type>(o); });
+  });
 }

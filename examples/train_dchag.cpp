@@ -24,6 +24,8 @@
 #include <dchag/dchag.hpp>
 #include <mpi.h>
 
+#include "example_main.hpp"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -257,19 +259,13 @@ int run(const Options& o) {
   auto rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
   for (auto& v : rmse) v = dchag::all_reduce_sum(grid.dp_comm(), v) / grid.dp();
 
-  // Each rank's peak memory, gathered to rank 0.
-  const double mine[2] = {double(dchag::MemoryTracker::peak_total_bytes()),
-                          double(dchag::MemoryTracker::peak_rss_bytes())};
-  std::vector<double> peaks(2 * world.size());
-  MPI_Gather(mine, 2, MPI_DOUBLE, peaks.data(), 2, MPI_DOUBLE, 0, world.get());
-  if (!root) return 0;
+  // Collective: every rank's peak memory goes to rank 0, which prints it in the summary.
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);
-  if (n > 0)
+  if (root && n > 0)
     std::printf("\nsummary: %lld steps in %.1f s (%.1f samples/s)\n", (long long)n, total,
                 double(n) * o.batch / total);
-  for (int r = 0; r < world.size(); ++r)
-    std::printf("  rank %d: peak Kokkos memory %.1f MiB, peak RSS %.1f MiB\n", r,
-                peaks[2 * r] / 1048576.0, peaks[2 * r + 1] / 1048576.0);
+  dchag_example::print_peak_memory(world);
+  if (!root) return 0;
   if (n >= k && k > 0)
     std::printf("loss: first %zu steps %.5f, last %zu steps %.5f (ratio %.3f)\n", k,
                 mean(losses, 0, k), k, mean(losses, n - k, n),
@@ -287,27 +283,9 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char* argv[]) {
-  MPI_Init(&argc, &argv);
-  int status = 0;
-  Kokkos::initialize(argc, argv);
-  dchag::MemoryTracker::install();
-  try {
+  return dchag_example::example_main(argc, argv, [&] {
     const Options o = parse(argc, argv);
-    using namespace dchag;
-    if (o.policy == "tp")
-      status = o.aggregator == "cross" ? run<ReplicatedChannels<CrossAttentionAggregator>>(o)
-                                       : run<ReplicatedChannels<LinearAggregator>>(o);
-    else
-      status = o.aggregator == "cross" ? run<DistributedChannels<CrossAttentionAggregator>>(o)
-                                       : run<DistributedChannels<LinearAggregator>>(o);
-  } catch (const dchag::Error& e) {
-    // Every rank reports: a configuration error is raised on all of them.
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
-    status = 2;
-  }
-  Kokkos::finalize();
-  MPI_Finalize();
-  return status;
+    return dchag_example::with_policy(o.policy, o.aggregator,
+                                      [&](auto policy) { return run<typename decltype(policy)::type>(o); });
+  });
 }
