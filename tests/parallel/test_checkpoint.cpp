@@ -118,7 +118,7 @@ struct Local {
 template <class Model>
 Local local_batch(const Model& model, const Data& d) {
   const auto& grid = model.grid();
-  const int B = int(d.x.extent(0)) / grid.dp(), b0 = grid.dp_rank() * B;
+  const int B = int(d.x.extent(0)) / grid.data_size(), b0 = grid.data_rank() * B;
   const auto rows = Kokkos::make_pair(b0, b0 + B);
   const auto chans = Kokkos::make_pair(model.channel_begin(),
                                        model.channel_begin() + model.channel_count());
@@ -152,8 +152,8 @@ double train_step(Model& model, dchag::AdamW<T, Space>& opt, dchag::GradientSync
   double loss = dchag::lat_weighted_mse(space, pred, b.y, w, dpred);
   model.backward(space, dpred);
   const auto& grid = model.grid();
-  sync.average_over_dp(space, grid, params);
-  if (grid.dp() > 1) loss = dchag::all_reduce_sum(grid.dp_comm(), loss) / grid.dp();
+  sync.average(space, grid, params);
+  if (grid.data_size() > 1) loss = dchag::all_reduce_sum(grid.data_comm(), loss) / grid.data_size();
   const double norm = dchag::global_grad_norm(space, grid, params);
   dchag::apply_grad_clip(space, params, 0.5, norm);
   const dchag::WarmupCosine schedule(5e-3, 2, 20, 1e-4, 1e-5);
@@ -228,9 +228,17 @@ const char* policy_tag() {
          : std::is_same<Policy, DchagC>::value ? "dchag_c" : "baseline";
 }
 
-std::vector<std::pair<int, int>> save_grids(int world) {
-  std::vector<std::pair<int, int>> grids = {{world, 1}};  // tp x dp: the largest TP grid ...
-  if (world == 4) grids.push_back({2, 2});                // ... and the hybrid one
+struct GridSizes {
+  int tp, fsdp, dp;
+};
+
+std::vector<GridSizes> save_grids(int world) {
+  std::vector<GridSizes> grids = {{world, 1, 1}};  // the largest TP grid, all sharded ...
+  if (world > 1) grids.push_back({1, world, 1});
+  if (world == 4) {                                 // ... and the hybrid ones
+    grids.push_back({2, 1, 2});
+    grids.push_back({2, 2, 1});
+  }
   return grids;
 }
 
@@ -243,12 +251,13 @@ TEST_CASE_TEMPLATE("a checkpoint written on the largest grid loads on one rank a
   const int P = world.size();
   const auto cfg = config_for<Policy>(), other_seed = config_for<Policy>(7);
   const Data data = global_data(cfg, 4);
-  for (const auto& tp_dp : save_grids(P)) {
+  for (const auto& sizes : save_grids(P)) {
     // (not a structured binding: clang refuses to capture those in CAPTURE's lambda)
-    const int tp = tp_dp.first, dp = tp_dp.second;
+    const int tp = sizes.tp, fsdp = sizes.fsdp, dp = sizes.dp;
     CAPTURE(tp);
+    CAPTURE(fsdp);
     CAPTURE(dp);
-    const dchag::ProcessGrid grid(world, tp, 1, dp);
+    const dchag::ProcessGrid grid(world, tp, fsdp, dp);
     Model saved(cfg, grid);
     dchag::AdamW<T, Space> opt(adamw_config());
     dchag::GradientSync<T, Space> sync;
@@ -256,7 +265,8 @@ TEST_CASE_TEMPLATE("a checkpoint written on the largest grid loads on one rank a
     // A few steps, so that no bias is still zero and nothing is at its initial value.
     for (int s = 0; s < 2; ++s) train_step(saved, opt, sync, local, data.w, s);
     const std::string path = in_dir(std::string("largest_") + policy_tag<Policy>() + "_tp" +
-                                    std::to_string(tp) + ".safetensors");
+                                    std::to_string(tp) + "_fsdp" + std::to_string(fsdp) +
+                                    "_dp" + std::to_string(dp) + ".safetensors");
     dchag::save_checkpoint(path, saved, &opt, 2);
     const std::vector<double> expect = predict(saved, data);
 
@@ -290,7 +300,11 @@ TEST_CASE("a checkpoint file does not depend on the grid that wrote it") {
   const std::string wide = in_dir("grid_wide.safetensors");
   dchag::save_checkpoint(wide, parallel, 0);
   Model single(cfg, dchag::ProcessGrid::single());
+  Model sharded(cfg, dchag::ProcessGrid(world, 1, world.size(), 1));
+  const std::string slices = in_dir("grid_sharded.safetensors");
+  dchag::save_checkpoint(slices, sharded, 0);
   if (world.rank() == 0) {
+    CHECK(slurp(slices) == slurp(wide));
     const std::string narrow = in_dir("grid_single.safetensors");
     dchag::save_checkpoint(narrow, single, 0);
     const std::string a = slurp(wide), b = slurp(narrow);
@@ -327,14 +341,16 @@ TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupt
   const int P = world.size(), k = 3;
   const auto cfg = config_for<Policy>(), other_seed = config_for<Policy>(9);
   const Data data = global_data(cfg, 4);
-  for (const auto& tp_dp : save_grids(P)) {
+  for (const auto& sizes : save_grids(P)) {
     // (not a structured binding: clang refuses to capture those in CAPTURE's lambda)
-    const int tp = tp_dp.first, dp = tp_dp.second;
+    const int tp = sizes.tp, fsdp = sizes.fsdp, dp = sizes.dp;
     CAPTURE(tp);
+    CAPTURE(fsdp);
     CAPTURE(dp);
-    const dchag::ProcessGrid grid(world, tp, 1, dp);
+    const dchag::ProcessGrid grid(world, tp, fsdp, dp);
     const std::string path = in_dir(std::string("resume_") + policy_tag<Policy>() + "_tp" +
-                                    std::to_string(tp) + ".safetensors");
+                                    std::to_string(tp) + "_fsdp" + std::to_string(fsdp) +
+                                    "_dp" + std::to_string(dp) + ".safetensors");
     // The uninterrupted run, saving half way.
     Model a(cfg, grid);
     dchag::AdamW<T, Space> opt_a(adamw_config());
@@ -376,6 +392,7 @@ TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupt
     };
     continue_on(dchag::ProcessGrid::single());
     if (P % 2 == 0 && tp != 2) continue_on(dchag::ProcessGrid(world, 2, 1, P / 2));
+    if (P > 1 && fsdp == 1) continue_on(dchag::ProcessGrid(world, 1, P, 1));
   }
 }
 

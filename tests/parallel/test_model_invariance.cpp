@@ -79,7 +79,7 @@ Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int glo
   dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
 
   // The global batch, identical on every rank; each rank keeps its samples and channels.
-  const int B = global_batch / grid.dp(), b0 = grid.dp_rank() * B;
+  const int B = global_batch / grid.data_size(), b0 = grid.data_rank() * B;
   dchag::View4<T, Space> xg("xg", global_batch, cfg.channels, cfg.height, cfg.width);
   dchag::View4<T, Space> yg("yg", global_batch, cfg.out_channels, cfg.height, cfg.width);
   dchag::View1<T, Space> leadg("leadg", global_batch), w("w", cfg.height);
@@ -105,13 +105,14 @@ Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int glo
 }
 
 template <class Policy>
-void check_grid(const dchag::ModelConfig& cfg, int tp, int dp) {
+void check_grid(const dchag::ModelConfig& cfg, int tp, int fsdp, int dp) {
   const int global_batch = 4, steps = 3;
   std::vector<dchag::Parameter<double, Space>> ref_params, par_params;
   const Run ref = train<Policy>(cfg, dchag::ProcessGrid::single(), global_batch, steps, ref_params);
-  const dchag::ProcessGrid grid(dchag::Communicator(), tp, 1, dp);
+  const dchag::ProcessGrid grid(dchag::Communicator(), tp, fsdp, dp);
   const Run par = train<Policy>(cfg, grid, global_batch, steps, par_params);
   CAPTURE(tp);
+  CAPTURE(fsdp);
   CAPTURE(dp);
   REQUIRE(par.losses.size() == ref.losses.size());
   for (std::size_t s = 0; s < ref.losses.size(); ++s)
@@ -134,13 +135,19 @@ void check_grid(const dchag::ModelConfig& cfg, int tp, int dp) {
     held += got.size();
   }
   // The ranks of one TP group together hold every value of the model exactly once (partitioned)
-  // or each a replica: count what the group holds against the reference.
+  // or each a replica, and the ranks of an fsdp group each their own slices (sharded): count
+  // what the tp x fsdp ranks hold against the reference.
   double partitioned = 0, replicated = 0;
-  for (const auto& p : par_params) (p.partitioned ? partitioned : replicated) += double(p.size());
+  for (const auto& p : par_params) {
+    CHECK(p.sharded == (fsdp > 1));
+    (p.partitioned ? partitioned : replicated) += double(p.size());
+  }
   partitioned = dchag::all_reduce_sum(grid.tp_comm(), partitioned);
+  double held_total = partitioned + replicated;
+  if (fsdp > 1) held_total = dchag::all_reduce_sum(grid.fsdp_comm(), held_total);
   double total = 0;
   for (const auto& p : ref_params) total += double(p.size());
-  CHECK(partitioned + replicated == total);
+  CHECK(held_total == total);
   (void)held;
 }
 
@@ -149,7 +156,13 @@ void check_all_grids(const dchag::ModelConfig& cfg) {
   const int world = dchag::Communicator().size();
   for (int dp = 1; dp <= world; ++dp) {
     if (world % dp != 0 || 4 % dp != 0) continue;
-    check_grid<Policy>(cfg, world / dp, dp);
+    check_grid<Policy>(cfg, world / dp, 1, dp);
+  }
+  // Model sharding: alone, with tensor parallelism, and with data parallelism.
+  if (world > 1) check_grid<Policy>(cfg, 1, world, 1);
+  if (world == 4) {
+    check_grid<Policy>(cfg, 2, 2, 1);
+    check_grid<Policy>(cfg, 1, 2, 2);
   }
 }
 

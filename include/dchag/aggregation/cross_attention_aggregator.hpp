@@ -91,6 +91,13 @@ class CrossAttentionAggregator {
     return input_grad ? dx_ : tensor();
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    for (auto& a : attn_) a.visit_storage(f);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (const auto& a : attn_) a.parameters(list);
   }

@@ -172,6 +172,14 @@ class ChannelAggregation {
     return d;
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    for (auto& p : partials_) p.visit_storage(f);
+    final_.visit_storage(f);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (const auto& p : partials_) p.parameters(list);
     final_.parameters(list);

@@ -145,6 +145,14 @@ class LinearAggregator {
   }
 
   // Per group, as nn.Linear(group_size, 1) names them.
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(weight_, grad_weight_);
+    f(bias_, grad_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (int g = 0; g < groups_; ++g) {
       Impl::add_parameter<T, ExecSpace>(list, param_name(g, "weight"), weight_row(weight_, g),

@@ -44,6 +44,10 @@ struct Parameter {
   // (column/row-parallel weights, channel-owned weights); false when each TP rank holds a
   // replica. Decides how the global gradient norm and checkpoints combine the ranks.
   bool partitioned = false;
+  // True when the ranks of the fsdp group each hold a different part (model sharding, see
+  // parallel/sharded_unit.hpp): every element of this rank's tensor-parallel share then lives
+  // on exactly one rank of the fsdp group.
+  bool sharded = false;
 
   std::size_t size() const { return value.extent(0); }
 };
@@ -60,7 +64,7 @@ void add_parameter(ParameterList<T, ExecSpace>& list, std::string name, const Va
   for (unsigned r = 0; r < ValueView::rank; ++r) shape.push_back(value.extent(r));
   list.push_back({std::move(name), std::move(shape),
                   Unmanaged<T*, ExecSpace>(value.data(), value.size()),
-                  Unmanaged<T*, ExecSpace>(grad.data(), grad.size()), decay, {}, false});
+                  Unmanaged<T*, ExecSpace>(grad.data(), grad.size()), decay, {}, false, false});
 }
 
 // A parameter of which this rank holds `pieces` of the logical tensor `shape`.
@@ -82,7 +86,7 @@ void add_partitioned_parameter(ParameterList<T, ExecSpace>& list, std::string na
   list.push_back({std::move(name), std::move(shape),
                   Unmanaged<T*, ExecSpace>(value.data(), value.size()),
                   Unmanaged<T*, ExecSpace>(grad.data(), grad.size()), decay, std::move(pieces),
-                  true});
+                  true, false});
 }
 
 // The projections of a multi-head attention layer holding heads [head_begin, head_begin + heads)

@@ -289,6 +289,17 @@ class QueryCrossAttention {
 
   // The query first (ClimaX registers var_query before var_agg), then nn.MultiheadAttention's
   // state_dict order.
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(query_, grad_query_);
+    f(in_weight_, grad_in_weight_);
+    f(in_bias_, grad_in_bias_);
+    out_proj_.visit_storage(f);
+    f(out_bias_, grad_out_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(
         list, query_name_, Impl::with_leading_one<T, ExecSpace>(query_.data(), 1, dim_),

@@ -129,6 +129,13 @@ class ChannelEmbedding {
     Impl::sum_channel_rows(space, dtokens, grad_);
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(weight_, grad_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(
         list, name_, Impl::with_leading_one<T, ExecSpace>(weight_.data(), channels_, dim_),
@@ -192,6 +199,13 @@ class PositionEmbedding {
     sum_rows(space, Impl::as_matrix(dx, B, std::size_t(L_) * dim_), Impl::flat(grad_));
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(weight_, grad_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(
         list, name_, Impl::with_leading_one<T, ExecSpace>(weight_.data(), L_, dim_),
@@ -250,6 +264,13 @@ class LeadTimeEmbedding {
     Kokkos::deep_copy(space, de_, T(0));
     Impl::sum_channel_rows(space, as_samples(dx, batch_), de_);
     linear_.backward(space, de_, /*input_grad=*/false);
+  }
+
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    linear_.visit_storage(f);
   }
 
   void parameters(ParameterList<T, ExecSpace>& list) const { linear_.parameters(list); }

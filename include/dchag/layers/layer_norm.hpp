@@ -67,6 +67,14 @@ class LayerNorm {
     return input_grad ? dx_ : matrix();
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(weight_, grad_weight_);
+    f(bias_, grad_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".weight", weight_, grad_weight_, false);
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".bias", bias_, grad_bias_, false);

@@ -69,6 +69,14 @@ class Linear {
     return dx_;
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(weight_, grad_weight_);
+    if (has_bias_) f(bias_, grad_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(list, name_ + ".weight", weight_, grad_weight_, true);
     if (has_bias_) Impl::add_parameter<T, ExecSpace>(list, name_ + ".bias", bias_, grad_bias_, false);

@@ -91,6 +91,15 @@ class Mlp {
   // their logical names and shapes: a block of fc1 rows (weight and bias) and a block of fc2
   // columns. fc2's bias is added after the ranks' partial outputs are summed, so every rank
   // holds all of it.
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    fc1_.visit_storage(f);
+    fc2_.visit_storage(f);
+    f(bias_, grad_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     if (total_hidden_ == hidden()) {
       fc1_.parameters(list);

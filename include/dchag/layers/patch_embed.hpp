@@ -117,6 +117,14 @@ class ChannelPatchEmbed {
   }
 
   // Per channel, as PyTorch names them: weight [D, 1, p, p] (decayed), bias [D].
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    f(weight_, grad_weight_);
+    f(bias_, grad_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (int c = 0; c < channels_; ++c) {
       Impl::add_parameter<T, ExecSpace>(list, param_name(c, "weight"), weight_slice(weight_, c),

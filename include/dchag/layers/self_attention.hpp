@@ -128,6 +128,15 @@ class SelfAttention {
   // logical names and shapes (the checkpoint and the optimiser see one model whatever the
   // partition): per section q, k, v a block of qkv rows, and a block of proj columns. proj's
   // bias is added after the ranks' partial outputs are summed, so every rank holds all of it.
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    qkv_.visit_storage(f);
+    proj_.visit_storage(f);
+    f(bias_, grad_bias_);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_head_parallel_projections<T, ExecSpace>(
         list, qkv_.name() + ".weight", qkv_.name() + ".bias", proj_.name() + ".weight", dim_,

@@ -96,6 +96,15 @@ class ChannelStem {
 
   // Under D-CHAG the per-channel parameters (patch embeddings, channel-embedding rows, partial
   // aggregators) are owned by one TP rank each and marked partitioned.
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    embed_.visit_storage(f);
+    var_embed_.visit_storage(f);
+    aggregation_.visit_storage(f);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     ParameterList<T, ExecSpace> owned;
     embed_.parameters(owned);

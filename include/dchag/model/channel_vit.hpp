@@ -9,8 +9,16 @@
 // One rank is a grid of 1 x 1 x 1; there is no separate serial path. The model definition
 // (ModelConfig) never depends on the grid, so every grid computes the same function from the
 // same initial weights.
+//
+// Model sharding (grid.fsdp() > 1, parallel/sharded_unit.hpp): the embeddings (stem, position,
+// lead time), every encoder block, the encoder's norm and the head are units whose parameters
+// (of the rank's tensor-parallel share) are cut into fsdp slices. A unit is gathered just before
+// it computes and released after: the embeddings after their forward, each block after its
+// forward and again after its backward; the norm and the head, whose backward follows their
+// forward at once, after their backward. The fsdp ranks train on different samples, like dp.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <dchag/core/error.hpp>
@@ -24,6 +32,7 @@
 #include <dchag/parallel/agreement.hpp>
 #include <dchag/parallel/policies.hpp>
 #include <dchag/parallel/process_grid.hpp>
+#include <dchag/parallel/sharded_unit.hpp>
 
 namespace dchag {
 
@@ -44,20 +53,28 @@ class ChannelViT {
         stem_(config, grid),
         pos_embed_(config.patches(), config.dim, config.grid_h(), config.grid_w()),
         encoder_(config.dim, config.depth, config.heads, double(config.mlp_ratio), "", 1e-5,
-                 grid.tp_comm()),
+                 grid.tp_comm(), grid.fsdp_comm()),
         head_(config.dim, config.out_channels, config.patch, config.decoder_depth) {
     if (config_.lead_time) lead_embed_ = LeadTimeEmbedding<T, ExecSpace>(config.dim);
+    if (grid.fsdp() > 1) {
+      embed_unit_.emplace("embeddings", grid.fsdp_comm(), embedding_storage(),
+                          [this](ParameterList<T, ExecSpace>& l) { embedding_parameters(l); });
+      head_unit_.emplace("head", grid.fsdp_comm(), head_storage(),
+                         [this](ParameterList<T, ExecSpace>& l) { head_.parameters(l); });
+    }
     init();
   }
 
   // Every parameter's initial value depends only on (seed, its name): see core/parameter.hpp.
   void init() {
     const std::uint64_t s = config_.seed;
-    stem_.init(s);
-    pos_embed_.init(s);
-    if (config_.lead_time) lead_embed_.init(s);
+    assign(embed_unit_, embedding_storage(), [&] {
+      stem_.init(s);
+      pos_embed_.init(s);
+      if (config_.lead_time) lead_embed_.init(s);
+    });
     encoder_.init(s);
-    head_.init(s);
+    assign(head_unit_, head_storage(), [&] { head_.init(s); });
   }
 
   // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W]
@@ -65,33 +82,47 @@ class ChannelViT {
     check_input(x, lead_times);
     batch_ = static_cast<int>(x.extent(0));
     const int L = config_.patches();
+    if (embed_unit_) embed_unit_->gather(space, embedding_storage());
     auto agg = stem_.forward(space, x);
     if (x_.extent(0) != agg.extent(0)) x_ = matrix("encoder_input", agg.extent(0), agg.extent(1));
     Kokkos::deep_copy(space, x_, agg);
     pos_embed_.forward(space, x_);
     if (config_.lead_time) lead_embed_.forward(space, x_, lead_times);
+    if (embed_unit_) embed_unit_->release(embedding_storage());
     auto encoded = encoder_.forward(space, x_, batch_, L);
+    if (head_unit_) head_unit_->gather(space, head_storage());
     return head_.forward(space, encoded, batch_, config_.height, config_.width);
   }
 
   // Accumulates every parameter's gradient from dL/dprediction.
   void backward(const ExecSpace& space, const image& dpred) {
     Impl::require(batch_ > 0, "ChannelViT: backward() called before forward()");
+    if (head_unit_) head_unit_->begin_backward(space, head_storage());
     auto d = head_.backward(space, dpred);
+    if (head_unit_) head_unit_->end_backward(space, head_storage());
     d = encoder_.backward(space, d);
+    if (embed_unit_) embed_unit_->begin_backward(space, embedding_storage());
     if (config_.lead_time) lead_embed_.backward(space, d);
     pos_embed_.backward(space, d);
     stem_.backward(space, d);
+    if (embed_unit_) embed_unit_->end_backward(space, embedding_storage());
   }
 
-  // Every parameter this rank holds, under its logical name and shape.
+  // Every parameter this rank holds, under its logical name and shape: whole tensors (or their
+  // tensor-parallel pieces), under model sharding this rank's slices of them.
   ParameterList<T, ExecSpace> parameters() const {
     ParameterList<T, ExecSpace> list;
-    stem_.parameters(list);
-    pos_embed_.parameters(list);
-    if (config_.lead_time) lead_embed_.parameters(list);
+    if (embed_unit_) {
+      embed_unit_->parameters(list);
+    } else {
+      embedding_parameters(list);
+    }
     encoder_.parameters(list);
-    head_.parameters(list);
+    if (head_unit_) {
+      head_unit_->parameters(list);
+    } else {
+      head_.parameters(list);
+    }
     return list;
   }
 
@@ -115,8 +146,6 @@ class ChannelViT {
   // same one: a rank that disagreed would otherwise hang in the first collective.
   static const ModelConfig& validated(const ModelConfig& c, const ProcessGrid& grid) {
     c.validate();
-    Impl::require(grid.fsdp() == 1, "ChannelViT: model sharding (fsdp = ", grid.fsdp(),
-                  ") is not implemented; use fsdp = 1 with tp and dp");
     check_agreement(grid.world(), "ChannelViT configuration",
                     c.describe() + " seed=" + std::to_string(c.seed) + " policy=" +
                         Policy::name() + " grid=" + grid.describe());
@@ -129,6 +158,31 @@ class ChannelViT {
                   Impl::shape_of(lead), " must have one entry per sample (", x.extent(0), ")");
   }
 
+  void embedding_parameters(ParameterList<T, ExecSpace>& list) const {
+    stem_.parameters(list);
+    pos_embed_.parameters(list);
+    if (config_.lead_time) lead_embed_.parameters(list);
+  }
+  auto embedding_storage() {
+    return [this](auto& f) {
+      stem_.visit_storage(f);
+      pos_embed_.visit_storage(f);
+      if (config_.lead_time) lead_embed_.visit_storage(f);
+    };
+  }
+  auto head_storage() {
+    return [this](auto& f) { head_.visit_storage(f); };
+  }
+  // set() writes a unit's values: directly, or through its full buffer when sharded.
+  template <class Visit, class Set>
+  static void assign(std::optional<ShardedUnit<T, ExecSpace>>& unit, Visit&& visit, Set&& set) {
+    if (unit) {
+      unit->assign(visit, set);
+    } else {
+      set();
+    }
+  }
+
   ModelConfig config_;
   ProcessGrid grid_;
   ChannelStem<T, ExecSpace, Policy> stem_;
@@ -136,6 +190,7 @@ class ChannelViT {
   LeadTimeEmbedding<T, ExecSpace> lead_embed_;
   Encoder<T, ExecSpace> encoder_;
   ForecastHead<T, ExecSpace> head_;
+  std::optional<ShardedUnit<T, ExecSpace>> embed_unit_, head_unit_;  // only when sharded
   matrix x_;
   int batch_ = 0;
 };

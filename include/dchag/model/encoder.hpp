@@ -4,7 +4,10 @@
 // The transformer trunk of ClimaX: `depth` pre-LayerNorm ViT blocks "blocks.{i}" and a final
 // LayerNorm "norm". The embeddings in front of it belong to the model, not to the encoder.
 // Under tensor parallelism every block is split over the same group `tp` (see vit_block.hpp);
-// the final norm is replicated.
+// the final norm is replicated. Under model sharding (an fsdp group of more than one rank) every
+// block, and the final norm, is a ShardedUnit: its parameters are gathered just before its
+// forward and again before its backward, and released after each; its gradients are
+// reduce-scattered at the end of its backward.
 
 #include <cstdint>
 #include <optional>
@@ -20,6 +23,7 @@
 #include <dchag/model/vit_block.hpp>
 #include <dchag/parallel/agreement.hpp>
 #include <dchag/parallel/communicator.hpp>
+#include <dchag/parallel/sharded_unit.hpp>
 
 namespace dchag {
 
@@ -34,28 +38,42 @@ class Encoder {
   // "decoder_" the MAE decoder's "decoder_blocks.{i}" and "decoder_norm".
   // tp: the tensor-parallel group every block is split over; collective over it when it has
   // more than one rank. heads and int(dim * mlp_ratio) must divide by its size.
+  // fsdp: the group the parameters are sharded over (each rank then trains on its own samples);
+  // collective over it when it has more than one rank.
   Encoder(int dim, int depth, int heads, double mlp_ratio = 4.0, std::string prefix = "",
-          double eps = 1e-5, Communicator tp = Communicator(MPI_COMM_SELF))
+          double eps = 1e-5, Communicator tp = Communicator(MPI_COMM_SELF),
+          Communicator fsdp = Communicator(MPI_COMM_SELF))
       : prefix_(std::move(prefix)), tp_(std::move(tp)) {
     // The depth decides how many blocks, hence how many collectives, follow: agree on it (and
     // on the rest) before anything can throw on some ranks only.
-    if (tp_->size() > 1)
-      check_agreement(*tp_, "the configuration of Encoder '" + prefix_ + "blocks'",
-                      Impl::concat("dim = ", dim, ", depth = ", depth, ", heads = ", heads,
-                                   ", mlp_ratio = ", Impl::exact_text(mlp_ratio),
-                                   ", eps = ", Impl::exact_text(eps)));
+    const std::string config =
+        Impl::concat("dim = ", dim, ", depth = ", depth, ", heads = ", heads, ", mlp_ratio = ",
+                     Impl::exact_text(mlp_ratio), ", eps = ", Impl::exact_text(eps));
+    const std::string what = "the configuration of Encoder '" + prefix_ + "blocks'";
+    if (tp_->size() > 1) check_agreement(*tp_, what, config);
+    if (fsdp.size() > 1) check_agreement(fsdp, what, config);
     Impl::require(depth >= 0, "Encoder '", prefix_, "blocks': depth must not be negative, got ",
                   depth);
+    const bool sharded = fsdp.size() > 1;
     blocks_.reserve(depth);
-    for (int i = 0; i < depth; ++i)
+    for (int i = 0; i < depth; ++i) {
       blocks_.emplace_back(prefix_ + "blocks." + std::to_string(i), dim, heads, mlp_ratio, eps,
                            *tp_);
+      // Sharded at once, so that no more than one block is ever whole on a rank.
+      if (sharded)
+        units_.emplace_back(blocks_[i].name(), fsdp, block_storage(i),
+                            [&](ParameterList<T, ExecSpace>& l) { blocks_[i].parameters(l); });
+    }
     norm_ = LayerNorm<T, ExecSpace>(prefix_ + "norm", dim, eps);
+    if (sharded)
+      units_.emplace_back(prefix_ + "norm", fsdp, norm_storage(),
+                          [&](ParameterList<T, ExecSpace>& l) { norm_.parameters(l); });
   }
 
   void init(std::uint64_t seed) {
-    for (auto& b : blocks_) b.init(seed);
-    norm_.init(seed);
+    for (int i = 0; i < depth(); ++i)
+      assign(i, block_storage(i), [&] { blocks_[i].init(seed); });
+    assign(depth(), norm_storage(), [&] { norm_.init(seed); });
   }
 
   // x holds `batch` samples of L tokens (row b*L + l); x must stay alive until backward().
@@ -63,18 +81,35 @@ class Encoder {
     Impl::require(x.extent(1) == std::size_t(dim()), "Encoder: input ", Impl::shape_of(x),
                   " has ", x.extent(1), " features, expected ", dim());
     ConstMatrix<T, ExecSpace> h = x;
-    for (auto& b : blocks_) h = b.forward(space, h, batch, L);
+    for (int i = 0; i < depth(); ++i) {
+      if (sharded()) units_[i].gather(space, block_storage(i));
+      h = blocks_[i].forward(space, h, batch, L);
+      if (sharded()) units_[i].release(block_storage(i));
+    }
+    // The norm stays gathered until its backward, which comes next but for the head's.
+    if (sharded()) units_.back().gather(space, norm_storage());
     return norm_.forward(space, h);
   }
 
   // Accumulates the parameter gradients; returns dL/dx.
   matrix backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dy) {
+    if (sharded()) units_.back().begin_backward(space, norm_storage());
     matrix d = norm_.backward(space, dy);
-    for (auto b = blocks_.rbegin(); b != blocks_.rend(); ++b) d = b->backward(space, d);
+    if (sharded()) units_.back().end_backward(space, norm_storage());
+    for (int i = depth() - 1; i >= 0; --i) {
+      if (sharded()) units_[i].begin_backward(space, block_storage(i));
+      d = blocks_[i].backward(space, d);
+      if (sharded()) units_[i].end_backward(space, block_storage(i));
+    }
     return d;
   }
 
+  // Whole tensors, or under model sharding this rank's slices of them.
   void parameters(ParameterList<T, ExecSpace>& list) const {
+    if (sharded()) {
+      for (const auto& u : units_) u.parameters(list);
+      return;
+    }
     for (const auto& b : blocks_) b.parameters(list);
     norm_.parameters(list);
   }
@@ -92,12 +127,32 @@ class Encoder {
   const LayerNorm<T, ExecSpace>& norm() const { return norm_; }
   // The tensor-parallel group (MPI_COMM_SELF unless one was given).
   const Communicator& tp() const { return Impl::require_tp(tp_, "Encoder", prefix_ + "blocks"); }
+  // Whether the parameters are sharded (an fsdp group of more than one rank); block(i) and
+  // norm() then hold values only while they compute.
+  bool sharded() const { return !units_.empty(); }
 
  private:
+  auto block_storage(int i) {
+    return [this, i](auto& f) { blocks_[i].visit_storage(f); };
+  }
+  auto norm_storage() {
+    return [this](auto& f) { norm_.visit_storage(f); };
+  }
+  // set() writes unit i's values: directly, or through its full buffer when sharded.
+  template <class Visit, class Set>
+  void assign(int i, Visit&& visit, Set&& set) {
+    if (sharded()) {
+      units_[i].assign(visit, set);
+    } else {
+      set();
+    }
+  }
+
   std::string prefix_;
   std::optional<Communicator> tp_;
   std::vector<Block<T, ExecSpace>> blocks_;
   LayerNorm<T, ExecSpace> norm_;
+  std::vector<ShardedUnit<T, ExecSpace>> units_;  // blocks, then the norm; empty unless sharded
 };
 
 }  // namespace dchag

@@ -79,6 +79,14 @@ class ForecastHead {
     return d;
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    for (auto& l : hidden_) l.visit_storage(f);
+    out_.visit_storage(f);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (auto& l : hidden_) l.parameters(list);
     out_.parameters(list);

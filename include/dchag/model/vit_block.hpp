@@ -159,6 +159,16 @@ class Block {
     return dx_;
   }
 
+  // Every view of parameter storage with its gradient, in a fixed order (model sharding,
+  // parallel/sharded_unit.hpp re-points them).
+  template <class F>
+  void visit_storage(F&& f) {
+    norm1_.visit_storage(f);
+    attn_.visit_storage(f);
+    norm2_.visit_storage(f);
+    mlp_.visit_storage(f);
+  }
+
   void parameters(ParameterList<T, ExecSpace>& list) const {
     norm1_.parameters(list);
     attn_.parameters(list);

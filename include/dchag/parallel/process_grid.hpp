@@ -68,6 +68,7 @@ class ProcessGrid {
     m_tp_comm = m_world.split(m_dp_rank * fsdp + m_fsdp_rank, m_tp_rank);
     m_fsdp_comm = m_world.split(m_dp_rank * tp + m_tp_rank, m_fsdp_rank);
     m_dp_comm = m_world.split(m_fsdp_rank * tp + m_tp_rank, m_dp_rank);
+    m_data_comm = m_world.split(m_tp_rank, data_rank());
   }
 
   // The 1 x 1 x 1 grid of this rank alone (a duplicate of MPI_COMM_SELF); not collective.
@@ -88,6 +89,13 @@ class ProcessGrid {
   const Communicator& fsdp_comm() const { return m_fsdp_comm; }
   const Communicator& dp_comm() const { return m_dp_comm; }
 
+  // Both fsdp and dp ranks train on their own samples: the global batch is cut into
+  // data_size() = dp x fsdp parts, part data_rank() is this rank's, and data_comm() joins the
+  // ranks of the same tensor-parallel rank that hold the other parts (losses are averaged over it).
+  int data_size() const { return m_dp * m_fsdp; }
+  int data_rank() const { return m_dp_rank * m_fsdp + m_fsdp_rank; }
+  const Communicator& data_comm() const { return m_data_comm; }
+
   // "dp x fsdp x tp = 1 x 2 x 2": for logs and agreement checks.
   std::string describe() const {
     return Impl::concat("dp x fsdp x tp = ", m_dp, " x ", m_fsdp, " x ", m_tp);
@@ -98,7 +106,8 @@ class ProcessGrid {
   int m_tp, m_fsdp, m_dp;
   int m_tp_rank = 0, m_fsdp_rank = 0, m_dp_rank = 0;
   // Placeholders until split (copies of world are cheap: shared ownership, no MPI call).
-  Communicator m_tp_comm = m_world, m_fsdp_comm = m_world, m_dp_comm = m_world;
+  Communicator m_tp_comm = m_world, m_fsdp_comm = m_world, m_dp_comm = m_world,
+               m_data_comm = m_world;
 };
 
 }  // namespace dchag

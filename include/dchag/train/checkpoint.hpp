@@ -498,8 +498,9 @@ std::vector<CheckpointPiece<T, ExecSpace>> checkpoint_pieces(
   const std::string where = "dchag::save_checkpoint: " + label;
   std::vector<CheckpointPiece<T, ExecSpace>> pieces;
   // The first data-parallel replica writes: its partitioned pieces from every TP rank, its
-  // replicated tensors from TP rank 0.
-  if (grid.dp_rank() != 0 || grid.fsdp_rank() != 0) return pieces;
+  // replicated tensors from TP rank 0; sharded tensors from every fsdp rank, others from the
+  // first.
+  if (grid.dp_rank() != 0) return pieces;
   if (optimizer)
     require(optimizer->has_state(), where, ": the optimizer has no state yet "
             "(it is allocated by its first step or by initialize()); save without it or "
@@ -509,6 +510,7 @@ std::vector<CheckpointPiece<T, ExecSpace>> checkpoint_pieces(
                 !starts_with(p.name, "optimizer."),
             where, ": parameter name '", p.name, "' cannot be stored");
     if (!p.partitioned && grid.tp_rank() != 0) continue;
+    if (!p.sharded && grid.fsdp_rank() != 0) continue;
     require(p.size() <= static_cast<std::size_t>(INT_MAX), where, ": parameter '",
             p.name, "' holds ", p.size(), " values on this rank, more than one MPI message "
             "carries");

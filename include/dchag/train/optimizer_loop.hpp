@@ -49,7 +49,7 @@ inline AdamWConfig adamw_from_train_config(const TrainConfig& c) {
 
 // The model-independent frame of a training step over a fixed parameter list: begin() zeroes
 // the gradients and starts the clock; finish(), after the model's backward, averages the
-// gradients (and the loss) over dp, clips to the global norm, takes the AdamW step at the
+// gradients (and the loss) over the data-parallel ranks (dp x fsdp), clips to the global norm, takes the AdamW step at the
 // scheduled rate and fills in the report.
 template <class T, class ExecSpace>
 class OptimizerLoop {
@@ -76,8 +76,8 @@ class OptimizerLoop {
   // for them.
   void finish(const ExecSpace& space, const ProcessGrid& grid, std::size_t local_batch,
               double forward_flops, StepReport& r) {
-    sync_.average_over_dp(space, grid, params_);
-    if (grid.dp() > 1) r.loss = all_reduce_sum(grid.dp_comm(), r.loss) / grid.dp();
+    sync_.average(space, grid, params_);
+    if (grid.data_size() > 1) r.loss = all_reduce_sum(grid.data_comm(), r.loss) / grid.data_size();
     r.grad_norm = global_grad_norm(space, grid, params_);
     apply_grad_clip(space, params_, config_.max_grad_norm, r.grad_norm);
     optimizer_.step(space, params_, r.lr);
@@ -85,7 +85,7 @@ class OptimizerLoop {
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
     // Samples of the global batch per second; FLOPs this rank executed (forward + backward ~
     // 3x the forward: two GEMMs per forward GEMM).
-    r.samples_per_second = double(local_batch) * grid.dp() / r.seconds;
+    r.samples_per_second = double(local_batch) * grid.data_size() / r.seconds;
     r.gflops_per_second = 3.0 * forward_flops / r.seconds * 1e-9;
     r.peak_bytes = MemoryTracker::peak_total_bytes();
     ++step_;
