@@ -8,17 +8,21 @@
 //
 //   mpirun -np TP parallel_benchmark --variant baseline|dchag-l|dchag-c --channels C
 //          [--groups 16] [--batch 4] [--height 32] [--width 64] [--patch 4] [--dim 128]
-//          [--depth 2] [--heads 4] [--out-channels C] [--steps 3] [--csv FILE [--append]]
+//          [--depth 2] [--heads 4] [--out-channels C] [--fsdp 1] [--dp 1] [--steps 3]
+//          [--csv FILE [--append]]
 //   parallel_benchmark --report FILE.csv [--csv OUT.csv]
 //
-// The grid is dp x fsdp x tp = 1 x 1 x world size. Variants:
+// The grid is dp x fsdp x tp with tp = world size / (fsdp x dp) (by default all ranks are TP).
+// Variants:
 //   baseline  dchag::TensorParallel, levels {1}: every TP rank reads and tokenizes all C
 //             channels; ClimaX cross-attention over C keys with its heads split over TP;
 //   dchag-l   DistributedChannels<LinearAggregator>, levels {G, 1}: rank r reads and tokenizes
 //             only its C/tp channels, linear partial aggregation to its G/tp group tokens,
 //             all-gather, final cross-attention over G keys (heads split over TP);
 //   dchag-c   the same with CrossAttentionAggregator as the partial aggregator.
-// --batch is the batch every TP rank of the group works on (the global batch, dp = 1).
+// --batch is the global batch: each rank works on batch / (fsdp x dp) samples. At a fixed
+// tp, --fsdp F against --dp F shows what model sharding saves (parameters, gradients and AdamW
+// state cut into F slices; activations are the same).
 //
 // Measured, each the maximum over the ranks:
 //   Kokkos memory  peak bytes live in Kokkos allocations over the whole process (model,
@@ -67,6 +71,7 @@ struct Options {
   int groups = 16;
   int batch = 4;
   int steps = 3;
+  int fsdp = 1, dp = 1;
   int out_channels = -1;  // -1: as many as the input channels (ClimaX forecasts every variable)
   std::string csv;
   bool append = false;
@@ -100,6 +105,8 @@ Options parse(int argc, char* argv[]) {
     else if (a == "--heads") o.model.heads = std::stoi(value());
     else if (a == "--out-channels") o.out_channels = std::stoi(value());
     else if (a == "--steps") o.steps = std::stoi(value());
+    else if (a == "--fsdp") o.fsdp = std::stoi(value());
+    else if (a == "--dp") o.dp = std::stoi(value());
     else if (a == "--csv") o.csv = value();
     else if (a == "--append") o.append = true;
     else throw dchag::Error("parallel_benchmark: unknown option '" + a + "'");
@@ -139,17 +146,22 @@ const std::vector<std::string> kColumns = {
     "samples_per_s_median",
     "gflop_per_step_rank", "comm_MiB_per_step_rank", "comm_calls_per_step",
     "token_tensor_MiB_rank", "kokkos_static_MiB", "kokkos_peak_MiB", "rss_start_MiB",
-    "rss_peak_MiB"};
+    "rss_peak_MiB", "fsdp", "dp"};
 
 template <class Policy>
 int run(const Options& o) {
   Space space;
   const double rss_start = double(dchag::MemoryTracker::peak_rss_bytes());
   dchag::Communicator world;
-  dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  dchag::Impl::require(o.fsdp > 0 && o.dp > 0 && world.size() % (o.fsdp * o.dp) == 0,
+                       "parallel_benchmark: fsdp x dp = ", o.fsdp, " x ", o.dp,
+                       " does not divide the ", world.size(), " ranks");
+  dchag::ProcessGrid grid(world, world.size() / (o.fsdp * o.dp), o.fsdp, o.dp);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  const int B = o.batch;
+  dchag::Impl::require(o.batch % grid.data_size() == 0, "parallel_benchmark: --batch ", o.batch,
+                       " does not split over fsdp x dp = ", grid.data_size(), " ranks");
+  const int B = o.batch / grid.data_size();  // this rank's samples
 
   dchag::MemoryTracker::reset_peak();
   dchag::ChannelViT<T, Space, Policy> model(mc, grid);
@@ -162,7 +174,7 @@ int run(const Options& o) {
   dchag::View4<T, Space> y("y", B, mc.out_channels, mc.height, mc.width);
   dchag::View1<T, Space> lead("lead_time", B);
   dchag::View1<T, Space> lat("lat_weights", mc.height);
-  fill(x, model.channel_begin(), 1);
+  fill(x, model.channel_begin(), 1);  // (every data-parallel rank the same samples: timing only)
   fill(y, 0, 2);
   Kokkos::deep_copy(lead, T(0.25));
   Kokkos::deep_copy(lat, T(1));
@@ -219,20 +231,20 @@ int run(const Options& o) {
   const std::vector<std::string> row = {
       o.variant, std::string("\"") + Policy::name() + "\"", std::to_string(grid.tp()),
       std::to_string(mc.channels), std::to_string(o.variant == "baseline" ? 1 : o.groups),
-      std::to_string(B), std::to_string(mc.height), std::to_string(mc.width),
+      std::to_string(o.batch), std::to_string(mc.height), std::to_string(mc.width),
       std::to_string(mc.patch), std::to_string(mc.dim), std::to_string(mc.depth),
       std::to_string(mc.heads), std::to_string(mc.out_channels), std::to_string(o.steps),
-      fmt(median * 1e3, "%.1f"), fmt(best * 1e3, "%.1f"), fmt(B / best, "%.2f"),
-      fmt(B / median, "%.2f"), fmt(gflop, "%.2f"), fmt(comm_bytes / MiB, "%.2f"),
+      fmt(median * 1e3, "%.1f"), fmt(best * 1e3, "%.1f"), fmt(o.batch / best, "%.2f"),
+      fmt(o.batch / median, "%.2f"), fmt(gflop, "%.2f"), fmt(comm_bytes / MiB, "%.2f"),
       fmt(comm_calls, "%.0f"), fmt(token_mib, "%.1f"), fmt(kokkos_static_max / MiB, "%.1f"),
       fmt(kokkos_peak / MiB, "%.1f"), fmt(rss_start_max / MiB, "%.1f"),
-      fmt(rss_peak / MiB, "%.1f")};
+      fmt(rss_peak / MiB, "%.1f"), std::to_string(grid.fsdp()), std::to_string(grid.dp())};
   std::printf("  loss %.4f; step %.1f ms median (%.1f best) of", loss, median * 1e3, best * 1e3);
   for (double s : seconds) std::printf(" %.1f", s * 1e3);
   std::printf(" ms; %.2f samples/s (best); %.1f GFLOP/step/rank; comm %.2f MiB/step/rank in "
               "%.0f calls\n  Kokkos peak %.1f MiB (static %.1f); RSS peak %.1f MiB (start %.1f); "
               "token tensor %.1f MiB\n",
-              B / best, gflop, comm_bytes / MiB, comm_calls, kokkos_peak / MiB,
+              o.batch / best, gflop, comm_bytes / MiB, comm_calls, kokkos_peak / MiB,
               kokkos_static_max / MiB, rss_peak / MiB, rss_start_max / MiB, token_mib);
   if (!o.csv.empty()) {
     std::ifstream probe(o.csv);
@@ -279,6 +291,7 @@ int report(const std::string& in, const std::string& out_csv) {
   for (std::size_t i = 0; i < header.size(); ++i) col[header[i]] = i;
   for (const char* need :
        {"variant", "tp", "channels", "groups", "batch", "step_ms_median", "step_ms_best",
+        "kokkos_static_MiB",
         "samples_per_s", "samples_per_s_median", "comm_MiB_per_step_rank",
         "token_tensor_MiB_rank", "kokkos_peak_MiB", "rss_peak_MiB", "rss_start_MiB"})
     dchag::Impl::require(col.count(need), "parallel_benchmark --report: ", in, " has no column '",
@@ -288,6 +301,10 @@ int report(const std::string& in, const std::string& out_csv) {
     if (!line.empty()) rows.push_back(split_csv(line));
   auto get = [&](const std::vector<std::string>& r, const char* c) { return r.at(col.at(c)); };
   auto num = [&](const std::vector<std::string>& r, const char* c) { return std::stod(get(r, c)); };
+  // Sweeps written before the fsdp and dp columns existed ran on dp x fsdp = 1 x 1.
+  auto grid_of = [&](const std::vector<std::string>& r, const char* c) {
+    return col.count(c) && col.at(c) < r.size() ? get(r, c) : std::string("1");
+  };
 
   // Repeated runs of one configuration (rounds of the sweep): keep the least disturbed one, the
   // run with the fastest step. Memory and communication do not vary between runs.
@@ -319,24 +336,28 @@ int report(const std::string& in, const std::string& out_csv) {
   }
   const std::vector<std::string> order = {"baseline", "dchag-l", "dchag-c"};
   std::stable_sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) {
-    const auto ka = std::make_tuple(std::stoi(get(a, "tp")), std::stoi(get(a, "channels")),
+    const auto ka = std::make_tuple(std::stoi(get(a, "tp")), std::stoi(grid_of(a, "fsdp")),
+                                    std::stoi(grid_of(a, "dp")), std::stoi(get(a, "channels")),
                                     std::find(order.begin(), order.end(), get(a, "variant")));
-    const auto kb = std::make_tuple(std::stoi(get(b, "tp")), std::stoi(get(b, "channels")),
+    const auto kb = std::make_tuple(std::stoi(get(b, "tp")), std::stoi(grid_of(b, "fsdp")),
+                                    std::stoi(grid_of(b, "dp")), std::stoi(get(b, "channels")),
                                     std::find(order.begin(), order.end(), get(b, "variant")));
     return ka < kb;
   });
   auto baseline_of = [&](const std::vector<std::string>& r) -> const std::vector<std::string>* {
     for (const auto& b : rows)
       if (get(b, "variant") == "baseline" && get(b, "tp") == get(r, "tp") &&
+          grid_of(b, "fsdp") == grid_of(r, "fsdp") && grid_of(b, "dp") == grid_of(r, "dp") &&
           get(b, "channels") == get(r, "channels") && get(b, "batch") == get(r, "batch"))
         return &b;
     return nullptr;
   };
 
   dchag_bench::Table table;
-  table.columns = {"tp",           "C",           "variant",         "G",
-                   "B",            "step ms best", "median",          "samples/s",
-                   "comm MiB/step", "T MiB",       "Kokkos peak MiB", "RSS peak MiB",
+  table.columns = {"tp",           "fsdp",        "dp",              "C",
+                   "variant",      "G",           "B",               "step ms best",
+                   "median",       "samples/s",   "comm MiB/step",   "T MiB",
+                   "Kokkos static MiB", "Kokkos peak MiB", "RSS peak MiB",
                    "Kokkos ratio", "Kokkos saved", "RSS ratio",       "throughput ratio",
                    "(median)",     "comm ratio"};
   const std::vector<std::string> ratio_columns = {"kokkos_peak_ratio", "rss_peak_ratio",
@@ -360,10 +381,11 @@ int report(const std::string& in, const std::string& out_csv) {
     auto ratio = [&](std::size_t i, const char* suffix = "") {
       return b ? ratios[i] + suffix : std::string("-");
     };
-    table.add({get(r, "tp"), get(r, "channels"), get(r, "variant"), get(r, "groups"),
-               get(r, "batch"), get(r, "step_ms_best"), get(r, "step_ms_median"),
-               get(r, "samples_per_s"), get(r, "comm_MiB_per_step_rank"),
-               get(r, "token_tensor_MiB_rank"), get(r, "kokkos_peak_MiB"), get(r, "rss_peak_MiB"),
+    table.add({get(r, "tp"), grid_of(r, "fsdp"), grid_of(r, "dp"), get(r, "channels"),
+               get(r, "variant"), get(r, "groups"), get(r, "batch"), get(r, "step_ms_best"),
+               get(r, "step_ms_median"), get(r, "samples_per_s"),
+               get(r, "comm_MiB_per_step_rank"), get(r, "token_tensor_MiB_rank"),
+               get(r, "kokkos_static_MiB"), get(r, "kokkos_peak_MiB"), get(r, "rss_peak_MiB"),
                ratio(0), b ? fmt(100.0 * (1.0 - std::stod(ratios[0])), "%.0f%%") : "-",
                ratio(1), ratio(3, "x"), ratio(4, "x"), ratio(5)});
     auto full = r;
@@ -371,7 +393,7 @@ int report(const std::string& in, const std::string& out_csv) {
     with_ratios.push_back(full);
   }
   std::printf("Per rank, max over ranks; samples/s from the best step; ratios = variant / "
-              "baseline at the same tp and C\n(memory: lower is better; throughput: higher is "
+              "baseline at the same grid and C\n(memory: lower is better; throughput: higher is "
               "better, from the best step and, in brackets, the median step).\n");
   table.print();
   if (!out_csv.empty()) {

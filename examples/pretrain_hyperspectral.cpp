@@ -183,9 +183,10 @@ int run(const Options& o) {
   dchag::ProcessGrid grid(world, tp, o.fsdp, o.dp);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  dchag::Impl::require(o.batch % grid.dp() == 0, "pretrain_hyperspectral: the global batch ",
-                       o.batch, " does not split over dp = ", grid.dp(), " ranks");
-  const int local_batch = o.batch / grid.dp();
+  dchag::Impl::require(o.batch % grid.data_size() == 0, "pretrain_hyperspectral: the global batch ",
+                       o.batch, " does not split over dp x fsdp = ", grid.dp(), " x ",
+                       grid.fsdp(), " ranks");
+  const int local_batch = o.batch / grid.data_size();
 
   dchag::HyperspectralConfig hc;
   hc.bands = mc.channels;
@@ -217,8 +218,8 @@ int run(const Options& o) {
   dchag::View4<T, Space> x_all("x_all", local_batch, mc.channels, mc.height, mc.width);
   const bool own_all = model.channel_count() == mc.channels;
   auto load = [&](dchag::Split split, const std::vector<std::size_t>& global) {
-    const std::vector<std::size_t> mine(global.begin() + grid.dp_rank() * local_batch,
-                                        global.begin() + (grid.dp_rank() + 1) * local_batch);
+    const std::vector<std::size_t> mine(global.begin() + grid.data_rank() * local_batch,
+                                        global.begin() + (grid.data_rank() + 1) * local_batch);
     data.fill(split, mine, x_all, 0);
     if (!own_all) data.fill(split, mine, x, model.channel_begin());
   };
@@ -262,10 +263,10 @@ int run(const Options& o) {
   dchag::View3<T, Space> dpred("dpred", pred.extent(0), pred.extent(1), pred.extent(2));
   dchag::mae_target(space, x_all, mc.patch, target);
   double test_mse = dchag::masked_mse(space, pred, target, model.mask(), dpred);
-  test_mse = dchag::all_reduce_sum(grid.dp_comm(), test_mse) / grid.dp();
+  test_mse = dchag::all_reduce_sum(grid.data_comm(), test_mse) / grid.data_size();
   Baselines base = baselines(target, model.mask());
-  base.band_mean = dchag::all_reduce_sum(grid.dp_comm(), base.band_mean) / grid.dp();
-  base.visible_mean = dchag::all_reduce_sum(grid.dp_comm(), base.visible_mean) / grid.dp();
+  base.band_mean = dchag::all_reduce_sum(grid.data_comm(), base.band_mean) / grid.data_size();
+  base.visible_mean = dchag::all_reduce_sum(grid.data_comm(), base.visible_mean) / grid.data_size();
 
   // Collective: every rank's peak memory goes to rank 0, which prints it in the summary.
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);

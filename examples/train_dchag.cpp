@@ -1,7 +1,7 @@
 // The main job: trains a D-CHAG channel vision transformer on the built-in weather data
 // (forecast t + Delta from t) and reports loss, throughput and memory per step.
 //
-//   mpirun -np 2 train_dchag [--policy dchag|tp] [--tp 2] [--dp 1]
+//   mpirun -np 2 train_dchag [--policy dchag|tp] [--tp 2] [--fsdp 1] [--dp 1]
 //               [--channels 16] [--height 32] [--width 64] [--patch 4] [--dim 128] [--depth 2]
 //               [--heads 4] [--groups 4 | --levels 8,2,1] [--aggregator linear|cross|baseline]
 //               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
@@ -17,8 +17,10 @@
 // reports the forecast RMSE on held-out data.
 //
 // --policy dchag distributes the channels over the tensor-parallel ranks (D-CHAG); tp
-// replicates them (the tensor-parallel baseline). --tp defaults to all ranks / dp. --batch is
-// the global batch, split over the dp ranks. --groups G gives the two-level D-CHAG tree {G, 1};
+// replicates them (the tensor-parallel baseline). --fsdp shards the parameters, gradients and
+// optimizer state over that many ranks (ZeRO-3), which, like the --dp ranks, train on their own
+// part of the batch. --tp defaults to all ranks / (fsdp x dp). --batch is the global batch, split
+// over the fsdp x dp ranks. --groups G gives the two-level D-CHAG tree {G, 1};
 // --levels takes any tree; --aggregator baseline is the ClimaX cross-attention over all
 // channels (levels {1}).
 #include <dchag/dchag.hpp>
@@ -157,9 +159,10 @@ int run(const Options& o) {
   dchag::ProcessGrid grid(world, tp, o.fsdp, o.dp);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  dchag::Impl::require(o.batch % grid.dp() == 0, "train_dchag: the global batch ", o.batch,
-                       " does not split over dp = ", grid.dp(), " ranks");
-  const int local_batch = o.batch / grid.dp();
+  dchag::Impl::require(o.batch % grid.data_size() == 0, "train_dchag: the global batch ",
+                       o.batch, " does not split over dp x fsdp = ", grid.dp(), " x ",
+                       grid.fsdp(), " ranks");
+  const int local_batch = o.batch / grid.data_size();
 
   dchag::WeatherConfig wc;
   wc.channels = mc.channels;
@@ -203,8 +206,8 @@ int run(const Options& o) {
   dchag::View4<T, Space> y_own("y_own", local_batch, model.channel_count(), mc.height, mc.width);
   dchag::View1<T, Space> lead("lead_time", local_batch);
   auto load = [&](dchag::Split split, const std::vector<std::size_t>& global) {
-    const std::vector<std::size_t> mine(global.begin() + grid.dp_rank() * local_batch,
-                                        global.begin() + (grid.dp_rank() + 1) * local_batch);
+    const std::vector<std::size_t> mine(global.begin() + grid.data_rank() * local_batch,
+                                        global.begin() + (grid.data_rank() + 1) * local_batch);
     data.fill(split, mine, x, y_own, lead, model.channel_begin());
     data.fill(split, mine, x_all, y, lead, 0);
   };
@@ -257,7 +260,7 @@ int run(const Options& o) {
   load(dchag::Split::Test, test);
   auto pred = model.forward(space, x, lead);
   auto rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
-  for (auto& v : rmse) v = dchag::all_reduce_sum(grid.dp_comm(), v) / grid.dp();
+  for (auto& v : rmse) v = dchag::all_reduce_sum(grid.data_comm(), v) / grid.data_size();
 
   // Collective: every rank's peak memory goes to rank 0, which prints it in the summary.
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);

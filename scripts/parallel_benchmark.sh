@@ -13,7 +13,9 @@
 # (ru_maxrss, which a process cannot reset) and its peak Kokkos memory belong to it alone.
 #
 # Environment overrides (defaults in brackets):
-#   TPS ["2 4"]  CHANNELS ["64 128 256 512"]  VARIANTS ["baseline dchag-l dchag-c"]
+#   GRIDS ["1x1x2 1x1x4"]: process grids dp x fsdp x tp, e.g. "1x2x2 2x1x2" to compare model
+#   sharding with data parallelism at tp = 2 (BATCH is then the global batch, split over dp x fsdp)
+#   CHANNELS ["64 128 256 512"]  VARIANTS ["baseline dchag-l dchag-c"]
 #   GROUP_COUNT [16: the same model definition at tp 2 and 4, whole groups per rank]
 #   BATCH [4]  STEPS [3 timed steps after one warm-up]  BENCH_ARGS [extra program options,
 #   e.g. "--dim 256 --height 32 --width 32"]  OPENBLAS_NUM_THREADS [1]
@@ -33,7 +35,7 @@ for a in "$@"; do
   esac
 done
 
-tps="${TPS:-2 4}"
+grids="${GRIDS:-1x1x2 1x1x4}"
 default_channels="64 128 256 512"
 [ "$quick" = 1 ] && default_channels="64 256"
 channels="${CHANNELS:-$default_channels}"
@@ -59,24 +61,25 @@ log="${out%.csv}.log"
 raw="$(mktemp "${TMPDIR:-/tmp}/parallel_benchmark.XXXXXX.csv")"
 trap 'rm -f "$raw"' EXIT
 : > "$log"
-echo "parallel_benchmark: tp {$tps} x C {$channels} x {$variants}; G=$groups batch=$batch" \
+echo "parallel_benchmark: grids {$grids} x C {$channels} x {$variants}; G=$groups batch=$batch" \
      "steps=$steps rounds=$rounds; $cores cores, OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS" \
   | tee -a "$log"
 
 failed=()
 start=$SECONDS
 for round in $(seq "$rounds"); do
-  for tp in $tps; do
+  for grid in $grids; do
+    IFS=x read -r dp fsdp tp <<< "$grid"
     for c in $channels; do
       for v in $variants; do
-        echo "--- round $round/$rounds: tp=$tp C=$c $v" | tee -a "$log"
+        echo "--- round $round/$rounds: dp x fsdp x tp = $grid, C=$c $v" | tee -a "$log"
         # A hang in one configuration must not stall the sweep.
-        if ! timeout 600 mpirun -np "$tp" --oversubscribe "$bin" --variant "$v" \
+        if ! timeout 600 mpirun -np "$((dp * fsdp * tp))" --oversubscribe "$bin" --variant "$v" \
                --channels "$c" --groups "$groups" --batch "$batch" --steps "$steps" \
-               "${extra[@]}" --csv "$raw" --append 2>&1 \
+               --fsdp "$fsdp" --dp "$dp" "${extra[@]}" --csv "$raw" --append 2>&1 \
              | tee -a "$log" | sed -n '/^  \(loss\|Kokkos\|\[rank\)/p'
         then  # pipefail: a failing mpirun fails the pipeline
-          failed+=("round $round: tp=$tp C=$c $v")
+          failed+=("round $round: $grid C=$c $v")
         fi
       done
     done
