@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 
+#include "partition_check.hpp"
 #include "test_common.hpp"
 
 using namespace dchag_test;
@@ -29,41 +30,6 @@ dchag::ModelConfig tiny_config(std::vector<int> levels) {
   c.seed = 42;
   return c;
 }
-
-// The logical elements a rank holds, in its storage order, read out of the full tensor.
-std::vector<double> pieces_of(const std::vector<double>& full, const std::vector<std::size_t>& shape,
-                              const std::vector<dchag::LogicalBox>& pieces) {
-  if (pieces.empty()) return full;
-  std::vector<double> out;
-  for (const auto& box : pieces) {
-    const std::size_t rank = shape.size();
-    std::vector<std::size_t> idx(rank, 0);
-    for (std::size_t n = 0; n < box.size(); ++n) {
-      std::size_t flat = 0;
-      for (std::size_t d = 0; d < rank; ++d) flat = flat * shape[d] + box.start[d] + idx[d];
-      out.push_back(full[flat]);
-      for (std::size_t d = rank; d-- > 0;) {
-        if (++idx[d] < box.extents[d]) break;
-        idx[d] = 0;
-      }
-    }
-  }
-  return out;
-}
-
-template <class View>
-std::vector<double> values(const View& v) {
-  auto h = to_host(v);
-  std::vector<double> out(h.extent(0));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = double(h(i));
-  return out;
-}
-
-struct Run {
-  std::vector<double> losses;
-  std::map<std::string, std::vector<double>> params;  // values as this rank holds them
-  std::map<std::string, const dchag::Parameter<double, Space>*> info;
-};
 
 template <class Policy>
 Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int global_batch,
@@ -100,7 +66,7 @@ Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int glo
   Run run;
   for (int s = 0; s < steps; ++s) run.losses.push_back(trainer.step(space, x, y, lead, w).loss);
   keep = model.parameters();
-  for (const auto& p : keep) run.params[p.name] = values(p.value);
+  record_parameters(keep, run);
   return run;
 }
 
@@ -111,44 +77,7 @@ void check_grid(const dchag::ModelConfig& cfg, int tp, int fsdp, int dp) {
   const Run ref = train<Policy>(cfg, dchag::ProcessGrid::single(), global_batch, steps, ref_params);
   const dchag::ProcessGrid grid(dchag::Communicator(), tp, fsdp, dp);
   const Run par = train<Policy>(cfg, grid, global_batch, steps, par_params);
-  CAPTURE(tp);
-  CAPTURE(fsdp);
-  CAPTURE(dp);
-  REQUIRE(par.losses.size() == ref.losses.size());
-  for (std::size_t s = 0; s < ref.losses.size(); ++s)
-    CHECK(par.losses[s] == doctest::Approx(ref.losses[s]).epsilon(1e-10));
-  std::map<std::string, const dchag::Parameter<double, Space>*> ref_by_name;
-  for (const auto& p : ref_params) ref_by_name[p.name] = &p;
-  std::size_t held = 0;
-  for (const auto& p : par_params) {
-    CAPTURE(p.name);
-    REQUIRE(ref_by_name.count(p.name) == 1);
-    const auto& r = *ref_by_name[p.name];
-    CHECK(r.shape == p.shape);
-    const auto expect = pieces_of(ref.params.at(p.name), r.shape, p.pieces);
-    const auto& got = par.params.at(p.name);
-    REQUIRE(expect.size() == got.size());
-    double worst = 0;
-    for (std::size_t i = 0; i < got.size(); ++i)
-      worst = std::max(worst, std::abs(got[i] - expect[i]) / std::max(1.0, std::abs(expect[i])));
-    CHECK(worst < 1e-10);
-    held += got.size();
-  }
-  // The ranks of one TP group together hold every value of the model exactly once (partitioned)
-  // or each a replica, and the ranks of an fsdp group each their own slices (sharded): count
-  // what the tp x fsdp ranks hold against the reference.
-  double partitioned = 0, replicated = 0;
-  for (const auto& p : par_params) {
-    CHECK(p.sharded == (fsdp > 1));
-    (p.partitioned ? partitioned : replicated) += double(p.size());
-  }
-  partitioned = dchag::all_reduce_sum(grid.tp_comm(), partitioned);
-  double held_total = partitioned + replicated;
-  if (fsdp > 1) held_total = dchag::all_reduce_sum(grid.fsdp_comm(), held_total);
-  double total = 0;
-  for (const auto& p : ref_params) total += double(p.size());
-  CHECK(held_total == total);
-  (void)held;
+  check_partition_invariance(ref, ref_params, par, par_params, grid);
 }
 
 template <class Policy>

@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -49,6 +50,7 @@
 #include <dchag/parallel/agreement.hpp>
 #include <dchag/parallel/policies.hpp>
 #include <dchag/parallel/process_grid.hpp>
+#include <dchag/parallel/sharded_unit.hpp>
 
 namespace dchag {
 
@@ -180,16 +182,27 @@ class ChannelMAE {
         stem_(config, grid),
         pos_embed_(L_, config.dim, config.grid_h(), config.grid_w()),
         encoder_(config.dim, config.depth, config.heads, double(config.mlp_ratio), "", 1e-5,
-                 grid.tp_comm()),
+                 grid.tp_comm(), grid.fsdp_comm()),
         decoder_embed_("decoder_embed", config.dim, mae.decoder_dim),
         mask_token_("mask_token", mae.decoder_dim),
         grad_mask_token_("mask_token.grad", mae.decoder_dim),
         decoder_pos_embed_(L_, mae.decoder_dim, config.grid_h(), config.grid_w(),
                            "decoder_pos_embed"),
         decoder_(mae.decoder_dim, mae.decoder_depth, mae.decoder_heads,
-                 double(mae.decoder_mlp_ratio), "decoder_", 1e-5, grid.tp_comm()),
+                 double(mae.decoder_mlp_ratio), "decoder_", 1e-5, grid.tp_comm(),
+                 grid.fsdp_comm()),
         decoder_pred_("decoder_pred", mae.decoder_dim,
                       config.patch * config.patch * config.channels) {
+    // Model sharding: the encoder and decoder shard their blocks; the rest is three units, in
+    // the order they compute (see channel_vit.hpp).
+    if (grid.fsdp() > 1) {
+      embed_unit_.emplace("embeddings", grid.fsdp_comm(), embedding_storage(),
+                          [this](ParameterList<T, ExecSpace>& l) { embedding_parameters(l); });
+      bridge_unit_.emplace("decoder_embeddings", grid.fsdp_comm(), bridge_storage(),
+                           [this](ParameterList<T, ExecSpace>& l) { bridge_parameters(l); });
+      head_unit_.emplace("decoder_pred", grid.fsdp_comm(), head_storage(),
+                         [this](ParameterList<T, ExecSpace>& l) { decoder_pred_.parameters(l); });
+    }
     init();
   }
 
@@ -199,33 +212,43 @@ class ChannelMAE {
   // weight matrices as MaeConfig::xavier_init says, biases and norms as the layers set them.
   void init() {
     const std::uint64_t s = config_.seed;
-    stem_.init(s);
-    pos_embed_.init(s);
+    assign(embed_unit_, embedding_storage(), [&] {
+      stem_.init(s);
+      pos_embed_.init(s);
+    });
     encoder_.init(s);
-    decoder_embed_.init(s);
-    truncated_normal(mask_token_, s, stream_id("mask_token"), 0.02);
-    decoder_pos_embed_.init(s);
+    assign(bridge_unit_, bridge_storage(), [&] {
+      decoder_embed_.init(s);
+      truncated_normal(mask_token_, s, stream_id("mask_token"), 0.02);
+      decoder_pos_embed_.init(s);
+    });
     decoder_.init(s);
-    decoder_pred_.init(s);
+    assign(head_unit_, head_storage(), [&] { decoder_pred_.init(s); });
     if (!mae_.xavier_init) return;
+    // Whole tensors, TP pieces or fsdp slices alike: each writes what this rank holds.
     for (const auto& p : parameters())
       if (p.decay && p.shape.size() >= 2) Impl::xavier_uniform(p, s);
   }
 
   // x[B, channel_count(), H, W] -> prediction [B, L, p*p*C]; the mask used is then mask().
   prediction forward(const ExecSpace& space, const image& x, std::uint64_t mask_step) {
+    if (embed_unit_) embed_unit_->gather(space, embedding_storage());
     auto agg = stem_.forward(space, x);  // checks x
     const int B = static_cast<int>(x.extent(0));
     allocate(B);
     make_mask(space, mask_step);
     Kokkos::deep_copy(space, x_, agg);
     pos_embed_.forward(space, x_);
+    if (embed_unit_) embed_unit_->release(embedding_storage());
     gather_tokens(space, x_, ids_keep_, slot_, kept_tokens_);
     auto encoded = encoder_.forward(space, kept_tokens_, B, kept_);
+    if (bridge_unit_) bridge_unit_->gather(space, bridge_storage());
     auto embedded = decoder_embed_.forward(space, encoded);
     scatter_tokens(space, embedded, ids_keep_, slot_, mask_token_, z_);
     decoder_pos_embed_.forward(space, z_);
+    if (bridge_unit_) bridge_unit_->release(bridge_storage());
     auto decoded = decoder_.forward(space, z_, B, L_);
+    if (head_unit_) head_unit_->gather(space, head_storage());
     auto y = decoder_pred_.forward(space, decoded);
     return prediction(y.data(), std::size_t(B), std::size_t(L_), y.extent(1));
   }
@@ -239,32 +262,41 @@ class ChannelMAE {
                   "ChannelMAE: prediction gradient ", Impl::shape_of(dpred), " must be [",
                   batch_, ", ", L_, ", ", patch_values(), "] as the last forward's prediction");
     const ConstMatrix<T, ExecSpace> dy(dpred.data(), std::size_t(batch_) * L_, dpred.extent(2));
+    if (head_unit_) head_unit_->begin_backward(space, head_storage());
     auto d = decoder_pred_.backward(space, dy);
+    if (head_unit_) head_unit_->end_backward(space, head_storage());
     d = decoder_.backward(space, d);
+    if (bridge_unit_) bridge_unit_->begin_backward(space, bridge_storage());
     decoder_pos_embed_.backward(space, d);
     sum_masked_rows(space, d, slot_, grad_mask_token_);
     gather_tokens(space, d, ids_keep_, slot_, dembedded_);
     d = decoder_embed_.backward(space, dembedded_);
+    if (bridge_unit_) bridge_unit_->end_backward(space, bridge_storage());
     d = encoder_.backward(space, d);
     scatter_tokens(space, d, ids_keep_, slot_, dx_);
+    if (embed_unit_) embed_unit_->begin_backward(space, embedding_storage());
     pos_embed_.backward(space, dx_);
     stem_.backward(space, dx_);
+    if (embed_unit_) embed_unit_->end_backward(space, embedding_storage());
   }
 
   // Every parameter this rank holds, under its logical name and shape: the stem's (ClimaX
   // names), pos_embed, blocks.*, norm.*, then MAE's decoder_embed.*, mask_token [1, 1, Dd],
   // decoder_pos_embed [1, L, Dd], decoder_blocks.*, decoder_norm.*, decoder_pred.*.
+  // Under model sharding (grid.fsdp() > 1) this rank's slices of them.
   ParameterList<T, ExecSpace> parameters() const {
     ParameterList<T, ExecSpace> list;
-    stem_.parameters(list);
-    pos_embed_.parameters(list);
+    if (embed_unit_) {
+      embed_unit_->parameters(list);
+      encoder_.parameters(list);
+      bridge_unit_->parameters(list);
+      decoder_.parameters(list);
+      head_unit_->parameters(list);
+      return list;
+    }
+    embedding_parameters(list);
     encoder_.parameters(list);
-    decoder_embed_.parameters(list);
-    // An embedding, not a weight matrix: no weight decay (the library's rule, see Parameter).
-    Impl::add_parameter<T, ExecSpace>(
-        list, "mask_token", Unmanaged<T***, ExecSpace>(mask_token_.data(), 1, 1, mask_dim()),
-        Unmanaged<T***, ExecSpace>(grad_mask_token_.data(), 1, 1, mask_dim()), false);
-    decoder_pos_embed_.parameters(list);
+    bridge_parameters(list);
     decoder_.parameters(list);
     decoder_pred_.parameters(list);
     return list;
@@ -309,8 +341,6 @@ class ChannelMAE {
                         " policy=" + Policy::name() + " grid=" + grid.describe());
     c.validate();
     mae.validate(c);
-    Impl::require(grid.fsdp() == 1, "ChannelMAE: model sharding (fsdp = ", grid.fsdp(),
-                  ") is not implemented; use fsdp = 1 with tp and dp");
     return c;
   }
 
@@ -339,7 +369,7 @@ class ChannelMAE {
   // them over; kept when the step and batch are those of the previous forward.
   void make_mask(const ExecSpace& space, std::uint64_t mask_step) {
     if (mask_valid_ && mask_step == mask_step_) return;
-    const std::uint64_t first = std::uint64_t(grid_.dp_rank()) * std::uint64_t(batch_);
+    const std::uint64_t first = std::uint64_t(grid_.data_rank()) * std::uint64_t(batch_);
     for (int b = 0; b < batch_; ++b) {
       const auto keep = random_kept_positions(config_.seed, mask_step, first + b, L_, kept_);
       for (int l = 0; l < L_; ++l) {
@@ -361,6 +391,44 @@ class ChannelMAE {
     mask_valid_ = true;
   }
 
+  void embedding_parameters(ParameterList<T, ExecSpace>& list) const {
+    stem_.parameters(list);
+    pos_embed_.parameters(list);
+  }
+  // decoder_embed, mask_token, decoder_pos_embed: between the encoder and the decoder.
+  void bridge_parameters(ParameterList<T, ExecSpace>& list) const {
+    decoder_embed_.parameters(list);
+    // An embedding, not a weight matrix: no weight decay (the library's rule, see Parameter).
+    Impl::add_parameter<T, ExecSpace>(
+        list, "mask_token", Unmanaged<T***, ExecSpace>(mask_token_.data(), 1, 1, mask_dim()),
+        Unmanaged<T***, ExecSpace>(grad_mask_token_.data(), 1, 1, mask_dim()), false);
+    decoder_pos_embed_.parameters(list);
+  }
+  auto embedding_storage() {
+    return [this](auto& f) {
+      stem_.visit_storage(f);
+      pos_embed_.visit_storage(f);
+    };
+  }
+  auto bridge_storage() {
+    return [this](auto& f) {
+      decoder_embed_.visit_storage(f);
+      f(mask_token_, grad_mask_token_);
+      decoder_pos_embed_.visit_storage(f);
+    };
+  }
+  auto head_storage() {
+    return [this](auto& f) { decoder_pred_.visit_storage(f); };
+  }
+  template <class Visit, class Set>
+  static void assign(std::optional<ShardedUnit<T, ExecSpace>>& unit, Visit&& visit, Set&& set) {
+    if (unit) {
+      unit->assign(visit, set);
+    } else {
+      set();
+    }
+  }
+
   ModelConfig config_;
   MaeConfig mae_;
   ProcessGrid grid_;
@@ -373,6 +441,7 @@ class ChannelMAE {
   PositionEmbedding<T, ExecSpace> decoder_pos_embed_;
   Encoder<T, ExecSpace> decoder_;
   Linear<T, ExecSpace> decoder_pred_;
+  std::optional<ShardedUnit<T, ExecSpace>> embed_unit_, bridge_unit_, head_unit_;  // sharded only
 
   int batch_ = 0;
   matrix x_, kept_tokens_, z_, dembedded_, dx_;
