@@ -68,13 +68,13 @@ class ChannelViT {
   // Every parameter's initial value depends only on (seed, its name): see core/parameter.hpp.
   void init() {
     const std::uint64_t s = config_.seed;
-    assign(embed_unit_, embedding_storage(), [&] {
+    Impl::assign_values(embed_unit_, embedding_storage(), [&] {
       stem_.init(s);
       pos_embed_.init(s);
       if (config_.lead_time) lead_embed_.init(s);
     });
     encoder_.init(s);
-    assign(head_unit_, head_storage(), [&] { head_.init(s); });
+    Impl::assign_values(head_unit_, head_storage(), [&] { head_.init(s); });
   }
 
   // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W]
@@ -173,16 +173,7 @@ class ChannelViT {
   auto head_storage() {
     return [this](auto& f) { head_.visit_storage(f); };
   }
-  // set() writes a unit's values: directly, or through its full buffer when sharded.
-  template <class Visit, class Set>
-  static void assign(std::optional<ShardedUnit<T, ExecSpace>>& unit, Visit&& visit, Set&& set) {
-    if (unit) {
-      unit->assign(visit, set);
-    } else {
-      set();
-    }
-  }
-
+  
   ModelConfig config_;
   ProcessGrid grid_;
   ChannelStem<T, ExecSpace, Policy> stem_;

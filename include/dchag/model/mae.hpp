@@ -212,18 +212,18 @@ class ChannelMAE {
   // weight matrices as MaeConfig::xavier_init says, biases and norms as the layers set them.
   void init() {
     const std::uint64_t s = config_.seed;
-    assign(embed_unit_, embedding_storage(), [&] {
+    Impl::assign_values(embed_unit_, embedding_storage(), [&] {
       stem_.init(s);
       pos_embed_.init(s);
     });
     encoder_.init(s);
-    assign(bridge_unit_, bridge_storage(), [&] {
+    Impl::assign_values(bridge_unit_, bridge_storage(), [&] {
       decoder_embed_.init(s);
       truncated_normal(mask_token_, s, stream_id("mask_token"), 0.02);
       decoder_pos_embed_.init(s);
     });
     decoder_.init(s);
-    assign(head_unit_, head_storage(), [&] { decoder_pred_.init(s); });
+    Impl::assign_values(head_unit_, head_storage(), [&] { decoder_pred_.init(s); });
     if (!mae_.xavier_init) return;
     // Whole tensors, TP pieces or fsdp slices alike: each writes what this rank holds.
     for (const auto& p : parameters())
@@ -419,14 +419,6 @@ class ChannelMAE {
   }
   auto head_storage() {
     return [this](auto& f) { decoder_pred_.visit_storage(f); };
-  }
-  template <class Visit, class Set>
-  static void assign(std::optional<ShardedUnit<T, ExecSpace>>& unit, Visit&& visit, Set&& set) {
-    if (unit) {
-      unit->assign(visit, set);
-    } else {
-      set();
-    }
   }
 
   ModelConfig config_;

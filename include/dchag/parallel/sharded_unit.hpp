@@ -170,17 +170,22 @@ class ShardedUnit {
     ParameterList<T, ExecSpace> whole;
     list(whole);
     for (const auto& q : whole) {
-      const T* at = q.value.data();
+      // (as integers: pointers into different allocations do not compare in C++)
+      const auto address = [](const T* x) { return reinterpret_cast<std::uintptr_t>(x); };
+      const std::uintptr_t at = address(q.value.data()), bytes = q.size() * sizeof(T);
       std::size_t view = views_;
-      for (std::size_t i = 0; i < views_ && view == views_; ++i)
-        if (q.size() > 0 && at >= layout.originals[i] && at + q.size() <= layout.originals[i] + sizes_[i])
+      for (std::size_t i = 0; i < views_ && view == views_; ++i) {
+        const std::uintptr_t begin_i = address(layout.originals[i]);
+        if (q.size() > 0 && at >= begin_i && at + bytes <= begin_i + sizes_[i] * sizeof(T))
           view = i;
+      }
       Impl::require(q.size() == 0 || view < views_, "dchag::ShardedUnit '", name_,
                     "': parameter '", q.name, "' does not lie in the storage of the unit's layers");
       Impl::require(!q.shape.empty(), "dchag::ShardedUnit '", name_, "': parameter '", q.name,
                     "' is a scalar; it cannot be cut into slices");
       const std::size_t flat =
-          q.size() == 0 ? 0 : offsets_[view] + static_cast<std::size_t>(at - layout.originals[view]);
+          q.size() == 0 ? 0
+                        : offsets_[view] + (at - address(layout.originals[view])) / sizeof(T);
       const std::size_t lo = std::max(flat, begin), hi = std::min(flat + q.size(), begin + shard_);
       Parameter<T, ExecSpace> s = q;
       s.sharded = true;
@@ -315,6 +320,20 @@ class ShardedUnit {
   ParameterList<T, ExecSpace> params_;
 };
 
+namespace Impl {
+
+// set() writes the values of the layers of a unit (initialisation): directly when the unit is
+// not sharded (empty), else through it.
+template <class T, class ExecSpace, class Visit, class Set>
+void assign_values(std::optional<ShardedUnit<T, ExecSpace>>& unit, Visit&& visit, Set&& set) {
+  if (unit) {
+    unit->assign(visit, set);
+  } else {
+    set();
+  }
+}
+
+}  // namespace Impl
 }  // namespace dchag
 
 #endif
