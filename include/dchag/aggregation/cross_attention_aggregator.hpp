@@ -81,12 +81,10 @@ class CrossAttentionAggregator {
       dx_ = tensor(prefix_ + ".dx", std::size_t(groups_) * group_size_, N, dim_);
     for (int g = 0; g < groups_; ++g) {
       const ConstMatrix<T, ExecSpace> dy(dout.data() + g * rows, N, dim_);
-      const auto dx = attn_[g].backward(space, dy, input_grad);
-      if (input_grad) {
-        const Tensor3<T, ExecSpace> slot(dx_.data() + g * group_size_ * rows, group_size_, N,
-                                         dim_);
-        Kokkos::deep_copy(space, slot, dx);
-      }
+      // Each group writes its channels' gradient straight into its slot of dx_.
+      const Tensor3<T, ExecSpace> slot(input_grad ? dx_.data() + g * group_size_ * rows : nullptr,
+                                       group_size_, N, dim_);
+      attn_[g].backward(space, dy, input_grad, slot);
     }
     return input_grad ? dx_ : tensor();
   }

@@ -263,9 +263,11 @@ class QueryCrossAttention {
     add_bias(space, y, out_bias_);
   }
 
-  // Accumulates every parameter gradient; returns dL/dtokens [K, N, D] (empty when not asked).
+  // Accumulates every parameter gradient; returns dL/dtokens [K, N, D] (empty when not asked),
+  // written into `into` when given: a [K, N, D] slot of a caller's buffer, so that neither a
+  // copy nor a buffer of this layer's own is needed.
   tensor backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dout,
-                  bool input_grad = true) {
+                  bool input_grad = true, const Unmanaged<T***, ExecSpace>& into = {}) {
     Impl::require(keys_ > 0, "QueryCrossAttention '", name_, "': backward() before forward()");
     const matrix dctx = out_proj_.backward(space, dout);  // checks dout against the forward
     sum_rows(space, dout, grad_out_bias_);
@@ -280,11 +282,21 @@ class QueryCrossAttention {
     gemm(space, Op::T, Op::N, T(1), dkv_, x, T(1), kv_weight(grad_in_weight_));
     sum_rows(space, dkv_, kv_bias(grad_in_bias_));
     if (!input_grad) return tensor();
-    if (dx_.extent(0) != keys_ || dx_.extent(1) != rows_)
-      dx_ = tensor(name_ + ".dx", keys_, rows_, dim_);
+    tensor dx;
+    if (into.data()) {
+      Impl::require(into.extent(0) == keys_ && into.extent(1) == rows_ &&
+                        into.extent(2) == std::size_t(dim_),
+                    "QueryCrossAttention '", name_, "': input gradient slot ",
+                    Impl::shape_of(into), " must be [", keys_, ", ", rows_, ", ", dim_, "]");
+      dx = tensor(into.data(), keys_, rows_, dim_);
+    } else {
+      if (dx_.extent(0) != keys_ || dx_.extent(1) != rows_)
+        dx_ = tensor(name_ + ".dx", keys_, rows_, dim_);
+      dx = dx_;
+    }
     gemm(space, Op::N, Op::N, T(1), dkv_, kv_weight(in_weight_), T(0),
-         Impl::as_matrix(dx_, keys_ * rows_, dim_));
-    return dx_;
+         Impl::as_matrix(dx, keys_ * rows_, dim_));
+    return dx;
   }
 
   // The query first (ClimaX registers var_query before var_agg), then nn.MultiheadAttention's
