@@ -145,12 +145,15 @@ TEST_CASE("impossible splits are refused on every rank") {
 TEST_CASE("ranks that disagree on the model are told so, on every rank") {
   const dchag::Communicator world;
   if (world.size() < 2) return;
-  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
   using Baseline = dchag::ChannelViT<double, Space, dchag::TensorParallel>;
   auto cfg = tiny_config({1});
   if (world.rank() == 1) cfg.depth = 3;
-  CHECK_THROWS_WITH_AS(Baseline(cfg, grid),
-                       doctest::Contains("differs"), dchag::Error);
-  // Collectives still work afterwards: nobody is stuck.
-  CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
+  // Tensor parallel, and sharded (where a different depth would mean other units to gather).
+  for (const int fsdp : {1, world.size()}) {
+    CAPTURE(fsdp);
+    const dchag::ProcessGrid grid(world, world.size() / fsdp, fsdp, 1);
+    CHECK_THROWS_WITH_AS(Baseline(cfg, grid), doctest::Contains("differs"), dchag::Error);
+    // Collectives still work afterwards: nobody is stuck.
+    CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
+  }
 }
