@@ -35,6 +35,13 @@ std::vector<std::size_t> indices_of(const std::vector<std::size_t>& shape,
   return out;
 }
 
+// Host vectors summed over the ranks (collectives on host views take a host execution space).
+void sum_over_ranks(const dchag::Communicator& world, std::vector<double>& v) {
+  dchag::all_reduce_sum(Kokkos::DefaultHostExecutionSpace(), world,
+                        Kokkos::View<double*, Kokkos::HostSpace,
+                                     Kokkos::MemoryTraits<Kokkos::Unmanaged>>(v.data(), v.size()));
+}
+
 }  // namespace
 
 TEST_CASE("a flat range of a box is the row-major concatenation of the boxes it is cut into") {
@@ -112,9 +119,7 @@ TEST_CASE_TEMPLATE("a sharded unit gathers, releases and reduce-scatters its lay
         count[k] += 1;
       }
     CHECK(at == s.size());
-    dchag::all_reduce_sum(space, world, Kokkos::View<double*, Kokkos::HostSpace,
-                                                     Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                                            count.data(), count.size()));
+    sum_over_ranks(world, count);
     for (double c : count) CHECK(c == 1.0);
   }
 
@@ -150,9 +155,7 @@ TEST_CASE_TEMPLATE("a sharded unit gathers, releases and reduce-scatters its lay
   for (const auto& s : slices) {
     CAPTURE(s.name);
     auto sum = local_grad.at(s.name);
-    dchag::all_reduce_sum(space, world, Kokkos::View<double*, Kokkos::HostSpace,
-                                                     Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                                            sum.data(), sum.size()));
+    sum_over_ranks(world, sum);
     const auto h = to_host(s.grad);
     std::size_t at = 0;
     for (const auto& b : s.pieces)
