@@ -3,7 +3,7 @@
 // each step hides a random mask_ratio of the patches, encodes the rest and reconstructs every
 // band's pixels of the hidden ones. Reports loss, throughput and memory per step.
 //
-//   mpirun -np 2 pretrain_hyperspectral [--policy dchag|tp] [--tp 2] [--dp 1]
+//   mpirun -np 2 pretrain_hyperspectral [--policy dchag|tp] [--tp 2] [--fsdp 1] [--dp 1]
 //               [--bands 64] [--height 32] [--width 32] [--patch 4] [--dim 64] [--depth 2]
 //               [--heads 4] [--groups 8 | --levels 8,2,1] [--aggregator linear|cross|baseline]
 //               [--mask-ratio 0.75] [--decoder-dim 128] [--decoder-depth 2] [--decoder-heads 4]

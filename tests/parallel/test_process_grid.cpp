@@ -60,6 +60,13 @@ void check_grid(const dchag::Communicator& world, int tp, int fsdp, int dp) {
   for (int k = 0; k < dp; ++k) CHECK(dp_members[k] == rank_of(t, f, k));
   // TP neighbours are consecutive world ranks (one node).
   for (int k = 1; k < tp; ++k) CHECK(tp_members[k] == tp_members[k - 1] + 1);
+  // The data-parallel ranks (dp x fsdp) of this TP rank, in (dp, fsdp) order: part k of the batch.
+  CHECK(grid.data_size() == dp * fsdp);
+  CHECK(grid.data_rank() == d * fsdp + f);
+  CHECK(grid.data_comm().size() == dp * fsdp);
+  CHECK(grid.data_comm().rank() == grid.data_rank());
+  const auto data_members = members(grid.data_comm(), r);
+  for (int k = 0; k < dp * fsdp; ++k) CHECK(data_members[k] == rank_of(t, k % fsdp, k / fsdp));
 }
 
 }  // namespace

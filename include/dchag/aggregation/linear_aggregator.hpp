@@ -144,7 +144,6 @@ class LinearAggregator {
     return dx_;
   }
 
-  // Per group, as nn.Linear(group_size, 1) names them.
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>
@@ -153,6 +152,7 @@ class LinearAggregator {
     f(bias_, grad_bias_);
   }
 
+  // Per group, as nn.Linear(group_size, 1) names them.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (int g = 0; g < groups_; ++g) {
       Impl::add_parameter<T, ExecSpace>(list, param_name(g, "weight"), weight_row(weight_, g),

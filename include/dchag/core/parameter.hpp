@@ -57,6 +57,11 @@ using ParameterList = std::vector<Parameter<T, ExecSpace>>;
 
 namespace Impl {
 
+// The box that is the whole tensor of `shape`.
+inline LogicalBox whole_box(const std::vector<std::size_t>& shape) {
+  return LogicalBox{std::vector<std::size_t>(shape.size(), 0), shape};
+}
+
 template <class T, class ExecSpace, class ValueView, class GradView>
 void add_parameter(ParameterList<T, ExecSpace>& list, std::string name, const ValueView& value,
                    const GradView& grad, bool decay) {

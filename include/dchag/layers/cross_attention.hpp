@@ -299,8 +299,6 @@ class QueryCrossAttention {
     return dx;
   }
 
-  // The query first (ClimaX registers var_query before var_agg), then nn.MultiheadAttention's
-  // state_dict order.
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>
@@ -312,6 +310,8 @@ class QueryCrossAttention {
     f(out_bias_, grad_out_bias_);
   }
 
+  // The query first (ClimaX registers var_query before var_agg), then nn.MultiheadAttention's
+  // state_dict order.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(
         list, query_name_, Impl::with_leading_one<T, ExecSpace>(query_.data(), 1, dim_),

@@ -87,10 +87,6 @@ class Mlp {
     return fc1_.backward(space, da, input_grad);
   }
 
-  // A layer holding some of the hidden units registers its part of the logical tensors under
-  // their logical names and shapes: a block of fc1 rows (weight and bias) and a block of fc2
-  // columns. fc2's bias is added after the ranks' partial outputs are summed, so every rank
-  // holds all of it.
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>
@@ -100,6 +96,10 @@ class Mlp {
     f(bias_, grad_bias_);
   }
 
+  // A layer holding some of the hidden units registers its part of the logical tensors under
+  // their logical names and shapes: a block of fc1 rows (weight and bias) and a block of fc2
+  // columns. fc2's bias is added after the ranks' partial outputs are summed, so every rank
+  // holds all of it.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     if (total_hidden_ == hidden()) {
       fc1_.parameters(list);

@@ -116,7 +116,6 @@ class ChannelPatchEmbed {
     Impl::sum_channel_rows(space, dtokens, grad_bias_);
   }
 
-  // Per channel, as PyTorch names them: weight [D, 1, p, p] (decayed), bias [D].
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>
@@ -125,6 +124,7 @@ class ChannelPatchEmbed {
     f(bias_, grad_bias_);
   }
 
+  // Per channel, as PyTorch names them: weight [D, 1, p, p] (decayed), bias [D].
   void parameters(ParameterList<T, ExecSpace>& list) const {
     for (int c = 0; c < channels_; ++c) {
       Impl::add_parameter<T, ExecSpace>(list, param_name(c, "weight"), weight_slice(weight_, c),

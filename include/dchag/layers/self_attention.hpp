@@ -123,11 +123,6 @@ class SelfAttention {
     return qkv_.backward(space, dqkv_, input_grad);
   }
 
-  // PyTorch's state_dict order: qkv.weight, qkv.bias, proj.weight, proj.bias.
-  // A layer holding some of the heads registers its part of the logical tensors under their
-  // logical names and shapes (the checkpoint and the optimiser see one model whatever the
-  // partition): per section q, k, v a block of qkv rows, and a block of proj columns. proj's
-  // bias is added after the ranks' partial outputs are summed, so every rank holds all of it.
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>
@@ -137,6 +132,11 @@ class SelfAttention {
     f(bias_, grad_bias_);
   }
 
+  // PyTorch's state_dict order: qkv.weight, qkv.bias, proj.weight, proj.bias.
+  // A layer holding some of the heads registers its part of the logical tensors under their
+  // logical names and shapes (the checkpoint and the optimiser see one model whatever the
+  // partition): per section q, k, v a block of qkv rows, and a block of proj columns. proj's
+  // bias is added after the ranks' partial outputs are summed, so every rank holds all of it.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_head_parallel_projections<T, ExecSpace>(
         list, qkv_.name() + ".weight", qkv_.name() + ".bias", proj_.name() + ".weight", dim_,

@@ -94,8 +94,6 @@ class ChannelStem {
     embed_.backward(space, dtokens);
   }
 
-  // Under D-CHAG the per-channel parameters (patch embeddings, channel-embedding rows, partial
-  // aggregators) are owned by one TP rank each and marked partitioned.
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>
@@ -105,6 +103,8 @@ class ChannelStem {
     aggregation_.visit_storage(f);
   }
 
+  // Under D-CHAG the per-channel parameters (patch embeddings, channel-embedding rows, partial
+  // aggregators) are owned by one TP rank each and marked partitioned.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     ParameterList<T, ExecSpace> owned;
     embed_.parameters(owned);

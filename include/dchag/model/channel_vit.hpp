@@ -173,7 +173,7 @@ class ChannelViT {
   auto head_storage() {
     return [this](auto& f) { head_.visit_storage(f); };
   }
-  
+
   ModelConfig config_;
   ProcessGrid grid_;
   ChannelStem<T, ExecSpace, Policy> stem_;

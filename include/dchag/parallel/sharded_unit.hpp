@@ -198,7 +198,7 @@ class ShardedUnit {
         // rank's tensor-parallel share: its pieces (the whole tensor when none) one after the
         // other.
         std::vector<LogicalBox> local = q.pieces;
-        if (local.empty()) local.push_back(LogicalBox{std::vector<std::size_t>(q.shape.size(), 0), q.shape});
+        if (local.empty()) local.push_back(Impl::whole_box(q.shape));
         std::size_t piece_begin = 0;
         for (const auto& b : local) {
           const std::size_t a = std::max(lo - flat, piece_begin);
@@ -214,12 +214,16 @@ class ShardedUnit {
       params_.push_back(std::move(s));
     }
 
-    // This rank's slice of the current values, then the layers' own storage goes.
-    vector full(name_ + ".full", shard_ * p);
-    for (std::size_t i = 0; i < views_; ++i)
-      Kokkos::deep_copy(Kokkos::subview(full, Kokkos::make_pair(offsets_[i], offsets_[i] + sizes_[i])),
-                        Unmanaged<T*, ExecSpace>(layout.originals[i], sizes_[i]));
-    Kokkos::deep_copy(shard_value_, Kokkos::subview(full, Kokkos::make_pair(begin, begin + shard_)));
+    // This rank's slice of the current values (straight from each view's overlap with it; the
+    // pads stay zero), then the layers' own storage goes.
+    for (std::size_t i = 0; i < views_; ++i) {
+      const std::size_t lo = std::max(offsets_[i], begin);
+      const std::size_t hi = std::min(offsets_[i] + sizes_[i], begin + shard_);
+      if (lo >= hi) continue;
+      Kokkos::deep_copy(
+          Kokkos::subview(shard_value_, Kokkos::make_pair(lo - begin, hi - begin)),
+          Unmanaged<T*, ExecSpace>(layout.originals[i] + (lo - offsets_[i]), hi - lo));
+    }
     bind(visit, nullptr, nullptr);
   }
 
@@ -240,17 +244,10 @@ class ShardedUnit {
     bind(visit, full_value_.data(), nullptr);
     set();
     Kokkos::fence();
-    store(ExecSpace());
-    release(visit);
-  }
-
-  // After the gathered values were changed in place: keep this rank's slice.
-  void store(const ExecSpace& space) {
-    require_gathered("store");
     const std::size_t begin = shard_ * static_cast<std::size_t>(fsdp_->rank());
-    Kokkos::deep_copy(space, shard_value_,
+    Kokkos::deep_copy(shard_value_,
                       Kokkos::subview(full_value_, Kokkos::make_pair(begin, begin + shard_)));
-    space.fence();
+    release(visit);
   }
 
   template <class Visit>
@@ -299,10 +296,6 @@ class ShardedUnit {
  private:
   int fsdp_size() const { return fsdp_->size(); }
 
-  void require_gathered(const char* what) const {
-    Impl::require(gathered(), "dchag::ShardedUnit '", name_, "': ", what,
-                  "() needs the unit gathered");
-  }
 
   template <class Visit>
   void bind(Visit&& visit, T* values, T* grads) {

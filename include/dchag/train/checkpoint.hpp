@@ -174,10 +174,6 @@ void for_each_box_run(const std::vector<std::size_t>& shape, const LogicalBox& b
   }
 }
 
-inline LogicalBox whole_box(const std::vector<std::size_t>& shape) {
-  return LogicalBox{std::vector<std::size_t>(shape.size(), 0), shape};
-}
-
 inline std::string exact_number(double x) {
   char text[32];
   std::snprintf(text, sizeof text, "%.17g", x);
