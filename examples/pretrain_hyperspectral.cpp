@@ -11,8 +11,9 @@
 //               [--csv pretrain_metrics.csv]
 //
 // --policy dchag distributes the bands over the tensor-parallel ranks (D-CHAG); tp replicates
-// them (the tensor-parallel baseline). --tp defaults to all ranks / dp. --batch is the global
-// batch, split over the dp ranks. --groups G gives the two-level D-CHAG tree {G, 1}; --levels
+// them (the tensor-parallel baseline). --fsdp shards parameters, gradients and optimizer state
+// (ZeRO-3). --tp defaults to all ranks / (fsdp x dp). --batch is the global batch, split over the
+// fsdp x dp ranks. --groups G gives the two-level D-CHAG tree {G, 1}; --levels
 // takes any tree; --aggregator baseline is the ClimaX cross-attention over all bands ({1}).
 // --scene-scale is the generator's patch_scale, pixels per cycle of the abundance fields at
 // wavenumber 1. The example's default, 128 (materials vary over a few patches of a 32x32
@@ -34,7 +35,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -49,19 +49,13 @@ struct Options {
   dchag::TrainConfig train;
   int batch = 8;
   int tp = 0, fsdp = 1, dp = 1;
+  int groups = -1;
+  std::string levels;
   std::string policy = "dchag";
   std::string aggregator = "linear";
   std::string csv = "pretrain_metrics.csv";
   double scene_scale = 128;
 };
-
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stoi(item));
-  return out;
-}
 
 Options parse(int argc, char* argv[]) {
   Options o;
@@ -74,38 +68,19 @@ Options parse(int argc, char* argv[]) {
   o.model.levels = {8, 1};
   o.model.lead_time = false;  // not used by the autoencoder
   o.train.steps = 150;
-  int groups = -1;
-  std::string levels;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
       dchag::Impl::require(i + 1 < argc, "pretrain_hyperspectral: option ", a, " needs a value");
       return argv[++i];
     };
-    if (a == "--policy") o.policy = value();
-    else if (a == "--tp") o.tp = std::stoi(value());
-    else if (a == "--fsdp") o.fsdp = std::stoi(value());
-    else if (a == "--dp") o.dp = std::stoi(value());
-    else if (a == "--bands") o.model.channels = o.model.out_channels = std::stoi(value());
-    else if (a == "--height") o.model.height = std::stoi(value());
-    else if (a == "--width") o.model.width = std::stoi(value());
-    else if (a == "--patch") o.model.patch = std::stoi(value());
-    else if (a == "--dim") o.model.dim = std::stoi(value());
-    else if (a == "--depth") o.model.depth = std::stoi(value());
-    else if (a == "--heads") o.model.heads = std::stoi(value());
-    else if (a == "--groups") groups = std::stoi(value());
-    else if (a == "--levels") levels = value();
-    else if (a == "--aggregator") o.aggregator = value();
+    if (dchag_example::parse_shared_option(a, value, o)) continue;
+    if (a == "--bands") o.model.channels = o.model.out_channels = std::stoi(value());
     else if (a == "--mask-ratio") o.mae.mask_ratio = std::stod(value());
     else if (a == "--decoder-dim") o.mae.decoder_dim = std::stoi(value());
     else if (a == "--decoder-depth") o.mae.decoder_depth = std::stoi(value());
     else if (a == "--decoder-heads") o.mae.decoder_heads = std::stoi(value());
     else if (a == "--scene-scale") o.scene_scale = std::stod(value());
-    else if (a == "--steps") o.train.steps = std::stoll(value());
-    else if (a == "--batch") o.batch = std::stoi(value());
-    else if (a == "--lr") o.train.lr = std::stod(value());
-    else if (a == "--seed") o.model.seed = std::stoull(value());
-    else if (a == "--csv") o.csv = value();
     else if (a == "--help" || a == "-h") {
       std::printf("see the comment at the top of examples/pretrain_hyperspectral.cpp\n");
       std::exit(0);
@@ -113,19 +88,7 @@ Options parse(int argc, char* argv[]) {
       throw dchag::Error("pretrain_hyperspectral: unknown option '" + a + "'");
     }
   }
-  if (groups > 0) o.model.levels = {groups, 1};
-  if (!levels.empty()) o.model.levels = parse_list(levels);
-  if (o.aggregator == "baseline") o.model.levels = {1};
-  dchag::Impl::require(o.aggregator == "linear" || o.aggregator == "cross" ||
-                           o.aggregator == "baseline",
-                       "pretrain_hyperspectral: --aggregator must be linear, cross or baseline, "
-                       "got '",
-                       o.aggregator, "'");
-  dchag::Impl::require(o.policy == "dchag" || o.policy == "tp",
-                       "pretrain_hyperspectral: --policy must be dchag or tp, got '", o.policy,
-                       "'");
-  dchag::Impl::require(o.batch > 0, "pretrain_hyperspectral: --batch must be positive, got ",
-                       o.batch);
+  dchag_example::finish_shared_options("pretrain_hyperspectral", o);
   dchag::Impl::require(o.train.steps >= 20,
                        "pretrain_hyperspectral: --steps must be at least 20, got ", o.train.steps);
   o.train.warmup_steps = std::max<std::int64_t>(1, o.train.steps / 10);
@@ -169,24 +132,14 @@ Baselines baselines(const Target& target, const Mask& mask) {
   return {zero / count, sum / count};
 }
 
-double mean(const std::vector<double>& v, std::size_t begin, std::size_t end) {
-  double s = 0;
-  for (std::size_t i = begin; i < end; ++i) s += v[i];
-  return s / double(end - begin);
-}
-
 template <class Policy>
 int run(const Options& o) {
   Space space;
   dchag::Communicator world;
-  const int tp = o.tp > 0 ? o.tp : std::max(1, world.size() / (o.fsdp * o.dp));
-  dchag::ProcessGrid grid(world, tp, o.fsdp, o.dp);
+  const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  dchag::Impl::require(o.batch % grid.data_size() == 0, "pretrain_hyperspectral: the global batch ",
-                       o.batch, " does not split over dp x fsdp = ", grid.dp(), " x ",
-                       grid.fsdp(), " ranks");
-  const int local_batch = o.batch / grid.data_size();
+  const int local_batch = dchag_example::local_batch("pretrain_hyperspectral", grid, o.batch);
 
   dchag::HyperspectralConfig hc;
   hc.bands = mc.channels;
@@ -275,7 +228,8 @@ int run(const Options& o) {
                 double(n) * o.batch / total);
   dchag_example::print_peak_memory(world);
   if (!root) return 0;
-  const double first = mean(losses, 0, k), last = mean(losses, n - k, n);
+  const double first = dchag_example::mean(losses, 0, k);
+  const double last = dchag_example::mean(losses, n - k, n);
   std::printf("masked MSE: first 10 steps %.5f, last 10 steps %.5f (ratio %.3f)\n", first, last,
               last / first);
   std::printf("held-out masked MSE %.4f; on the same patches each band's mean scores %.4f and "

@@ -34,7 +34,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,6 +47,8 @@ struct Options {
   dchag::TrainConfig train;
   int batch = 8;
   int tp = 0, fsdp = 1, dp = 1;
+  int groups = -1;
+  std::string levels;
   std::string policy = "dchag";
   std::string aggregator = "linear";
   std::string run_dir = "runs/latest";
@@ -56,14 +57,6 @@ struct Options {
   bool save = true;
   std::int64_t save_every = 0;
 };
-
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stoi(item));
-  return out;
-}
 
 Options parse(int argc, char* argv[]) {
   Options o;
@@ -76,33 +69,14 @@ Options parse(int argc, char* argv[]) {
   o.model.heads = 4;
   o.model.levels = {4, 1};
   o.train.steps = 150;
-  int groups = -1;
-  std::string levels;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
       dchag::Impl::require(i + 1 < argc, "train_dchag: option ", a, " needs a value");
       return argv[++i];
     };
-    if (a == "--policy") o.policy = value();
-    else if (a == "--tp") o.tp = std::stoi(value());
-    else if (a == "--fsdp") o.fsdp = std::stoi(value());
-    else if (a == "--dp") o.dp = std::stoi(value());
-    else if (a == "--channels") o.model.channels = o.model.out_channels = std::stoi(value());
-    else if (a == "--height") o.model.height = std::stoi(value());
-    else if (a == "--width") o.model.width = std::stoi(value());
-    else if (a == "--patch") o.model.patch = std::stoi(value());
-    else if (a == "--dim") o.model.dim = std::stoi(value());
-    else if (a == "--depth") o.model.depth = std::stoi(value());
-    else if (a == "--heads") o.model.heads = std::stoi(value());
-    else if (a == "--groups") groups = std::stoi(value());
-    else if (a == "--levels") levels = value();
-    else if (a == "--aggregator") o.aggregator = value();
-    else if (a == "--steps") o.train.steps = std::stoll(value());
-    else if (a == "--batch") o.batch = std::stoi(value());
-    else if (a == "--lr") o.train.lr = std::stod(value());
-    else if (a == "--seed") o.model.seed = std::stoull(value());
-    else if (a == "--csv") o.csv = value();
+    if (dchag_example::parse_shared_option(a, value, o)) continue;
+    if (a == "--channels") o.model.channels = o.model.out_channels = std::stoi(value());
     else if (a == "--run-dir") o.run_dir = value();
     else if (a == "--resume") o.resume = value();
     else if (a == "--eval") o.eval = value();
@@ -124,19 +98,10 @@ Options parse(int argc, char* argv[]) {
     o.aggregator = info.aggregator == "cross_attention" ? "cross"
                    : info.aggregator == "linear"        ? "linear"
                                                         : "baseline";
-    groups = -1;
-    levels.clear();
+    o.groups = -1;
+    o.levels.clear();
   }
-  if (groups > 0) o.model.levels = {groups, 1};
-  if (!levels.empty()) o.model.levels = parse_list(levels);
-  if (o.aggregator == "baseline" && from.empty()) o.model.levels = {1};
-  dchag::Impl::require(o.aggregator == "linear" || o.aggregator == "cross" ||
-                           o.aggregator == "baseline",
-                       "train_dchag: --aggregator must be linear, cross or baseline, got '",
-                       o.aggregator, "'");
-  dchag::Impl::require(o.policy == "dchag" || o.policy == "tp",
-                       "train_dchag: --policy must be dchag or tp, got '", o.policy, "'");
-  dchag::Impl::require(o.batch > 0, "train_dchag: --batch must be positive, got ", o.batch);
+  dchag_example::finish_shared_options("train_dchag", o);
   dchag::Impl::require(o.train.steps >= 1, "train_dchag: --steps must be positive, got ",
                        o.train.steps);
   o.train.warmup_steps =
@@ -145,24 +110,14 @@ Options parse(int argc, char* argv[]) {
   return o;
 }
 
-double mean(const std::vector<double>& v, std::size_t begin, std::size_t end) {
-  double s = 0;
-  for (std::size_t i = begin; i < end; ++i) s += v[i];
-  return s / double(end - begin);
-}
-
 template <class Policy>
 int run(const Options& o) {
   Space space;
   dchag::Communicator world;
-  const int tp = o.tp > 0 ? o.tp : std::max(1, world.size() / (o.fsdp * o.dp));
-  dchag::ProcessGrid grid(world, tp, o.fsdp, o.dp);
+  const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  dchag::Impl::require(o.batch % grid.data_size() == 0, "train_dchag: the global batch ",
-                       o.batch, " does not split over dp x fsdp = ", grid.dp(), " x ",
-                       grid.fsdp(), " ranks");
-  const int local_batch = o.batch / grid.data_size();
+  const int local_batch = dchag_example::local_batch("train_dchag", grid, o.batch);
 
   dchag::WeatherConfig wc;
   wc.channels = mc.channels;
@@ -269,10 +224,12 @@ int run(const Options& o) {
                 double(n) * o.batch / total);
   dchag_example::print_peak_memory(world);
   if (!root) return 0;
-  if (n >= k && k > 0)
-    std::printf("loss: first %zu steps %.5f, last %zu steps %.5f (ratio %.3f)\n", k,
-                mean(losses, 0, k), k, mean(losses, n - k, n),
-                mean(losses, n - k, n) / mean(losses, 0, k));
+  if (n >= k && k > 0) {
+    const double first = dchag_example::mean(losses, 0, k);
+    const double last = dchag_example::mean(losses, n - k, n);
+    std::printf("loss: first %zu steps %.5f, last %zu steps %.5f (ratio %.3f)\n", k, first, k,
+                last, last / first);
+  }
   double mean_rmse = 0;
   for (double v : rmse) mean_rmse += v / rmse.size();
   std::printf("held-out lat-weighted RMSE (normalised units), mean over %zu variables: %.4f\n",
