@@ -18,7 +18,12 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
 #if defined(__unix__) || defined(__APPLE__)
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -137,7 +142,7 @@ TEST_CASE("safetensors: F64 round trip, and reading converts to float") {
   const std::string p = path_of("round_f64.safetensors");
   dchag::write_safetensors<double>(p, {{"x", {3, 4, 5}, a.data()}});
   const auto f = dchag::SafetensorsFile::read(p);
-  CHECK(f.metadata().empty());
+  CHECK(f.metadata().empty());  // the writer's checksums are not shown as metadata
   CHECK(f.info("x").dtype == "F64");
   CHECK(f.read<double>("x") == a);
   const auto narrow = f.read<float>("x");
@@ -240,7 +245,8 @@ TEST_CASE("safetensors refuses: invalid JSON") {
   CHECK_REFUSED("json_truncated", file_bytes(R"({"a":{"dtype":"F32","shape":[2],)", ""),
                 "invalid JSON header");
   CHECK_REFUSED("json_empty", file_bytes("", ""), "the header is empty");
-  CHECK_REFUSED("json_comma", file_bytes(R"({"a":1,})", ""), "invalid JSON header");
+  CHECK_REFUSED("json_comma", file_bytes(R"({"__metadata__":{"a":"b",}})", ""),
+                "invalid JSON header");
   CHECK_REFUSED("json_literal", file_bytes(R"({"a":true})", ""), "expected a value");
   CHECK_REFUSED("json_float",
                 file_bytes(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})",
@@ -255,8 +261,10 @@ TEST_CASE("safetensors refuses: invalid JSON") {
   CHECK_REFUSED("json_overlong", file_bytes("{\"\xc0\xaf\":{}}", ""), "invalid UTF-8");
   CHECK_REFUSED("json_huge_int", file_bytes(R"({"a":{"shape":[99999999999999999999]}})", ""),
                 "too large for 64 bits");
-  CHECK_REFUSED("json_deep", file_bytes(std::string(200, '[') + std::string(200, ']'), ""),
-                "nesting deeper");
+  // Nothing nests deeper than the format does, so no input makes the parser recurse.
+  CHECK_REFUSED("json_deep",
+                file_bytes(R"({"__metadata__":{"k":)" + std::string(100000, '[') + "]}}", ""),
+                "metadata entry 'k' is an array, not a string");
   CHECK_REFUSED("json_array", file_bytes("[]", ""), "the header is an array, not a JSON object");
 }
 
@@ -371,6 +379,135 @@ TEST_CASE("safetensors: the writer refuses what no reader would accept, and is a
       dchag::write_safetensors<float>(path_of("no/such/dir/x.safetensors"), {{"a", {2}, v}}),
       doctest::Contains("x.safetensors': cannot create the temporary file"), dchag::Error);
 }
+
+TEST_CASE("safetensors: a flipped data byte fails the checksum; files without checksums read") {
+  std::vector<float> a(64);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = float(i) - 20.f;
+  std::vector<double> b = {1.0, -2.5, 3.25};
+  const std::string p = path_of("checksum.safetensors");
+  dchag::write_safetensors<float>(p, {{"a", {8, 8}, a.data()}}, {{"note", "kept"}});
+  {
+    const auto f = dchag::SafetensorsFile::read(p);
+    CHECK(f.info("a").has_checksum);
+    // The checksums are the writer's bookkeeping, not metadata a copy would carry on.
+    CHECK(f.metadata().size() == 1);
+    CHECK(f.read<float>("a") == a);
+    CHECK(f.read<double>("a").size() == a.size());  // the converting path verifies too
+  }
+  std::string bytes = slurp(p);
+  bytes[bytes.size() - 9] ^= 0x10;  // one bit of one value
+  spit(p, bytes);
+  const auto f = dchag::SafetensorsFile::read(p);  // the header is intact
+  CHECK_THROWS_WITH_AS(f.read<float>("a"), doctest::Contains("tensor 'a' fails its checksum"),
+                       dchag::Error);
+  CHECK_THROWS_WITH_AS(f.read<double>("a"), doctest::Contains("the file is corrupt"),
+                       dchag::Error);
+  // Files of other writers carry no checksum and read as before.
+  const std::string plain = file_bytes(
+      R"({"d":{"dtype":"F64","shape":[3],"data_offsets":[0,24]}})",
+      std::string(reinterpret_cast<const char*>(b.data()), 24));
+  const auto g = dchag::SafetensorsFile::from_bytes(plain);
+  CHECK_FALSE(g.info("d").has_checksum);
+  CHECK(g.read<double>("d") == b);
+  CHECK_REFUSED("bad_checksums",
+                file_bytes(R"({"__metadata__":{"dchag.fnv1a64":"12"},)"
+                           R"("d":{"dtype":"F64","shape":[3],"data_offsets":[0,24]}})",
+                           std::string(24, 'x')),
+                "comma-separated 16-digit checksums");
+  const float v[2] = {1.f, 2.f};
+  CHECK_THROWS_WITH_AS(
+      dchag::write_safetensors<float>(path_of("reserved.safetensors"), {{"a", {2}, v}},
+                                      {{"dchag.fnv1a64", "x"}}),
+      doctest::Contains("reserved"), dchag::Error);
+}
+
+TEST_CASE("safetensors: what a header may cost is bounded by its size") {
+  // A shape of a million ones once cost ~130 bytes per entry; now it is refused at the 65th.
+  std::string ones = "1";
+  for (int i = 1; i < 1000000; ++i) ones += ",1";
+  CHECK_REFUSED("long_shape",
+                file_bytes(R"({"a":{"dtype":"F32","shape":[)" + ones + R"(],"data_offsets":[0,4]}})",
+                           std::string(4, 'x')),
+                "more dimensions than the 64 allowed");
+  // 64 dimensions are still fine.
+  std::string sixty_four = "1";
+  for (int i = 1; i < 64; ++i) sixty_four += ",1";
+  const auto f = dchag::SafetensorsFile::from_bytes(file_bytes(
+      R"({"a":{"dtype":"F32","shape":[)" + sixty_four + R"(],"data_offsets":[0,4]}})",
+      std::string(4, 'x')));
+  CHECK(f.info("a").shape.size() == 64);
+  // Many empty tensors: one entry each, no tree of JSON values behind them.
+  std::string many = "{";
+  for (int i = 0; i < 100000; ++i)
+    many += (i ? "," : "") + ("\"t" + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[0],"
+                                                          "\"data_offsets\":[0,0]}");
+  many += "}";
+  CHECK(dchag::SafetensorsFile::from_bytes(file_bytes(many, "")).size() == 100000);
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+TEST_CASE("safetensors: a FIFO or a directory is refused before it is opened") {
+  const std::string fifo = path_of("fifo.safetensors");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // Opening a FIFO for reading would block until a writer appears.
+  CHECK_THROWS_WITH_AS(dchag::SafetensorsFile::read(fifo), doctest::Contains("not a regular file"),
+                       dchag::Error);
+  CHECK_THROWS_WITH_AS(dchag::SafetensorsFile::read(scratch().string()),
+                       doctest::Contains("not a regular file (a directory)"), dchag::Error);
+}
+
+TEST_CASE("safetensors: a header that cannot be written leaves no temporary file") {
+  const float v[2] = {1.f, 2.f};
+  const std::string p = path_of("full_disk.safetensors");
+  // A file size limit makes writes fail as a full disk does (EFBIG instead of ENOSPC).
+  struct rlimit old;
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 4096;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string error;
+  try {
+    dchag::write_safetensors<float>(p, {{"a", {2}, v}}, {{"big", std::string(100000, 'x')}});
+  } catch (const dchag::Error& e) {
+    error = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(error.find("writing the header") != std::string::npos);
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(scratch()))
+    files += e.path().filename().string().rfind("full_disk.safetensors", 0) == 0;
+  CHECK(files == 0);
+}
+
+TEST_CASE("safetensors: remove_stale_temporaries removes only dead writers' files of this host") {
+  const fs::path dir = scratch() / "stale";
+  fs::create_directories(dir);
+  // A pid that surely belongs to no process: a child that has exited and been reaped.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  const std::string host = dchag::Impl::host_name();
+  const std::string dead = std::to_string(child), alive = std::to_string(::getpid());
+  const std::vector<std::string> removed_names = {
+      "checkpoint.safetensors.tmp." + host + "." + dead + ".1",
+      "checkpoint_step4.safetensors.tmp." + dead + ".2"};  // without a host: earlier versions
+  const std::vector<std::string> kept_names = {
+      "checkpoint.safetensors", "checkpoint.safetensors.tmp." + host + "." + alive + ".1",
+      "checkpoint.safetensors.tmp.another-node." + dead + ".1", "notes.tmp." + dead + ".1",
+      "checkpoint.safetensors.tmp." + host + ".x.1"};
+  for (const auto& n : removed_names) spit((dir / n).string(), "x");
+  for (const auto& n : kept_names) spit((dir / n).string(), "x");
+  auto removed = dchag::remove_stale_temporaries(dir.string());
+  CHECK(removed.size() == removed_names.size());
+  for (const auto& n : removed_names) CHECK_FALSE(fs::exists(dir / n));
+  for (const auto& n : kept_names) CHECK(fs::exists(dir / n));
+  CHECK(dchag::remove_stale_temporaries((dir / "missing").string()).empty());
+}
+#endif
 
 // ---- fuzzing ------------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <string>
 
+#include <dchag/core/hash.hpp>
+
 namespace dchag {
 
 namespace Impl {
@@ -158,14 +160,7 @@ class CounterRng {
 
 // A stream number from a parameter name (64-bit FNV-1a), e.g. stream_id("blocks.3.mlp.fc1.weight"):
 // names are logical and rank-independent, so every rank derives the same stream for a tensor.
-inline std::uint64_t stream_id(const std::string& name) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (char ch : name) {
-    h ^= static_cast<unsigned char>(ch);
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
+inline std::uint64_t stream_id(const std::string& name) { return Impl::fnv1a(name); }
 
 }  // namespace dchag
 

@@ -32,7 +32,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 #include <limits>
 #include <map>
 #include <memory>
@@ -44,10 +46,12 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <signal.h>
 #include <unistd.h>
 #endif
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/hash.hpp>
 
 namespace dchag {
 
@@ -57,6 +61,10 @@ struct SafetensorsInfo {
   std::string dtype;                // as in the file: "F32", "F64", "F16", "BF16", "I64", ...
   std::vector<std::size_t> shape;   // [] is a scalar (one element)
   std::uint64_t begin = 0, end = 0; // byte range in the data section
+  // FNV-1a 64 of the tensor's bytes as stored, when the file records it (SafetensorsWriter
+  // does, under the metadata key "dchag.fnv1a64"); reading the tensor verifies it.
+  std::uint64_t checksum = 0;
+  bool has_checksum = false;
 
   std::size_t elements() const {
     std::size_t n = 1;
@@ -70,6 +78,18 @@ namespace Impl {
 // The header may not exceed this (the reference implementation's limit): a corrupt length
 // must not make us allocate gigabytes before finding out.
 constexpr std::uint64_t safetensors_max_header = 100000000;
+
+// Metadata key of the per-tensor checksums: 16 lowercase hex digits of FNV-1a 64 per tensor, in
+// header order, separated by commas. A flipped bit in the data is then refused on reading
+// instead of loading silently; other readers see one more metadata string.
+constexpr const char* safetensors_checksum_key = "dchag.fnv1a64";
+
+inline std::string hex16(std::uint64_t v) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = digits[v & 15];
+  return s;
+}
 
 // Bytes per element of every dtype the format defines (0: not a known dtype).
 inline std::size_t safetensors_dtype_size(const std::string& dtype) {
@@ -210,53 +230,65 @@ inline bool valid_utf8(const std::string& s) {
   return true;
 }
 
-// ---- the JSON subset of a safetensors header --------------------------------------------------
+// ---- the header ---------------------------------------------------------------------------------
 
-struct JsonValue {
-  enum class Kind { Object, Array, String, Integer };
-  Kind kind = Kind::Object;
-  std::string text;              // String
-  std::uint64_t integer = 0;     // Integer (magnitude)
-  bool negative = false;         // Integer
-  std::vector<std::string> keys; // Object, in file order (unique)
-  std::vector<JsonValue> items;  // Object values (parallel to keys) or Array items
+// What a header may cost is bounded by its size. It is parsed in one pass straight into the
+// tensor list and the metadata, without a document tree (whose nodes cost ~100 bytes per JSON
+// value: a 100 MB header holding a shape of 50 M ones took gigabytes); a shape has at most
+// safetensors_max_rank dimensions; nothing nests deeper than the format does (header ->
+// entry -> array), so no input makes the parser recurse. Memory is then a small multiple of
+// the header's bytes and time is linear in them.
+constexpr std::size_t safetensors_max_rank = 64;
 
-  const char* kind_name() const {
-    switch (kind) {
-      case Kind::Object: return "an object";
-      case Kind::Array: return "an array";
-      case Kind::String: return "a string";
-      default: return "an integer";
-    }
-  }
-};
-
-// Recursive descent over [begin, end). Strict JSON (RFC 8259) restricted to what a header
-// holds: no true/false/null, no fractions or exponents. Nesting is bounded so that a hostile
-// "[[[[..." cannot exhaust the stack.
-class JsonParser {
+// Strict JSON (RFC 8259) in the shape of a safetensors header: an object whose members are
+// tensor entries {"dtype": string, "shape": [integers], "data_offsets": [integer, integer]} and
+// at most one "__metadata__" object of strings; no true/false/null, fractions or exponents.
+// Syntax errors say "invalid JSON header at byte N"; a value of the wrong kind names the tensor
+// and the field.
+class SafetensorsHeaderParser {
  public:
-  JsonParser(const char* begin, const char* end, std::string where)
+  SafetensorsHeaderParser(const char* begin, const char* end, std::string where)
       : begin_(begin), p_(begin), end_(end), where_(std::move(where)) {}
 
-  JsonValue parse_document() {
+  // Entries in header order, as written (the caller checks them against the data).
+  void parse(std::vector<SafetensorsInfo>& tensors, std::map<std::string, std::string>& metadata) {
     skip_space();
     if (p_ == end_) fail("the header is empty");
-    JsonValue v = parse_value(0);
+    if (*p_ != '{') refuse("the header is ", kind_here(), ", not a JSON object");
+    ++p_;
+    std::set<std::string> names;
+    if (at('}')) {
+      ++p_;
+    } else {
+      do {
+        std::string key = parse_key();
+        if (!names.insert(key).second) fail(concat("duplicate tensor name '", key, "'"));
+        expect(':', "after an object key");
+        if (key == "__metadata__") parse_metadata(metadata);
+        else tensors.push_back(parse_entry(std::move(key)));
+      } while (next_member());
+    }
     skip_space();  // the reference writer pads the header with spaces
     if (p_ != end_) fail("unexpected text after the JSON object");
-    return v;
   }
 
  private:
-  static constexpr int max_depth = 64;
-
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(concat(where_, ": invalid JSON header at byte ", p_ - begin_, ": ", what));
   }
 
+  template <class... Args>
+  [[noreturn]] void refuse(const Args&... what) const {
+    throw Error(concat(where_, ": ", what...));
+  }
+
   void skip_space() {
     while (p_ != end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
+  }
+
+  bool at(char c) {
+    skip_space();
+    return p_ != end_ && *p_ == c;
   }
 
   void expect(char c, const char* context) {
@@ -273,81 +305,135 @@ class JsonParser {
     return concat("byte 0x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
   }
 
-  JsonValue parse_value(int depth) {
-    if (depth > max_depth) fail(concat("nesting deeper than ", max_depth, " levels"));
+  // The kind of the value that starts here, for messages. Text that starts no value a header
+  // can hold is a syntax error.
+  const char* kind_here() {
     skip_space();
     if (p_ == end_) fail("the header ends where a value was expected");
     const char c = *p_;
-    if (c == '{') return parse_object(depth);
-    if (c == '[') return parse_array(depth);
-    if (c == '"') {
-      JsonValue v;
-      v.kind = JsonValue::Kind::String;
-      v.text = parse_string();
-      return v;
-    }
-    if (c == '-' || (c >= '0' && c <= '9')) return parse_integer();
+    if (c == '{') return "an object";
+    if (c == '[') return "an array";
+    if (c == '"') return "a string";
+    if (c == '-' || (c >= '0' && c <= '9')) return "an integer";
     fail(concat("expected a value, found ", describe_here(),
                 " (a safetensors header holds only objects, arrays, strings and integers)"));
   }
 
-  JsonValue parse_object(int depth) {
-    JsonValue v;
-    v.kind = JsonValue::Kind::Object;
-    std::set<std::string> seen;
-    ++p_;  // '{'
-    skip_space();
-    if (p_ != end_ && *p_ == '}') {
+  // After an object member: true at ',' (another member follows), false at the closing '}'.
+  bool next_member() {
+    if (at(',')) {
       ++p_;
-      return v;
+      return true;
     }
-    for (;;) {
-      skip_space();
-      if (p_ == end_ || *p_ != '"')
-        fail(concat("expected a string key in an object, found ", describe_here()));
-      std::string key = parse_string();
-      if (!seen.insert(key).second)
-        fail(depth == 0 ? concat("duplicate tensor name '", key, "'")
-                        : concat("duplicate key '", key, "'"));
-      expect(':', "after an object key");
-      v.keys.push_back(std::move(key));
-      v.items.push_back(parse_value(depth + 1));
-      skip_space();
-      if (p_ != end_ && *p_ == ',') {
-        ++p_;
-        continue;
-      }
-      expect('}', "or ',' in an object");
-      return v;
-    }
+    expect('}', "or ',' in an object");
+    return false;
   }
 
-  JsonValue parse_array(int depth) {
-    JsonValue v;
-    v.kind = JsonValue::Kind::Array;
-    ++p_;  // '['
-    skip_space();
-    if (p_ != end_ && *p_ == ']') {
+  std::string parse_key() {
+    if (!at('"')) fail(concat("expected a string key in an object, found ", describe_here()));
+    return parse_string();
+  }
+
+  void parse_metadata(std::map<std::string, std::string>& metadata) {
+    if (!at('{')) refuse("\"__metadata__\" is ", kind_here(), ", not an object of strings");
+    ++p_;
+    if (at('}')) {
       ++p_;
-      return v;
+      return;
+    }
+    do {
+      std::string key = parse_key();
+      if (metadata.count(key)) fail(concat("duplicate key '", key, "'"));
+      expect(':', "after an object key");
+      if (!at('"')) refuse("metadata entry '", key, "' is ", kind_here(), ", not a string");
+      std::string value = parse_string();
+      metadata.emplace(std::move(key), std::move(value));
+    } while (next_member());
+  }
+
+  SafetensorsInfo parse_entry(std::string name) {
+    SafetensorsInfo t;
+    t.name = std::move(name);
+    const std::string& n = t.name;
+    if (!at('{'))
+      refuse("tensor '", n, "' is described by ", kind_here(),
+             ", not an object with dtype, shape and data_offsets");
+    ++p_;
+    bool dtype = false, shape = false, offsets = false;
+    if (at('}')) {
+      ++p_;
+    } else {
+      do {
+        const std::string key = parse_key();
+        bool* seen = key == "dtype" ? &dtype : key == "shape" ? &shape
+                   : key == "data_offsets" ? &offsets : nullptr;
+        if (!seen)
+          refuse("tensor '", n, "' has an unknown field '", key,
+                 "' (expected dtype, shape and data_offsets)");
+        if (*seen) fail(concat("duplicate key '", key, "'"));
+        *seen = true;
+        expect(':', "after an object key");
+        if (seen == &dtype) {
+          if (!at('"')) refuse("tensor '", n, "': dtype is ", kind_here(), ", not a string");
+          t.dtype = parse_string();
+        } else if (seen == &shape) {
+          if (!at('[')) refuse("tensor '", n, "': shape is ", kind_here(), ", not an array");
+          const auto dims = parse_integers(n, "shape entries", safetensors_max_rank,
+                                           "shape has more dimensions than the 64 allowed");
+          for (auto d : dims) {
+            if (d > std::numeric_limits<std::size_t>::max())
+              refuse("tensor '", n, "': shape entry ", d, " is too large");
+            t.shape.push_back(static_cast<std::size_t>(d));
+          }
+        } else {
+          const char* form = "data_offsets must be an array [begin, end]";
+          if (!at('[')) refuse("tensor '", n, "': ", form);
+          const auto range = parse_integers(n, "data_offsets", 2, form);
+          if (range.size() != 2) refuse("tensor '", n, "': ", form);
+          t.begin = range[0];
+          t.end = range[1];
+        }
+      } while (next_member());
+    }
+    if (!dtype || !shape || !offsets)
+      refuse("tensor '", n, "' lacks ",
+             !dtype ? "\"dtype\"" : !shape ? "\"shape\"" : "\"data_offsets\"");
+    return t;
+  }
+
+  // An array of at most `most` non-negative integers (at '[').
+  std::vector<std::uint64_t> parse_integers(const std::string& n, const char* what,
+                                            std::size_t most, const char* too_many) {
+    ++p_;  // '['
+    std::vector<std::uint64_t> out;
+    if (at(']')) {
+      ++p_;
+      return out;
     }
     for (;;) {
-      v.items.push_back(parse_value(depth + 1));
-      skip_space();
-      if (p_ != end_ && *p_ == ',') {
+      const char* kind = kind_here();
+      if (*p_ != '-' && (*p_ < '0' || *p_ > '9'))
+        refuse("tensor '", n, "': ", what, " must be non-negative integers, found ", kind);
+      bool negative = false;
+      const std::uint64_t v = parse_integer(negative);
+      if (negative)
+        refuse("tensor '", n, "': ", what, " must be non-negative integers, found a negative "
+               "integer");
+      if (out.size() == most) refuse("tensor '", n, "': ", too_many);
+      out.push_back(v);
+      if (at(',')) {
         ++p_;
         continue;
       }
       expect(']', "or ',' in an array");
-      return v;
+      return out;
     }
   }
 
-  JsonValue parse_integer() {
-    JsonValue v;
-    v.kind = JsonValue::Kind::Integer;
+  std::uint64_t parse_integer(bool& negative) {
+    negative = false;
     if (*p_ == '-') {
-      v.negative = true;
+      negative = true;
       ++p_;
     }
     if (p_ == end_ || *p_ < '0' || *p_ > '9') fail("expected digits after '-'");
@@ -363,8 +449,7 @@ class JsonParser {
     }
     if (p_ != end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E'))
       fail("only integers may appear in a safetensors header (no fractions or exponents)");
-    v.integer = n;
-    return v;
+    return n;
   }
 
   unsigned hex4() {
@@ -466,6 +551,91 @@ class JsonParser {
   std::string where_;
 };
 
+// This host's name as it may appear in a file name (only [A-Za-z0-9-], anything else as '-'),
+// "host" when unknown; and this process's id (0 when unknown).
+inline std::string host_name() {
+  std::string name;
+#if defined(__unix__) || defined(__APPLE__)
+  char buffer[256] = {};
+  if (::gethostname(buffer, sizeof buffer - 1) == 0) name = buffer;
+#endif
+  for (char& c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+      c = '-';
+  return name.empty() ? "host" : name;
+}
+
+inline long process_id() {
+#if defined(__unix__) || defined(__APPLE__)
+  return static_cast<long>(::getpid());
+#else
+  return 0;
+#endif
+}
+
+// Is process `pid` of this host alive? Unknown counts as alive (nothing is removed then).
+inline bool process_alive(long pid) {
+#if defined(__unix__) || defined(__APPLE__)
+  if (pid <= 0) return true;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+#else
+  (void)pid;
+  return true;
+#endif
+}
+
+inline bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The writer's pid if `file` is a temporary SafetensorsWriter made on this host:
+// "<name>.safetensors.tmp.<host>.<pid>.<n>" (or "<name>.safetensors.tmp.<pid>.<n>" of earlier
+// versions, which did not record the host); -1 otherwise.
+inline long temporary_writer(const std::string& file, const std::string& host) {
+  const std::size_t at = file.rfind(".safetensors.tmp.");
+  if (at == std::string::npos || at == 0) return -1;
+  std::vector<std::string> fields;
+  std::string rest = file.substr(at + std::string(".safetensors.tmp.").size());
+  for (std::size_t dot; (dot = rest.rfind('.')) != std::string::npos && fields.size() < 2;) {
+    fields.push_back(rest.substr(dot + 1));
+    rest.resize(dot);
+  }
+  // fields = {n, pid} with the host left in rest, or {n} with the pid in rest.
+  if (fields.size() == 2 && rest == host && all_digits(fields[0]) && all_digits(fields[1]) &&
+      fields[1].size() < 10)
+    return std::stol(fields[1]);
+  if (fields.size() == 1 && all_digits(fields[0]) && all_digits(rest) && rest.size() < 10)
+    return std::stol(rest);
+  return -1;
+}
+
+}  // namespace Impl
+
+// Removes the temporary files that SafetensorsWriters of processes that no longer run (killed
+// during a save) left in `directory`, and returns their paths. Only files whose name says they
+// were made on this host by a process that is not alive are touched: a save in progress,
+// another node's, and every other file are left alone. A missing directory holds none.
+inline std::vector<std::string> remove_stale_temporaries(const std::string& directory) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  std::filesystem::directory_iterator it(directory, ec), end;
+  if (ec) return removed;
+  const std::string host = Impl::host_name();
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    std::error_code type_error;
+    if (!it->is_regular_file(type_error)) continue;
+    const std::string name = it->path().filename().string();
+    const long pid = Impl::temporary_writer(name, host);
+    if (pid < 0 || Impl::process_alive(pid)) continue;
+    std::error_code remove_error;
+    if (std::filesystem::remove(it->path(), remove_error)) removed.push_back(it->path().string());
+  }
+  return removed;
+}
+
+namespace Impl {
+
 // JSON text of a string, escaped for the header. Text that is not valid UTF-8 is refused: every
 // safetensors reader, this one included, would refuse the file.
 inline std::string json_quote(const std::string& s, const std::string& what) {
@@ -493,6 +663,14 @@ class SafetensorsSource {
   static std::shared_ptr<SafetensorsSource> open_file(const std::string& path) {
     auto s = std::make_shared<SafetensorsSource>();
     s->label_ = "safetensors file '" + path + "'";
+    // Opening a FIFO would block until someone writes to it, and a directory or a device has
+    // no meaningful size: only regular files (or links to them) are read.
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+      throw Error(concat(s->label_, ": is not a regular file (",
+                         std::filesystem::is_directory(status) ? "a directory" : "a FIFO, socket or device",
+                         ")"));
     s->file_ = std::make_shared<std::ifstream>(path, std::ios::binary);
     if (!*s->file_)
       throw Error(concat(s->label_, ": cannot open it for reading (", std::strerror(errno), ")"));
@@ -590,21 +768,28 @@ class SafetensorsFile {
     const bool direct = Impl::host_is_little_endian() &&
                         ((t.dtype == "F32" && std::is_same<T, float>::value) ||
                          (t.dtype == "F64" && std::is_same<T, double>::value));
+    Impl::Fnv1a hash;
     if (direct) {
       source_->read(start, count * width, reinterpret_cast<unsigned char*>(out),
                     "tensor '" + name + "'");
-      return;
+      if (t.has_checksum) hash.update(out, count * width);
+    } else {
+      // Converted in chunks: a large tensor never needs a second full-size buffer.
+      constexpr std::size_t chunk = std::size_t(1) << 16;
+      std::vector<unsigned char> raw(std::min(count, chunk) * width);
+      for (std::size_t done = 0; done < count;) {
+        const std::size_t n = std::min(chunk, count - done);
+        source_->read(start + done * width, n * width, raw.data(), "tensor '" + name + "'");
+        if (t.has_checksum) hash.update(raw.data(), n * width);
+        for (std::size_t i = 0; i < n; ++i)
+          out[done + i] = Impl::decode_element<T>(t.dtype, raw.data(), i);
+        done += n;
+      }
     }
-    // Converted in chunks: a large tensor never needs a second full-size buffer.
-    constexpr std::size_t chunk = std::size_t(1) << 16;
-    std::vector<unsigned char> raw(std::min(count, chunk) * width);
-    for (std::size_t done = 0; done < count;) {
-      const std::size_t n = std::min(chunk, count - done);
-      source_->read(start + done * width, n * width, raw.data(), "tensor '" + name + "'");
-      for (std::size_t i = 0; i < n; ++i)
-        out[done + i] = Impl::decode_element<T>(t.dtype, raw.data(), i);
-      done += n;
-    }
+    Impl::require(!t.has_checksum || hash.value() == t.checksum, label(), ": tensor '", name,
+                  "' fails its checksum (its bytes hash to ", Impl::hex16(hash.value()),
+                  ", the header records ", Impl::hex16(t.checksum),
+                  "): the file is corrupt or was changed after it was written");
   }
 
   template <class T>
@@ -639,73 +824,24 @@ class SafetensorsFile {
   }
 
   void parse_header(const std::string& header, std::uint64_t data_size) {
-    const Impl::JsonValue root =
-        Impl::JsonParser(header.data(), header.data() + header.size(), label()).parse_document();
-    Impl::require(root.kind == Impl::JsonValue::Kind::Object, label(),
-                  ": the header is ", root.kind_name(), ", not a JSON object");
-    for (std::size_t i = 0; i < root.keys.size(); ++i) {
-      if (root.keys[i] == "__metadata__")
-        read_metadata(root.items[i]);
-      else
-        tensors_.push_back(read_entry(root.keys[i], root.items[i], data_size));
-    }
+    Impl::SafetensorsHeaderParser(header.data(), header.data() + header.size(), label())
+        .parse(tensors_, metadata_);
+    for (auto& t : tensors_) check_entry(t, data_size);
+    read_checksums();
     check_layout(data_size);
     for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   }
 
-  void read_metadata(const Impl::JsonValue& v) {
-    Impl::require(v.kind == Impl::JsonValue::Kind::Object, label(),
-                  ": \"__metadata__\" is ", v.kind_name(), ", not an object of strings");
-    for (std::size_t i = 0; i < v.keys.size(); ++i) {
-      Impl::require(v.items[i].kind == Impl::JsonValue::Kind::String, label(),
-                    ": metadata entry '", v.keys[i], "' is ", v.items[i].kind_name(),
-                    ", not a string");
-      metadata_[v.keys[i]] = v.items[i].text;
-    }
-  }
-
-  std::uint64_t integer(const Impl::JsonValue& v, const std::string& name, const char* what) const {
-    Impl::require(v.kind == Impl::JsonValue::Kind::Integer && !v.negative, label(), ": tensor '",
-                  name, "': ", what, " must be non-negative integers, found ",
-                  v.kind == Impl::JsonValue::Kind::Integer ? "a negative integer" : v.kind_name());
-    return v.integer;
-  }
-
-  SafetensorsInfo read_entry(const std::string& name, const Impl::JsonValue& v,
-                             std::uint64_t data_size) const {
-    using Kind = Impl::JsonValue::Kind;
-    Impl::require(v.kind == Kind::Object, label(), ": tensor '", name, "' is described by ",
-                  v.kind_name(), ", not an object with dtype, shape and data_offsets");
-    const Impl::JsonValue *dtype = nullptr, *shape = nullptr, *offsets = nullptr;
-    for (std::size_t i = 0; i < v.keys.size(); ++i) {
-      const std::string& k = v.keys[i];
-      if (k == "dtype") dtype = &v.items[i];
-      else if (k == "shape") shape = &v.items[i];
-      else if (k == "data_offsets") offsets = &v.items[i];
-      else
-        throw Error(Impl::concat(label(), ": tensor '", name, "' has an unknown field '", k,
-                                 "' (expected dtype, shape and data_offsets)"));
-    }
-    Impl::require(dtype && shape && offsets, label(), ": tensor '", name, "' lacks ",
-                  !dtype ? "\"dtype\"" : !shape ? "\"shape\"" : "\"data_offsets\"");
-    SafetensorsInfo t;
-    t.name = name;
-    Impl::require(dtype->kind == Kind::String, label(), ": tensor '", name, "': dtype is ",
-                  dtype->kind_name(), ", not a string");
-    t.dtype = dtype->text;
+  // The dtype is known and the byte range holds exactly the shape, inside the data.
+  void check_entry(SafetensorsInfo& t, std::uint64_t data_size) const {
+    const std::string& name = t.name;
     const std::size_t width = Impl::safetensors_dtype_size(t.dtype);
     Impl::require(width > 0, label(), ": tensor '", name, "' has unknown dtype '", t.dtype, "'");
-    Impl::require(shape->kind == Kind::Array, label(), ": tensor '", name, "': shape is ",
-                  shape->kind_name(), ", not an array");
     // Element and byte counts in 64 bits with overflow checks: a corrupt shape must be refused,
     // not wrapped around into a small, plausible size.
     std::uint64_t elements = 1;
     bool overflow = false;
-    for (const auto& d : shape->items) {
-      const std::uint64_t e = integer(d, name, "shape entries");
-      Impl::require(e <= std::numeric_limits<std::size_t>::max(), label(), ": tensor '", name,
-                    "': shape entry ", e, " is too large");
-      t.shape.push_back(static_cast<std::size_t>(e));
+    for (const auto e : t.shape) {
       if (e != 0 && elements > std::numeric_limits<std::uint64_t>::max() / e) overflow = true;
       else elements *= e;
     }
@@ -713,10 +849,6 @@ class SafetensorsFile {
                       elements <= std::numeric_limits<std::size_t>::max(),
                   label(), ": tensor '", name, "': shape ", Impl::shape_text(t.shape),
                   " has more elements than can be addressed");
-    Impl::require(offsets->kind == Kind::Array && offsets->items.size() == 2, label(),
-                  ": tensor '", name, "': data_offsets must be an array [begin, end]");
-    t.begin = integer(offsets->items[0], name, "data_offsets");
-    t.end = integer(offsets->items[1], name, "data_offsets");
     Impl::require(t.begin <= t.end, label(), ": tensor '", name, "': data_offsets [", t.begin,
                   ", ", t.end, "] end before they begin");
     const std::uint64_t bytes = elements * width;
@@ -725,7 +857,36 @@ class SafetensorsFile {
                   " bytes, but data_offsets [", t.begin, ", ", t.end, "] hold ", t.end - t.begin);
     Impl::require(t.end <= data_size, label(), ": tensor '", name, "': data_offsets [", t.begin,
                   ", ", t.end, "] run past the end of the data (", data_size, " bytes)");
-    return t;
+  }
+
+  // The checksums SafetensorsWriter records (one per tensor, in header order); files without
+  // them (other writers) are read unchecked.
+  void read_checksums() {
+    const auto it = metadata_.find(Impl::safetensors_checksum_key);
+    if (it == metadata_.end()) return;
+    const std::string& text = it->second;
+    const std::size_t n = tensors_.size();
+    const bool sized = n == 0 ? text.empty() : text.size() == 17 * n - 1;
+    Impl::require(sized, label(), ": metadata '", Impl::safetensors_checksum_key, "' holds ",
+                  text.size(), " characters, not the ", n, " comma-separated 16-digit checksums "
+                  "of its ", n, " tensors");
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t h = 0;
+      for (std::size_t k = 0; k < 16; ++k) {
+        const char c = text[17 * i + k];
+        const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        Impl::require(digit >= 0, label(), ": metadata '", Impl::safetensors_checksum_key,
+                      "' is not a list of hexadecimal checksums (character ", 17 * i + k, ")");
+        h = (h << 4) | static_cast<std::uint64_t>(digit);
+      }
+      Impl::require(i + 1 == n || text[17 * i + 16] == ',', label(), ": metadata '",
+                    Impl::safetensors_checksum_key, "' is not comma-separated");
+      tensors_[i].checksum = h;
+      tensors_[i].has_checksum = true;
+    }
+    // The writer's bookkeeping, not the user's metadata: copying metadata() into a new file
+    // must not carry checksums of other bytes.
+    metadata_.erase(it);
   }
 
   // The byte ranges must tile [0, data_size) exactly, as the format requires.
@@ -778,18 +939,24 @@ class SafetensorsWriter {
     file_ = std::fopen(temp_.c_str(), "wb");
     Impl::require(file_ != nullptr, label(), ": cannot create the temporary file '", temp_,
                   "' (", std::strerror(errno), ")");
-    unsigned char length[8];
-    Impl::store_le<std::uint64_t>(header.size(), length);
-    put(length, 8, "the header length");
-    put(header.data(), header.size(), "the header");
+    // A constructor that throws runs no destructor: close and remove the temporary here (a full
+    // disk would otherwise leave one behind at every attempt).
+    try {
+      unsigned char length[8];
+      Impl::store_le<std::uint64_t>(header.size(), length);
+      put(length, 8, "the header length");
+      put(header.data(), header.size(), "the header");
+    } catch (...) {
+      discard();
+      throw;
+    }
   }
 
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
 
   ~SafetensorsWriter() {
-    if (file_) std::fclose(file_);
-    if (!committed_ && !temp_.empty()) std::remove(temp_.c_str());
+    if (!committed_) discard();
   }
 
   // The next tensor's values (it must be `name`, the next entry): count of them, converted to
@@ -810,8 +977,10 @@ class SafetensorsWriter {
     Impl::require(count == expected, label(), ": tensor '", name, "' has shape ",
                   Impl::shape_text(e.shape), " = ", expected, " values, but ", count,
                   " were given");
-    if (e.dtype == "F32") put_values<float>(data, count, name);
-    else put_values<double>(data, count, name);
+    Impl::Fnv1a hash;
+    if (e.dtype == "F32") put_values<float>(data, count, name, hash);
+    else put_values<double>(data, count, name, hash);
+    checksums_ += (next_ ? "," : "") + Impl::hex16(hash.value());
     ++next_;
   }
 
@@ -822,7 +991,12 @@ class SafetensorsWriter {
                   entries_.size(), " tensors; '", next_ < entries_.size() ? entries_[next_].name : "",
                   "' and later were never written");
     int err = 0;
-    if (std::fflush(file_) != 0) err = errno;
+    // The checksums are known only now: they fill the placeholder the header left for them
+    // (the same number of characters, so no offset moves).
+    if (std::fseek(file_, static_cast<long>(8 + checksum_at_), SEEK_SET) != 0 ||
+        std::fwrite(checksums_.data(), 1, checksums_.size(), file_) != checksums_.size())
+      err = errno ? errno : EIO;
+    if (err == 0 && std::fflush(file_) != 0) err = errno;
 #if defined(__unix__) || defined(__APPLE__)
     // The data must be on disk before the rename makes the file visible under its real name.
     if (err == 0 && ::fsync(fileno(file_)) != 0) err = errno;
@@ -842,19 +1016,18 @@ class SafetensorsWriter {
  private:
   std::string label() const { return "safetensors file '" + path_ + "'"; }
 
-  std::string make_header(const std::map<std::string, std::string>& metadata) const {
-    std::string h = "{";
-    if (!metadata.empty()) {
-      h += "\"__metadata__\":{";
-      bool first = true;
-      for (const auto& kv : metadata) {
-        if (!first) h += ',';
-        first = false;
-        h += Impl::json_quote(kv.first, label() + ": metadata key") + ':' +
-             Impl::json_quote(kv.second, label() + ": metadata '" + kv.first + "'");
-      }
-      h += '}';
-    }
+  std::string make_header(const std::map<std::string, std::string>& metadata) {
+    Impl::require(metadata.count(Impl::safetensors_checksum_key) == 0, label(),
+                  ": metadata key '", Impl::safetensors_checksum_key,
+                  "' is reserved for the checksums the writer records");
+    std::string h = "{\"__metadata__\":{";
+    for (const auto& kv : metadata)
+      h += Impl::json_quote(kv.first, label() + ": metadata key") + ':' +
+           Impl::json_quote(kv.second, label() + ": metadata '" + kv.first + "'") + ',';
+    h += std::string("\"") + Impl::safetensors_checksum_key + "\":\"";
+    checksum_at_ = h.size();
+    for (std::size_t i = 0; i < entries_.size(); ++i) h += i ? ",0000000000000000" : "0000000000000000";
+    h += "\"}";
     std::uint64_t offset = 0;
     std::vector<std::string> seen;
     for (const auto& e : entries_) {
@@ -888,15 +1061,21 @@ class SafetensorsWriter {
     return h;
   }
 
+  // ".tmp.<host>.<pid>.<n>": unique among the writers of one directory, also on a file system
+  // that several nodes share, and enough for remove_stale_temporaries to tell whether the
+  // writer is still alive.
   static std::string temp_name_suffix() {
     static std::atomic<int> counter{0};
-    long pid = 0;
-#if defined(__unix__) || defined(__APPLE__)
-    pid = static_cast<long>(::getpid());
-#endif
-    return Impl::concat(".tmp.", pid, ".", ++counter);
+    return Impl::concat(".tmp.", Impl::host_name(), ".", Impl::process_id(), ".", ++counter);
   }
   std::string temp_name() const { return path_ + temp_name_suffix(); }
+
+  void discard() {
+    if (file_) std::fclose(file_);
+    file_ = nullptr;
+    if (!temp_.empty()) std::remove(temp_.c_str());
+    temp_.clear();
+  }
 
   void put(const void* data, std::size_t n, const char* what) {
     if (n == 0) return;
@@ -908,9 +1087,10 @@ class SafetensorsWriter {
   }
 
   template <class Stored, class T>
-  void put_values(const T* data, std::size_t count, const std::string& name) {
+  void put_values(const T* data, std::size_t count, const std::string& name, Impl::Fnv1a& hash) {
     const std::string what = "tensor '" + name + "'";
     if (std::is_same<Stored, T>::value && Impl::host_is_little_endian()) {
+      hash.update(data, count * sizeof(T));
       put(data, count * sizeof(T), what.c_str());
       return;
     }
@@ -925,6 +1105,7 @@ class SafetensorsWriter {
         std::memcpy(&bits, &v, sizeof v);
         Impl::store_le<Bits>(bits, raw.data() + i * sizeof(Stored));
       }
+      hash.update(raw.data(), n * sizeof(Stored));
       put(raw.data(), n * sizeof(Stored), what.c_str());
       done += n;
     }
@@ -935,6 +1116,8 @@ class SafetensorsWriter {
   std::string temp_;
   std::FILE* file_ = nullptr;
   std::size_t next_ = 0;
+  std::size_t checksum_at_ = 0;  // where the checksums go, in the header
+  std::string checksums_;        // of the tensors written so far
   bool committed_ = false;
 };
 

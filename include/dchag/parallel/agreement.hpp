@@ -2,6 +2,7 @@
 #define DCHAG_PARALLEL_AGREEMENT_HPP
 
 // check_agreement: do all ranks hold the same configuration?
+// on_every_rank: a failure of one rank becomes the same error on every rank.
 //
 // Ranks that disagree on a model or grid configuration would enter different collectives (or
 // the same ones with different counts) and hang or corrupt each other's data much later, far
@@ -14,26 +15,20 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/hash.hpp>
 #include <dchag/parallel/communicator.hpp>
 
 namespace dchag {
 namespace Impl {
-
-// 64-bit FNV-1a: stable across runs and platforms, which std::hash is not required to be.
-inline std::uint64_t fnv1a(const std::string& text) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 // Every rank's description, in rank order (collective).
 inline std::vector<std::string> all_gather_strings(const Communicator& comm,
@@ -69,6 +64,29 @@ inline std::vector<std::string> all_gather_strings(const Communicator& comm,
   return out;
 }
 
+// Collective over comm: returns when `error` is empty on every rank; otherwise throws on every
+// rank the message of the lowest failing rank. Every rank takes the same collectives whatever
+// happened, so a failure on one rank never leaves the others waiting.
+inline void agree_on_success(const Communicator& comm, const std::string& error) {
+  const char* where = "agree_on_success";
+  const int size = comm.size();
+  const int mine = error.empty() ? size : comm.rank();
+  int first = size;
+  check_mpi(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm.get()), "MPI_Allreduce",
+            where);
+  if (first == size) return;
+  std::string text = comm.rank() == first ? error : std::string();
+  long long length = static_cast<long long>(text.size());
+  check_mpi(MPI_Bcast(&length, 1, MPI_LONG_LONG, first, comm.get()), "MPI_Bcast", where);
+  length = std::min<long long>(length, INT_MAX);
+  text.resize(static_cast<std::size_t>(length));
+  if (length > 0)
+    check_mpi(MPI_Bcast(&text[0], static_cast<int>(length), MPI_CHAR, first, comm.get()),
+              "MPI_Bcast", where);
+  if (size > 1) text += concat(" [rank ", first, " of ", size, "]");
+  throw Error(text);
+}
+
 }  // namespace Impl
 
 // Collective over comm. Returns normally when every rank passed the same description; otherwise
@@ -93,6 +111,26 @@ inline void check_agreement(const Communicator& comm, const std::string& what,
   throw Error(Impl::concat("dchag: ", what, " differs between ranks (", comm.size(),
                            " ranks): rank ", first, " differs from rank 0\n  rank 0: ", all[0],
                            "\n  rank ", first, ": ", all[first]));
+}
+
+// Runs f() on this rank and agrees with the other ranks of comm on the outcome (collective):
+// when f throws on any rank, every rank throws a dchag::Error with the message of the lowest
+// failing rank, naming that rank; when it succeeds everywhere, returns normally. Wrap in it
+// whatever can fail on some ranks only (a file that only rank 0 writes, an allocation, a
+// directory that one node cannot create) and is followed by collectives, so that one rank's
+// failure can never leave the others waiting in them.
+template <class F>
+void on_every_rank(const Communicator& comm, F&& f) {
+  std::string error;
+  try {
+    std::forward<F>(f)();
+  } catch (const std::exception& e) {
+    error = e.what();
+    if (error.empty()) error = "an exception without a message";
+  } catch (...) {
+    error = "an exception that is not a std::exception";
+  }
+  Impl::agree_on_success(comm, error);
 }
 
 }  // namespace dchag

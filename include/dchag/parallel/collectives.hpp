@@ -11,8 +11,10 @@
 // is copied and MPI is not called (all_gather / reduce_scatter copy local <-> full when these
 // are different buffers, on the device).
 //
-// All ranks of `comm` must call the same collectives in the same order with the same shapes;
-// the shape checks below are local and identical on every rank of a consistent program.
+// All ranks of `comm` must call the same collectives in the same order with the same shapes.
+// The shape checks below are local and identical on every rank of a consistent program; the
+// element counts are also compared between ranks (one 16-byte all-reduce per call), because MPI
+// trusts them: a rank passing another count would read or write past the others' buffers.
 //
 // dchag::CommStats counts the payload bytes each rank sends, as the bandwidth-optimal ring
 // algorithms send them, with n the bytes of the view (for all_gather / reduce_scatter, n_full
@@ -181,6 +183,19 @@ void check_blocks(const char* where, const Local& local, const Full& full, int p
   }
 }
 
+// Throws the same dchag::Error on every rank of comm unless every rank passes the same n
+// (collective; min of n and of ~n in one call gives the smallest and the largest).
+inline void require_same_count(const Communicator& comm, std::uint64_t n, const char* where) {
+  const std::uint64_t mine[2] = {n, ~n};
+  std::uint64_t least[2] = {0, 0};
+  check_mpi(MPI_Allreduce(mine, least, 2, MPI_UINT64_T, MPI_MIN, comm.get()), "MPI_Allreduce",
+            where);
+  const std::uint64_t lo = least[0], hi = ~least[1];
+  require(lo == hi, "dchag::", where, ": the ranks pass views of different sizes (", lo,
+          " to ", hi, " elements; this rank ", n, "): every rank must call it with the same "
+          "shapes (do the ranks disagree on the batch size or the model?)");
+}
+
 template <class ExecSpace, class View>
 void all_reduce(const ExecSpace& space, const Communicator& comm, const View& view, MPI_Op op,
                 const char* where) {
@@ -191,7 +206,9 @@ void all_reduce(const ExecSpace& space, const Communicator& comm, const View& vi
   const auto up = static_cast<std::uint64_t>(p);
   const std::uint64_t n = view.size() * sizeof(typename View::value_type);
   CommStats::add(2 * (up - 1) * n / up);
-  if (p == 1 || view.size() == 0) return;
+  if (p == 1) return;
+  require_same_count(comm, view.size(), where);
+  if (view.size() == 0) return;
   using T = typename View::non_const_value_type;
   auto buffer = mpi_buffer(space, view, true);
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(view.size()),
@@ -247,6 +264,7 @@ void all_gather(const ExecSpace& space, const Communicator& comm, const Local& l
   CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));  // (p-1)/p * n_full
   const int r = comm.rank();
   const bool in_place = local.data() == full.data() + n * static_cast<std::size_t>(r);
+  if (p > 1) Impl::require_same_count(comm, n, where);
   if (p == 1 || n == 0) {
     if (!in_place && n > 0) {
       Kokkos::deep_copy(space, Impl::flat(full), Impl::flat(local));
@@ -300,6 +318,7 @@ void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const 
   }
   space.fence();
   CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));  // (p-1)/p * n_full
+  if (p > 1) Impl::require_same_count(comm, n, where);
   if (p == 1 || n == 0) {
     if (n > 0) {
       Kokkos::deep_copy(space, Impl::flat(local), Impl::flat(full));
@@ -330,7 +349,9 @@ void broadcast(const ExecSpace& space, const Communicator& comm, const View& vie
   const auto up = static_cast<std::uint64_t>(p);
   const std::uint64_t n = view.size() * sizeof(T);
   CommStats::add((up - 1) * n / up);
-  if (p == 1 || view.size() == 0) return;
+  if (p == 1) return;
+  Impl::require_same_count(comm, view.size(), where);
+  if (view.size() == 0) return;
   // Only the root's data needs to reach MPI, and only the others' needs to come back.
   const bool is_root = comm.rank() == root;
   auto buffer = Impl::mpi_buffer(space, view, is_root);

@@ -126,29 +126,6 @@ inline bool natural_less(const std::string& a, const std::string& b) {
   return a < b;
 }
 
-// Collective over comm: returns when `error` is empty on every rank; otherwise throws on every
-// rank the message of the lowest failing rank. Every rank takes the same collectives whatever
-// happened, so a failure on one rank never leaves the others waiting.
-inline void agree_on_success(const Communicator& comm, const std::string& error) {
-  const char* where = "checkpoint agreement";
-  const int size = comm.size();
-  const int mine = error.empty() ? size : comm.rank();
-  int first = size;
-  check_mpi(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm.get()), "MPI_Allreduce",
-            where);
-  if (first == size) return;
-  std::string text = comm.rank() == first ? error : std::string();
-  long long length = static_cast<long long>(text.size());
-  check_mpi(MPI_Bcast(&length, 1, MPI_LONG_LONG, first, comm.get()), "MPI_Bcast", where);
-  length = std::min<long long>(length, INT_MAX);
-  text.resize(static_cast<std::size_t>(length));
-  if (length > 0)
-    check_mpi(MPI_Bcast(&text[0], static_cast<int>(length), MPI_CHAR, first, comm.get()),
-              "MPI_Bcast", where);
-  if (size > 1) text += concat(" [rank ", first, " of ", size, "]");
-  throw Error(text);
-}
-
 // Calls f(offset in the logical tensor, run length) for each contiguous run of `box` (rows of
 // its last dimension), in row-major order: the order the box's values are stored in.
 template <class F>
