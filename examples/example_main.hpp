@@ -2,16 +2,39 @@
 #define DCHAG_EXAMPLES_EXAMPLE_MAIN_HPP
 
 // What every example program does around its own work: start MPI and Kokkos, track memory,
-// pick the policy type from the command line, report errors on every rank, and print each
-// rank's peak memory.
+// check that every rank was given the same command line, read options strictly, pick the
+// policy type from the command line, report errors on every rank, watch for stalls, and print
+// each rank's peak memory.
+//
+// How a program ends: status 0, or status 2 with "[rank R] error: <message>" on every rank
+// that can still speak. Errors of the configuration are raised on every rank by the library
+// (checks are agreed on); failures that can strike one rank alone (files, allocations) are
+// wrapped in dchag::on_every_rank where the program meets them. What still escapes on one rank
+// only is caught by the frame's end: a rank that failed waits a short while for the others to
+// finish too; when they do not (they wait for it inside a collective), it aborts the job rather
+// than leave it hanging. A rank that stops (SIGSTOP, a dead node) is caught by the watchdog
+// (--timeout-minutes).
 
 #include <dchag/dchag.hpp>
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace dchag_example {
@@ -32,60 +55,267 @@ int with_policy(const std::string& policy, const std::string& aggregator, Run&& 
                                : run(PolicyTag<DistributedChannels<LinearAggregator>>{});
 }
 
-// Runs body() between MPI/Kokkos start-up and shutdown. A dchag::Error is raised on every
-// rank (configuration errors are agreed on), so each rank reports it and exits with status 2.
+// ---- the watchdog ------------------------------------------------------------------------------
+
+// Turns a stall into an error: armed with a limit, it ends the process with status 2 when
+// beat() has not been called for that long (a rank stopped, crashed or hangs, and this one waits
+// for it inside a collective that will never complete). Every live rank's watchdog fires within
+// about a step of the others; each waits a few seconds after its message before it exits, so
+// that the others can print theirs before the MPI launcher tears the job down.
+class Watchdog {
+ public:
+  ~Watchdog() { disarm(); }
+
+  void arm(double seconds, int rank) {
+    disarm();
+    if (!(seconds > 0)) return;
+    limit_ = seconds;
+    rank_ = rank;
+    beat();
+    stop_ = false;
+    thread_ = std::thread([this] { watch(); });
+  }
+
+  void beat() { last_.store(now()); }
+
+  void disarm() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  static double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  void watch() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const auto tick = std::chrono::duration<double>(std::min(1.0, limit_ / 4));
+    while (!wake_.wait_for(lock, tick, [this] { return stop_; })) {
+      const double idle = now() - last_.load();
+      if (idle < limit_) continue;
+      std::fprintf(stderr,
+                   "[rank %d] error: no progress for %.1f minutes (--timeout-minutes %g): "
+                   "another rank has stopped, crashed or hangs and this one waits for it; "
+                   "ending the job\n",
+                   rank_, idle / 60, limit_ / 60);
+      std::fflush(stderr);
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      std::_Exit(2);  // MPI cannot be called from here; the launcher ends the other ranks
+    }
+  }
+
+  double limit_ = 0;
+  int rank_ = 0;
+  std::atomic<double> last_{0};
+  bool stop_ = true;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::thread thread_;
+};
+
+inline Watchdog& watchdog() {
+  static Watchdog w;
+  return w;
+}
+
+// ---- the frame ---------------------------------------------------------------------------------
+
+namespace Impl {
+
+inline void report(int rank, const std::string& message) {
+  std::fprintf(stderr, "[rank %d] error: %s\n", rank, message.c_str());
+  std::fflush(stderr);
+}
+
+// Every rank says how it ended, on a communicator of the frame's own (so that this can never be
+// matched with a collective the program left unfinished). Returns the exit status. A rank
+// that failed gives the others `grace` seconds to arrive; if they do not, they are waiting for
+// it inside a collective, and it aborts the job instead of waiting in MPI_Finalize forever.
+// Ranks that succeeded while another failed report that rank's error too.
+inline int end_together(MPI_Comm frame, int rank, int size, const std::string& error,
+                        double grace) {
+  const int mine = error.empty() ? size : rank;
+  int first = size;
+  MPI_Request request;
+  MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, frame, &request);
+  const auto start = std::chrono::steady_clock::now();
+  for (int done = 0;;) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!error.empty() && waited > grace) {
+      report(rank, "the other ranks did not end with this error within " +
+                       std::to_string(int(grace)) +
+                       " s (they wait for this rank in a collective): aborting the job");
+      MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (first == size) return 0;
+  long long length = rank == first ? static_cast<long long>(error.size()) : 0;
+  MPI_Bcast(&length, 1, MPI_LONG_LONG, first, frame);
+  std::string text(static_cast<std::size_t>(std::min<long long>(length, INT_MAX)), '\0');
+  if (!text.empty()) MPI_Bcast(&text[0], static_cast<int>(text.size()), MPI_CHAR, first, frame);
+  if (error.empty()) report(rank, "rank " + std::to_string(first) + " failed: " + text);
+  return 2;
+}
+
+inline std::string command_line(int argc, char* argv[]) {
+  std::string s;
+  for (int i = 1; i < argc; ++i) s += std::string(i > 1 ? " '" : "'") + argv[i] + "'";
+  return s;
+}
+
+}  // namespace Impl
+
+// Runs body(world) between MPI/Kokkos start-up and shutdown, with world a dchag::Communicator
+// of all ranks; returns the process's exit status (see the top of this file).
 template <class Body>
 int example_main(int argc, char* argv[], Body&& body) {
   MPI_Init(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm frame = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &frame);
   int status = 0;
-  Kokkos::initialize(argc, argv);
-  dchag::MemoryTracker::install();
+  std::string error;
   try {
-    status = body();
-  } catch (const dchag::Error& e) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
-    status = 2;
+    Kokkos::initialize(argc, argv);
+  } catch (const std::exception& e) {
+    error = std::string("cannot initialize Kokkos: ") + e.what();
   }
-  Kokkos::finalize();
+  if (error.empty()) {
+    dchag::MemoryTracker::install();
+    try {
+      const dchag::Communicator world;
+      // Ranks given different options would build different models or run different numbers
+      // of steps, and meet in mismatched collectives much later.
+      dchag::check_agreement(world, "the command line", Impl::command_line(argc, argv));
+      status = body(world);
+    } catch (const std::exception& e) {
+      error = e.what();
+    } catch (...) {
+      error = "an exception that is not a std::exception";
+    }
+    if (!error.empty()) Impl::report(rank, error);
+  } else {
+    Impl::report(rank, error);
+  }
+  const int ended = Impl::end_together(frame, rank, size, error, 15.0);
+  if (ended != 0) status = ended;
+  watchdog().disarm();
+  MPI_Comm_free(&frame);
+  if (Kokkos::is_initialized()) Kokkos::finalize();
   MPI_Finalize();
   return status;
 }
 
-inline std::vector<int> parse_list(const std::string& s) {
+// ---- reading options ---------------------------------------------------------------------------
+
+// The whole text as an integer in [lo, hi]: no trailing characters ("8x"), no silent
+// wrap-around ("-1" as an unsigned, "99999999999999999999"); the error names the option.
+inline long long parse_integer(const char* program, const std::string& option,
+                               const std::string& text, long long lo, long long hi) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  const bool number = !text.empty() && end == text.c_str() + text.size() &&
+                      text.find_first_of(" \t\n") == std::string::npos;
+  dchag::Impl::require(number, program, ": ", option, " expects an integer, got '", text, "'");
+  const bool overflow = errno == ERANGE;  // v is then LLONG_MIN or LLONG_MAX
+  dchag::Impl::require(v >= lo && !(overflow && v < 0), program, ": ", option,
+                       " must be at least ", lo, ", got ", text);
+  dchag::Impl::require(v <= hi && !(overflow && v > 0), program, ": ", option,
+                       " must be at most ", hi, ", got ", text);
+  return v;
+}
+
+inline int parse_int(const char* program, const std::string& option, const std::string& text,
+                     int lo, int hi = INT_MAX) {
+  return static_cast<int>(parse_integer(program, option, text, lo, hi));
+}
+
+inline std::uint64_t parse_unsigned(const char* program, const std::string& option,
+                                    const std::string& text) {
+  const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+  dchag::Impl::require(digits, program, ": ", option, " expects a non-negative integer, got '",
+                       text, "'");
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  dchag::Impl::require(errno != ERANGE, program, ": ", option, " must be at most ",
+                       std::numeric_limits<std::uint64_t>::max(), ", got ", text);
+  return v;
+}
+
+// A finite number > lo (or >= lo when `inclusive`).
+inline double parse_real(const char* program, const std::string& option, const std::string& text,
+                         double lo, bool inclusive) {
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  const bool number = !text.empty() && end == text.c_str() + text.size() &&
+                      text.find_first_of(" \t\n") == std::string::npos;
+  dchag::Impl::require(number, program, ": ", option, " expects a number, got '", text, "'");
+  dchag::Impl::require(std::isfinite(v) && errno != ERANGE, program, ": ", option,
+                       " must be a finite number, got ", text);
+  dchag::Impl::require(inclusive ? v >= lo : v > lo, program, ": ", option, " must be ",
+                       inclusive ? "at least " : "greater than ", lo, ", got ", text);
+  return v;
+}
+
+// "8,2,1": positive integers separated by commas, nothing else.
+inline std::vector<int> parse_levels(const char* program, const std::string& option,
+                                     const std::string& text) {
+  const char* expected = " expects a comma-separated list of positive integers such as 8,2,1";
+  dchag::Impl::require(!text.empty(), program, ": ", option, expected, ", got ''");
   std::vector<int> out;
-  std::stringstream in(s);
+  std::stringstream in(text);
   std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stoi(item));
+  while (std::getline(in, item, ',')) {
+    dchag::Impl::require(!item.empty() && item.find_first_not_of("0123456789") == std::string::npos,
+                         program, ": ", option, expected, ", got '", text, "'");
+    out.push_back(parse_int(program, option, item, 1));
+  }
+  dchag::Impl::require(text.back() != ',', program, ": ", option, expected, ", got '", text, "'");
   return out;
 }
 
-// Handles option `a` when it is one of those the examples share (grid, policy,
-// aggregation tree, model sizes, training length); false otherwise. value() takes the option's
+// Handles option `a` when it is one of those the examples share (grid, policy, aggregation
+// tree, model sizes, training length, watchdog); false otherwise. value() takes the option's
 // value; Options is the program's own struct with model, train, batch, tp, fsdp, dp, policy,
-// aggregator, csv, groups and levels.
+// aggregator, csv, groups, levels, timeout_minutes and given (the options seen).
 template <class Options, class Value>
-bool parse_shared_option(const std::string& a, Value&& value, Options& o) {
+bool parse_shared_option(const char* program, const std::string& a, Value&& value, Options& o) {
+  auto positive = [&](int hi = INT_MAX) { return parse_int(program, a, value(), 1, hi); };
   if (a == "--policy") o.policy = value();
-  else if (a == "--tp") o.tp = std::stoi(value());
-  else if (a == "--fsdp") o.fsdp = std::stoi(value());
-  else if (a == "--dp") o.dp = std::stoi(value());
-  else if (a == "--height") o.model.height = std::stoi(value());
-  else if (a == "--width") o.model.width = std::stoi(value());
-  else if (a == "--patch") o.model.patch = std::stoi(value());
-  else if (a == "--dim") o.model.dim = std::stoi(value());
-  else if (a == "--depth") o.model.depth = std::stoi(value());
-  else if (a == "--heads") o.model.heads = std::stoi(value());
-  else if (a == "--groups") o.groups = std::stoi(value());
-  else if (a == "--levels") o.levels = value();
+  else if (a == "--tp") o.tp = positive();
+  else if (a == "--fsdp") o.fsdp = positive();
+  else if (a == "--dp") o.dp = positive();
+  else if (a == "--height") o.model.height = positive();
+  else if (a == "--width") o.model.width = positive();
+  else if (a == "--patch") o.model.patch = positive();
+  else if (a == "--dim") o.model.dim = positive();
+  else if (a == "--depth") o.model.depth = positive();
+  else if (a == "--heads") o.model.heads = positive();
+  else if (a == "--groups") o.groups = positive();
+  else if (a == "--levels") o.levels = parse_levels(program, a, value());
   else if (a == "--aggregator") o.aggregator = value();
-  else if (a == "--steps") o.train.steps = std::stoll(value());
-  else if (a == "--batch") o.batch = std::stoi(value());
-  else if (a == "--lr") o.train.lr = std::stod(value());
-  else if (a == "--seed") o.model.seed = std::stoull(value());
+  else if (a == "--steps") o.train.steps = parse_integer(program, a, value(), 1, LLONG_MAX);
+  else if (a == "--batch") o.batch = positive(1 << 20);
+  else if (a == "--lr") o.train.lr = parse_real(program, a, value(), 0.0, false);
+  else if (a == "--seed") o.model.seed = parse_unsigned(program, a, value());
   else if (a == "--csv") o.csv = value();
+  else if (a == "--timeout-minutes") o.timeout_minutes = parse_real(program, a, value(), 0.0, true);
   else return false;
+  o.given.insert(a);
   return true;
 }
 
@@ -94,7 +324,7 @@ bool parse_shared_option(const std::string& a, Value&& value, Options& o) {
 template <class Options>
 void finish_shared_options(const char* program, Options& o) {
   if (o.groups > 0) o.model.levels = {o.groups, 1};
-  if (!o.levels.empty()) o.model.levels = parse_list(o.levels);
+  if (!o.levels.empty()) o.model.levels = o.levels;
   if (o.aggregator == "baseline") o.model.levels = {1};
   dchag::Impl::require(o.aggregator == "linear" || o.aggregator == "cross" ||
                            o.aggregator == "baseline",
@@ -102,7 +332,8 @@ void finish_shared_options(const char* program, Options& o) {
                        o.aggregator, "'");
   dchag::Impl::require(o.policy == "dchag" || o.policy == "tp", program,
                        ": --policy must be dchag or tp, got '", o.policy, "'");
-  dchag::Impl::require(o.batch > 0, program, ": --batch must be positive, got ", o.batch);
+  dchag::Impl::require(o.groups <= 0 || o.levels.empty(), program,
+                       ": give --groups or --levels, not both");
 }
 
 // The grid of --tp / --fsdp / --dp (--tp defaults to all ranks / (fsdp x dp)); collective.

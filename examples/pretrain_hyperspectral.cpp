@@ -8,7 +8,7 @@
 //               [--heads 4] [--groups 8 | --levels 8,2,1] [--aggregator linear|cross|baseline]
 //               [--mask-ratio 0.75] [--decoder-dim 128] [--decoder-depth 2] [--decoder-heads 4]
 //               [--scene-scale 128] [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
-//               [--csv pretrain_metrics.csv]
+//               [--csv pretrain_metrics.csv] [--timeout-minutes M]
 //
 // --policy dchag distributes the bands over the tensor-parallel ranks (D-CHAG); tp replicates
 // them (the tensor-parallel baseline). --fsdp shards parameters, gradients and optimizer state
@@ -35,6 +35,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,13 +51,19 @@ struct Options {
   int batch = 8;
   int tp = 0, fsdp = 1, dp = 1;
   int groups = -1;
-  std::string levels;
+  std::vector<int> levels;
   std::string policy = "dchag";
   std::string aggregator = "linear";
   std::string csv = "pretrain_metrics.csv";
   double scene_scale = 128;
+  double timeout_minutes = 0;
+  bool help = false;
+  std::set<std::string> given;  // the options on the command line
 };
 
+constexpr const char* program = "pretrain_hyperspectral";
+
+// The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
   Options o;
   o.model.channels = o.model.out_channels = 64;
@@ -71,24 +78,22 @@ Options parse(int argc, char* argv[]) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
-      dchag::Impl::require(i + 1 < argc, "pretrain_hyperspectral: option ", a, " needs a value");
+      dchag::Impl::require(i + 1 < argc, program, ": option ", a, " needs a value");
       return argv[++i];
     };
-    if (dchag_example::parse_shared_option(a, value, o)) continue;
-    if (a == "--bands") o.model.channels = o.model.out_channels = std::stoi(value());
-    else if (a == "--mask-ratio") o.mae.mask_ratio = std::stod(value());
-    else if (a == "--decoder-dim") o.mae.decoder_dim = std::stoi(value());
-    else if (a == "--decoder-depth") o.mae.decoder_depth = std::stoi(value());
-    else if (a == "--decoder-heads") o.mae.decoder_heads = std::stoi(value());
-    else if (a == "--scene-scale") o.scene_scale = std::stod(value());
-    else if (a == "--help" || a == "-h") {
-      std::printf("see the comment at the top of examples/pretrain_hyperspectral.cpp\n");
-      std::exit(0);
-    } else {
-      throw dchag::Error("pretrain_hyperspectral: unknown option '" + a + "'");
-    }
+    using dchag_example::parse_int;
+    using dchag_example::parse_real;
+    if (dchag_example::parse_shared_option(program, a, value, o)) continue;
+    if (a == "--bands") o.model.channels = o.model.out_channels = parse_int(program, a, value(), 1);
+    else if (a == "--mask-ratio") o.mae.mask_ratio = parse_real(program, a, value(), 0.0, false);
+    else if (a == "--decoder-dim") o.mae.decoder_dim = parse_int(program, a, value(), 1);
+    else if (a == "--decoder-depth") o.mae.decoder_depth = parse_int(program, a, value(), 1);
+    else if (a == "--decoder-heads") o.mae.decoder_heads = parse_int(program, a, value(), 1);
+    else if (a == "--scene-scale") o.scene_scale = parse_real(program, a, value(), 0.0, false);
+    else if (a == "--help" || a == "-h") o.help = true;
+    else throw dchag::Error(std::string(program) + ": unknown option '" + a + "'");
   }
-  dchag_example::finish_shared_options("pretrain_hyperspectral", o);
+  dchag_example::finish_shared_options(program, o);
   dchag::Impl::require(o.train.steps >= 20,
                        "pretrain_hyperspectral: --steps must be at least 20, got ", o.train.steps);
   o.train.warmup_steps = std::max<std::int64_t>(1, o.train.steps / 10);
@@ -133,13 +138,12 @@ Baselines baselines(const Target& target, const Mask& mask) {
 }
 
 template <class Policy>
-int run(const Options& o) {
+int run(const dchag::Communicator& world, const Options& o) {
   Space space;
-  dchag::Communicator world;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  const int local_batch = dchag_example::local_batch("pretrain_hyperspectral", grid, o.batch);
+  const int local_batch = dchag_example::local_batch(program, grid, o.batch);
 
   dchag::HyperspectralConfig hc;
   hc.bands = mc.channels;
@@ -178,11 +182,15 @@ int run(const Options& o) {
   };
   const dchag::View4<T, Space>& input = own_all ? x_all : x;
 
+  // The metrics file is rank 0's alone: a failure there must stop every rank.
   std::ofstream csv;
-  if (root) {
+  dchag::on_every_rank(world, [&] {
+    if (!root) return;
     csv.open(o.csv);
     csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
-  }
+    csv.flush();
+    dchag::Impl::require(bool(csv), program, ": cannot write the metrics file ", o.csv);
+  });
   // Scenes drawn at random from the seed (a rerun sees the same batches; every rank draws the
   // same global batch and keeps its dp share).
   std::mt19937_64 pick(mc.seed);
@@ -194,16 +202,23 @@ int run(const Options& o) {
     for (auto& i : indices) i = any(pick);
     load(dchag::Split::Train, indices);
     const dchag::StepReport r = trainer.step(space, input, x_all);
+    dchag_example::watchdog().beat();
     losses.push_back(r.loss);
     total += r.seconds;
-    if (!root) continue;
-    std::printf("step %4lld/%lld  masked MSE %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
-                "%6.1f GFLOP/s  peak %.1f MiB\n",
-                (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm, r.seconds,
-                r.samples_per_second, r.gflops_per_second, r.peak_bytes / 1048576.0);
-    std::fflush(stdout);
-    csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds << ','
-        << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes << '\n';
+    dchag::on_every_rank(world, [&] {
+      if (!root) return;
+      std::printf("step %4lld/%lld  masked MSE %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f "
+                  "samples/s  %6.1f GFLOP/s  peak %.1f MiB\n",
+                  (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm,
+                  r.seconds, r.samples_per_second, r.gflops_per_second,
+                  r.peak_bytes / 1048576.0);
+      std::fflush(stdout);
+      csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds
+          << ',' << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes
+          << '\n';
+      csv.flush();
+      dchag::Impl::require(bool(csv), program, ": writing the metrics file ", o.csv, " failed");
+    });
   }
 
   // Held-out reconstruction of hidden patches on the Test split, with masks no training step
@@ -242,9 +257,16 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char* argv[]) {
-  return dchag_example::example_main(argc, argv, [&] {
+  return dchag_example::example_main(argc, argv, [&](const dchag::Communicator& world) {
     const Options o = parse(argc, argv);
-    return dchag_example::with_policy(o.policy, o.aggregator,
-                                      [&](auto policy) { return run<typename decltype(policy)::type>(o); });
+    if (o.help) {
+      if (world.rank() == 0)
+        std::printf("see the comment at the top of examples/pretrain_hyperspectral.cpp\n");
+      return 0;
+    }
+    dchag_example::watchdog().arm(o.timeout_minutes * 60, world.rank());
+    return dchag_example::with_policy(o.policy, o.aggregator, [&](auto policy) {
+      return run<typename decltype(policy)::type>(world, o);
+    });
   });
 }

@@ -6,15 +6,21 @@
 //               [--heads 4] [--groups 4 | --levels 8,2,1] [--aggregator linear|cross|baseline]
 //               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
 //               [--run-dir runs/latest] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
-//               [--no-save]
+//               [--no-save] [--timeout-minutes M]
 //   train_dchag --eval CHECKPOINT [--batch 8]
 //
 // A run writes its per-step metrics (train_metrics.csv) and, at the end, its checkpoint
 // (checkpoint.safetensors: weights under the ClimaX names, AdamW state, step, configuration)
 // into --run-dir; --save-every K also writes checkpoint_step{K, 2K, ...}.safetensors. --resume
 // continues a run from a checkpoint up to --steps in total (the schedule spans --steps, so pass
-// the original run's value), with the same losses as the run that never stopped. --eval loads a checkpoint (saved on any grid) and
-// reports the forecast RMSE on held-out data.
+// the original run's value), with the same losses as the run that never stopped, and continues
+// the run dir's train_metrics.csv from there. The checkpoint defines the model: a model flag
+// given with --resume or --eval must agree with it. --eval loads a checkpoint (saved on any
+// grid) and reports the forecast RMSE on held-out data. A run never writes weights that are
+// not finite: a diverged run stops with an error and leaves the last good checkpoint as it
+// was. Temporaries that a killed run left in the run dir are removed at the next start.
+// --timeout-minutes M ends the job with an error when no step completes for M minutes (a rank
+// stopped or died and the others wait for it).
 //
 // --policy dchag distributes the channels over the tensor-parallel ranks (D-CHAG); tp
 // replicates them (the tensor-parallel baseline). --fsdp shards the parameters, gradients and
@@ -28,19 +34,25 @@
 
 #include "example_main.hpp"
 
+#include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace {
 
 using Space = Kokkos::DefaultExecutionSpace;
 using T = float;
+constexpr const char* program = "train_dchag";
 
 struct Options {
   dchag::ModelConfig model;
@@ -48,16 +60,20 @@ struct Options {
   int batch = 8;
   int tp = 0, fsdp = 1, dp = 1;
   int groups = -1;
-  std::string levels;
+  std::vector<int> levels;
   std::string policy = "dchag";
   std::string aggregator = "linear";
   std::string run_dir = "runs/latest";
   std::string csv;  // default: run_dir/train_metrics.csv
   std::string resume, eval;
   bool save = true;
+  bool help = false;
   std::int64_t save_every = 0;
+  double timeout_minutes = 0;
+  std::set<std::string> given;  // the options on the command line
 };
 
+// The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
   Options o;
   o.model.channels = o.model.out_channels = 16;
@@ -72,52 +88,115 @@ Options parse(int argc, char* argv[]) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
-      dchag::Impl::require(i + 1 < argc, "train_dchag: option ", a, " needs a value");
+      dchag::Impl::require(i + 1 < argc, program, ": option ", a, " needs a value");
       return argv[++i];
     };
-    if (dchag_example::parse_shared_option(a, value, o)) continue;
-    if (a == "--channels") o.model.channels = o.model.out_channels = std::stoi(value());
-    else if (a == "--run-dir") o.run_dir = value();
-    else if (a == "--resume") o.resume = value();
-    else if (a == "--eval") o.eval = value();
-    else if (a == "--no-save") o.save = false;
-    else if (a == "--save-every") o.save_every = std::stoll(value());
-    else if (a == "--help" || a == "-h") {
-      std::printf("see the comment at the top of examples/train_dchag.cpp\n");
-      std::exit(0);
+    if (dchag_example::parse_shared_option(program, a, value, o)) continue;
+    if (a == "--channels") {
+      o.model.channels = o.model.out_channels = dchag_example::parse_int(program, a, value(), 1);
+    } else if (a == "--run-dir") {
+      o.run_dir = value();
+      dchag::Impl::require(!o.run_dir.empty(), program, ": --run-dir must not be empty");
+    } else if (a == "--resume") {
+      o.resume = value();
+    } else if (a == "--eval") {
+      o.eval = value();
+    } else if (a == "--no-save") {
+      o.save = false;
+    } else if (a == "--save-every") {
+      o.save_every = dchag_example::parse_integer(program, a, value(), 0, LLONG_MAX);
+    } else if (a == "--help" || a == "-h") {
+      o.help = true;
     } else {
-      throw dchag::Error("train_dchag: unknown option '" + a + "'");
+      throw dchag::Error(std::string(program) + ": unknown option '" + a + "' (--help lists them)");
     }
+    o.given.insert(a);
   }
+  dchag::Impl::require(o.resume.empty() || o.eval.empty(), program,
+                       ": give --resume or --eval, not both");
   if (o.csv.empty()) o.csv = o.run_dir + "/train_metrics.csv";
-  // Evaluating or resuming: the checkpoint defines the model.
-  const std::string from = !o.eval.empty() ? o.eval : o.resume;
-  if (!from.empty()) {
-    const dchag::CheckpointInfo info = dchag::read_checkpoint_info(from);
-    o.model = info.config;
-    o.aggregator = info.aggregator == "cross_attention" ? "cross"
-                   : info.aggregator == "linear"        ? "linear"
-                                                        : "baseline";
-    o.groups = -1;
-    o.levels.clear();
-  }
-  dchag_example::finish_shared_options("train_dchag", o);
-  dchag::Impl::require(o.train.steps >= 1, "train_dchag: --steps must be positive, got ",
-                       o.train.steps);
-  o.train.warmup_steps =
-      std::min<std::int64_t>(std::max<std::int64_t>(1, o.train.steps / 10), o.train.steps - 1);
-  o.model.validate();
+  dchag_example::finish_shared_options(program, o);
   return o;
 }
 
+// Evaluating or resuming: the checkpoint defines the model. A model flag given as well must
+// agree with it, or the user would believe a model was trained that was not.
+void adopt_checkpoint(Options& o, const std::string& from) {
+  const dchag::CheckpointInfo info = dchag::read_checkpoint_info(from);
+  const dchag::ModelConfig& file = info.config;
+  const std::string aggregator = info.aggregator == "cross_attention" ? "cross"
+                                 : info.aggregator == "linear"        ? "linear"
+                                                                      : "baseline";
+  std::string conflicts;
+  auto check = [&](const char* flag, const std::string& asked, const char* field,
+                   const std::string& recorded) {
+    if (o.given.count(flag) && asked != recorded)
+      conflicts += dchag::Impl::concat(conflicts.empty() ? "" : "; ", flag, " ", asked,
+                                       " conflicts with the checkpoint's ", field, " = ",
+                                       recorded);
+  };
+  using std::to_string;
+  const dchag::ModelConfig& m = o.model;
+  check("--channels", to_string(m.channels), "channels", to_string(file.channels));
+  check("--height", to_string(m.height), "height", to_string(file.height));
+  check("--width", to_string(m.width), "width", to_string(file.width));
+  check("--patch", to_string(m.patch), "patch", to_string(file.patch));
+  check("--dim", to_string(m.dim), "dim", to_string(file.dim));
+  check("--depth", to_string(m.depth), "depth", to_string(file.depth));
+  check("--heads", to_string(m.heads), "heads", to_string(file.heads));
+  check("--seed", to_string(m.seed), "seed", to_string(file.seed));
+  check("--aggregator", o.aggregator, "aggregator", aggregator);
+  for (const char* flag : {"--groups", "--levels"})
+    check(flag, m.levels_string(), "levels", file.levels_string());
+  dchag::Impl::require(conflicts.empty(), program, ": ", conflicts, " (", from,
+                       "); the checkpoint defines the model: drop the flag, or start a new run");
+  o.model = file;
+  o.aggregator = aggregator;
+}
+
+// What needs more than the command line: the checkpoint's header, the derived settings.
+void resolve(Options& o) {
+  const std::string from = !o.eval.empty() ? o.eval : o.resume;
+  if (!from.empty()) adopt_checkpoint(o, from);
+  o.train.warmup_steps =
+      std::min<std::int64_t>(std::max<std::int64_t>(1, o.train.steps / 10), o.train.steps - 1);
+  o.model.validate();
+}
+
+// Rank 0's metrics file. A resumed run keeps the rows of the steps before `start` and appends
+// from there (the rows a stopped run wrote past its last checkpoint are dropped: they will be
+// trained again); a new run starts the file.
+void open_metrics(std::ofstream& csv, const std::string& path, std::int64_t start) {
+  const char* columns =
+      "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes";
+  std::vector<std::string> kept;
+  if (start > 0) {
+    std::ifstream old(path);
+    std::string line;
+    while (std::getline(old, line)) {
+      if (line == columns) continue;
+      char* end = nullptr;
+      const long long step = std::strtoll(line.c_str(), &end, 10);
+      if (end != line.c_str() && *end == ',' && step < start) kept.push_back(line);
+    }
+  }
+  csv.open(path, std::ios::trunc);
+  dchag::Impl::require(bool(csv), program, ": cannot write the metrics file ", path, " (",
+                       std::strerror(errno), ")");
+  csv << columns << '\n';
+  for (const auto& line : kept) csv << line << '\n';
+  csv.flush();
+  dchag::Impl::require(bool(csv), program, ": writing the metrics file ", path, " failed (",
+                       std::strerror(errno), ")");
+}
+
 template <class Policy>
-int run(const Options& o) {
+int run(const dchag::Communicator& world, const Options& o) {
   Space space;
-  dchag::Communicator world;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
-  const int local_batch = dchag_example::local_batch("train_dchag", grid, o.batch);
+  const int local_batch = dchag_example::local_batch(program, grid, o.batch);
 
   dchag::WeatherConfig wc;
   wc.channels = mc.channels;
@@ -134,6 +213,8 @@ int run(const Options& o) {
     dchag::load_checkpoint(o.eval, model);
   } else if (!o.resume.empty()) {
     start = dchag::load_checkpoint(o.resume, model, &trainer.optimizer()).step;
+    dchag::Impl::require(start <= o.train.steps, program, ": the checkpoint is at step ", start,
+                         ", past --steps ", o.train.steps, " (pass the original run's --steps)");
     trainer.set_step_count(start);
     if (root) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)start);
   }
@@ -153,27 +234,39 @@ int run(const Options& o) {
                   Space::name(), dchag::Impl::concurrency(space));
   }
 
-  auto lat = dchag::latitude_weights<T, Space>(data.latitudes());
-  // This rank's inputs are only its own channels; its targets are every output channel.
-  dchag::View4<T, Space> x("x", local_batch, model.channel_count(), mc.height, mc.width);
-  dchag::View4<T, Space> y("y", local_batch, mc.out_channels, mc.height, mc.width);
-  dchag::View4<T, Space> x_all("x_all", local_batch, mc.channels, mc.height, mc.width);
-  dchag::View4<T, Space> y_own("y_own", local_batch, model.channel_count(), mc.height, mc.width);
-  dchag::View1<T, Space> lead("lead_time", local_batch);
+  // This rank's inputs are only its own channels; its targets are every output channel. The
+  // largest buffers of the run: allocated where every rank learns if one could not.
+  dchag::View4<T, Space> x, y, x_all, y_own;
+  dchag::View1<T, Space> lead;
+  dchag::on_every_rank(world, [&] {
+    x = dchag::View4<T, Space>("x", local_batch, model.channel_count(), mc.height, mc.width);
+    y = dchag::View4<T, Space>("y", local_batch, mc.out_channels, mc.height, mc.width);
+    x_all = dchag::View4<T, Space>("x_all", local_batch, mc.channels, mc.height, mc.width);
+    y_own = dchag::View4<T, Space>("y_own", local_batch, model.channel_count(), mc.height,
+                                   mc.width);
+    lead = dchag::View1<T, Space>("lead_time", local_batch);
+  });
   auto load = [&](dchag::Split split, const std::vector<std::size_t>& global) {
     const std::vector<std::size_t> mine(global.begin() + grid.data_rank() * local_batch,
                                         global.begin() + (grid.data_rank() + 1) * local_batch);
     data.fill(split, mine, x, y_own, lead, model.channel_begin());
     data.fill(split, mine, x_all, y, lead, 0);
   };
+  auto lat = dchag::latitude_weights<T, Space>(data.latitudes());
 
+  // The run dir and the metrics file are rank 0's alone: a failure there must stop every rank.
   std::ofstream csv;
-  if (root && !evaluate) {
-    std::filesystem::create_directories(o.run_dir);
-    csv.open(o.csv);
-    dchag::Impl::require(bool(csv), "train_dchag: cannot write ", o.csv);
-    csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
-  }
+  if (!evaluate)
+    dchag::on_every_rank(world, [&] {
+      if (!root) return;
+      std::error_code ec;
+      std::filesystem::create_directories(o.run_dir, ec);
+      dchag::Impl::require(!ec, program, ": cannot create the run dir '", o.run_dir, "' (",
+                           ec.message(), ")");
+      for (const auto& stale : dchag::remove_stale_temporaries(o.run_dir))
+        std::printf("removed %s (left by a run that was stopped while saving)\n", stale.c_str());
+      open_metrics(csv, o.csv, start);
+    });
   // Consecutive time indices are strongly correlated: draw each batch's samples at random (from
   // the seed, so a rerun sees the same batches; every rank draws the same global batch).
   std::mt19937_64 pick(mc.seed);
@@ -186,6 +279,7 @@ int run(const Options& o) {
     if (s < start) continue;  // batches the resumed run already trained on
     load(dchag::Split::Train, indices);
     const dchag::StepReport r = trainer.step(space, x, y, lead, lat);
+    dchag_example::watchdog().beat();
     losses.push_back(r.loss);
     total += r.seconds;
     if (o.save_every > 0 && trainer.step_count() % o.save_every == 0 &&
@@ -193,29 +287,46 @@ int run(const Options& o) {
       dchag::save_checkpoint(o.run_dir + "/checkpoint_step" + std::to_string(trainer.step_count()) +
                                  ".safetensors",
                              model, &trainer.optimizer(), trainer.step_count());
-    if (!root) continue;
-    std::printf("step %4lld/%lld  loss %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
-                "%6.1f GFLOP/s  peak %.1f MiB\n",
-                (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm, r.seconds,
-                r.samples_per_second, r.gflops_per_second, r.peak_bytes / 1048576.0);
-    std::fflush(stdout);
-    csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds << ','
-        << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes << '\n';
+    dchag::on_every_rank(world, [&] {
+      if (!root) return;
+      std::printf("step %4lld/%lld  loss %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
+                  "%6.1f GFLOP/s  peak %.1f MiB\n",
+                  (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm,
+                  r.seconds, r.samples_per_second, r.gflops_per_second,
+                  r.peak_bytes / 1048576.0);
+      std::fflush(stdout);
+      csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds
+          << ',' << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes
+          << '\n';
+      csv.flush();
+      dchag::Impl::require(bool(csv), program, ": writing the metrics file ", o.csv,
+                           " failed (", std::strerror(errno), ")");
+    });
   }
 
+  // Held-out forecast skill on the Test split, before the checkpoint is written: weights that
+  // are finite but have diverged (a rate far too large) forecast NaN, and must not replace the
+  // last good checkpoint either.
   const std::string checkpoint = o.run_dir + "/checkpoint.safetensors";
-  if (!evaluate && o.save) {
-    if (root) std::filesystem::create_directories(o.run_dir);
-    dchag::save_checkpoint(checkpoint, model, &trainer.optimizer(), trainer.step_count());
-  }
-
-  // Held-out forecast skill on the Test split.
   std::vector<std::size_t> test(o.batch);
   for (std::size_t i = 0; i < test.size(); ++i) test[i] = i;
   load(dchag::Split::Test, test);
   auto pred = model.forward(space, x, lead);
-  auto rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
+  std::vector<double> rmse;
+  dchag::on_every_rank(world, [&] {
+    try {
+      rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
+    } catch (const dchag::Error& e) {
+      throw dchag::Error(dchag::Impl::concat(
+          program, ": the model's forecast is not finite, the training diverged",
+          evaluate || !o.save ? "" : "; it was not saved (" + checkpoint + " is unchanged)",
+          ": ", e.what()));
+    }
+  });
   for (auto& v : rmse) v = dchag::all_reduce_sum(grid.data_comm(), v) / grid.data_size();
+  if (!evaluate && o.save)
+    dchag::save_checkpoint(checkpoint, model, &trainer.optimizer(), trainer.step_count());
+  dchag_example::watchdog().beat();
 
   // Collective: every rank's peak memory goes to rank 0, which prints it in the summary.
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);
@@ -240,12 +351,31 @@ int run(const Options& o) {
   return 0;
 }
 
+void print_usage() {
+  std::printf(
+      "usage: mpirun -np N train_dchag [options]   (the comment at the top of\n"
+      "       examples/train_dchag.cpp says what each does)\n"
+      "  grid:     --policy dchag|tp  --tp N  --fsdp N  --dp N\n"
+      "  model:    --channels C  --height H  --width W  --patch P  --dim D  --depth N\n"
+      "            --heads N  --groups G | --levels 8,2,1  --aggregator linear|cross|baseline\n"
+      "  training: --steps N  --batch B  --lr X  --seed S  --timeout-minutes M\n"
+      "  files:    --run-dir DIR  --csv FILE  --save-every K  --no-save  --resume CHECKPOINT\n"
+      "            --eval CHECKPOINT\n");
+}
+
 }  // namespace
 
 int main(int argc, char* argv[]) {
-  return dchag_example::example_main(argc, argv, [&] {
-    const Options o = parse(argc, argv);
-    return dchag_example::with_policy(o.policy, o.aggregator,
-                                      [&](auto policy) { return run<typename decltype(policy)::type>(o); });
+  return dchag_example::example_main(argc, argv, [&](const dchag::Communicator& world) {
+    Options o = parse(argc, argv);
+    if (o.help) {
+      if (world.rank() == 0) print_usage();
+      return 0;
+    }
+    dchag::on_every_rank(world, [&] { resolve(o); });
+    dchag_example::watchdog().arm(o.timeout_minutes * 60, world.rank());
+    return dchag_example::with_policy(o.policy, o.aggregator, [&](auto policy) {
+      return run<typename decltype(policy)::type>(world, o);
+    });
   });
 }

@@ -8,6 +8,7 @@
 
 #include <Kokkos_Core.hpp>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -145,6 +146,15 @@ class AdamW {
     update.small_weight = (1.0 - b1) < 0.5;
     update.beta2 = static_cast<T>(b2);
     update.v_weight = static_cast<T>(1.0 - b2);
+    // Checked before the conversion to T, in which the update runs (an out-of-range conversion
+    // is undefined): a rate that is finite as a double can still overflow a float and turn
+    // every parameter into NaN in one step.
+    const double largest = static_cast<double>(std::numeric_limits<T>::max());
+    Impl::require(std::fabs(lr / bc1) <= largest &&
+                      std::fabs(1.0 - lr * config_.weight_decay) <= largest,
+                  "dchag::AdamW: learning rate ", lr, " overflows the ",
+                  sizeof(T) == 4 ? "float" : "double", " parameters (step size ", lr / bc1,
+                  ", decay factor ", 1.0 - lr * config_.weight_decay, ")");
     update.neg_step_size = static_cast<T>(-(lr / bc1));
     update.bc2_sqrt = static_cast<T>(std::sqrt(bc2));
     update.eps = static_cast<T>(config_.eps);

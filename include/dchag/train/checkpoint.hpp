@@ -44,6 +44,7 @@
 #include <Kokkos_Core.hpp>
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -60,6 +61,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/io/safetensors.hpp>
+#include <dchag/kernels/reductions.hpp>
 #include <dchag/model/channel_vit.hpp>
 #include <dchag/model/config.hpp>
 #include <dchag/parallel/agreement.hpp>
@@ -80,6 +82,12 @@ struct CheckpointInfo {
   std::int64_t optimizer_steps = 0;
   std::map<std::string, std::string> metadata;
 };
+
+// Whether save_checkpoint and load_checkpoint accept weights or optimizer moments that are NaN
+// or infinite. By default they refuse: a diverged last step must not replace a good checkpoint,
+// and a file holding such values must not silently poison a run. Allow is for inspecting a
+// diverged run on purpose.
+enum class NonFinite { Refuse, Allow };
 
 namespace Impl {
 
@@ -372,8 +380,11 @@ inline std::vector<PlannedTensor> plan_checkpoint(const std::vector<std::string>
         t.name = name;
         t.shape = shape;
       }
-      require(t.shape == shape, label, ": tensor '", name, "' has shape ", shape_text(shape),
-              " on rank ", r, " but ", shape_text(t.shape), " on rank ", t.sources.front().rank);
+      // A tensor's first source set its shape (and its name), so sources is never empty here.
+      if (t.shape != shape)
+        throw Error(concat(label, ": tensor '", name, "' has shape ", shape_text(shape),
+                           " on rank ", r, " but ", shape_text(t.shape), " on rank ",
+                           t.sources.front().rank));
       t.sources.push_back(std::move(src));
     }
   }
@@ -534,6 +545,15 @@ std::map<std::string, std::string> checkpoint_metadata(const ChannelViT<T, ExecS
   return meta;
 }
 
+template <class T>
+void require_finite(const std::vector<T>& values, const std::string& name,
+                    const std::string& label) {
+  for (std::size_t i = 0; i < values.size(); ++i)
+    require(std::isfinite(values[i]), label, ": tensor '", name, "' holds a value that is not "
+            "finite (", values[i], " at element ", i, " of this rank's part): the run that wrote "
+            "it had diverged; refusing to load it (pass NonFinite::Allow to load it anyway)");
+}
+
 inline std::string what_failed(const std::exception& e, const std::string& path) {
   // dchag::Error messages name the file already; anything else (bad_alloc, ...) gets it here.
   if (dynamic_cast<const Error*>(&e)) return e.what();
@@ -544,11 +564,12 @@ inline std::string what_failed(const std::exception& e, const std::string& path)
 
 // Writes `model` (and the moments and step count of `optimizer`, unless null) to `path` as one
 // logical safetensors file, with `step` in the metadata. Collective over the model's world;
-// throws the same dchag::Error on every rank on failure (the target file is then untouched).
+// throws the same dchag::Error on every rank on failure (the target file is then untouched),
+// also when a value to write is NaN or infinite, unless `nonfinite` is NonFinite::Allow.
 template <class T, class ExecSpace, class Policy>
 void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Policy>& model,
                      const typename Impl::non_deduced<AdamW<T, ExecSpace>>::type* optimizer,
-                     std::int64_t step) {
+                     std::int64_t step, NonFinite nonfinite = NonFinite::Refuse) {
   using Piece = Impl::CheckpointPiece<T, ExecSpace>;
   const ProcessGrid& grid = model.grid();
   const Communicator& world = grid.world();
@@ -561,6 +582,12 @@ void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Pol
     Impl::require(step >= 0, "dchag::save_checkpoint: ", label, ": step ", step,
                   " must be >= 0");
     pieces = Impl::checkpoint_pieces(model.parameters(), optimizer, grid, label);
+    if (nonfinite == NonFinite::Refuse)
+      for (const auto& p : pieces)
+        Impl::require(all_finite(ExecSpace(), p.values), "dchag::save_checkpoint: ", label, ": '",
+                      p.name, "' holds NaN or infinite values (the training diverged); nothing "
+                      "was written, and a file already there keeps its content (pass "
+                      "NonFinite::Allow to write such values anyway)");
   } catch (const std::exception& e) {
     error = Impl::what_failed(e, path);
   }
@@ -681,8 +708,8 @@ void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Pol
 // The model alone.
 template <class T, class ExecSpace, class Policy>
 void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Policy>& model,
-                     std::int64_t step = 0) {
-  save_checkpoint(path, model, static_cast<const AdamW<T, ExecSpace>*>(nullptr), step);
+                     std::int64_t step = 0, NonFinite nonfinite = NonFinite::Refuse) {
+  save_checkpoint(path, model, static_cast<const AdamW<T, ExecSpace>*>(nullptr), step, nonfinite);
 }
 
 namespace Impl {
@@ -694,6 +721,11 @@ inline CheckpointInfo checkpoint_info(const SafetensorsFile& file) {
           checkpoint_format, "'");
   CheckpointInfo info;
   info.config = config_from_metadata(meta, label);
+  try {
+    info.config.validate();
+  } catch (const Error& e) {
+    throw Error(concat(label, ": the configuration it records is not a valid model: ", e.what()));
+  }
   const auto agg = meta.find("aggregator");
   info.aggregator = agg != meta.end() ? agg->second : "none";
   const auto scalar = meta.find("scalar");
@@ -713,11 +745,14 @@ inline CheckpointInfo read_checkpoint_info(const std::string& path) {
 
 // Loads `path` into `model` (and, unless null, the moments and step count into `optimizer`,
 // allocating its state if it has none). Collective over the model's world. On any failure on
-// any rank, every rank throws the same dchag::Error and nothing was changed.
+// any rank, every rank throws the same dchag::Error and nothing was changed: a value that is
+// NaN or infinite is such a failure unless `nonfinite` is NonFinite::Allow, and so is a tensor
+// whose bytes fail the checksum the file records.
 template <class T, class ExecSpace, class Policy>
 CheckpointInfo load_checkpoint(
     const std::string& path, ChannelViT<T, ExecSpace, Policy>& model,
-    typename Impl::non_deduced<AdamW<T, ExecSpace>>::type* optimizer = nullptr) {
+    typename Impl::non_deduced<AdamW<T, ExecSpace>>::type* optimizer = nullptr,
+    NonFinite nonfinite = NonFinite::Refuse) {
   const Communicator& world = model.grid().world();
   const ParameterList<T, ExecSpace> params = model.parameters();
   std::vector<std::vector<T>> values(params.size()), ms, vs;
@@ -735,6 +770,7 @@ CheckpointInfo load_checkpoint(
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto& p = params[i];
       values[i] = Impl::read_pieces<T>(file, p.name, p.shape, p.pieces, p.size(), "parameter");
+      if (nonfinite == NonFinite::Refuse) Impl::require_finite(values[i], p.name, label);
     }
     if (optimizer) {
       Impl::require(info.has_optimizer, label, ": the checkpoint holds no optimizer state "
@@ -757,6 +793,10 @@ CheckpointInfo load_checkpoint(
                                      p.size(), "optimizer moment");
         vs[i] = Impl::read_pieces<T>(file, Impl::checkpoint_v_prefix + p.name, p.shape, p.pieces,
                                      p.size(), "optimizer moment");
+        if (nonfinite == NonFinite::Refuse) {
+          Impl::require_finite(ms[i], Impl::checkpoint_m_prefix + p.name, label);
+          Impl::require_finite(vs[i], Impl::checkpoint_v_prefix + p.name, label);
+        }
       }
     }
     std::set<std::string> model_names;

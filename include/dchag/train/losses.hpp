@@ -96,11 +96,13 @@ View1<T, ExecSpace> latitude_weights(const std::vector<double>& lat_degrees) {
   return weights;
 }
 
-// loss = mean over (b, c, h, w) of w_lat(h) (pred - target)^2; dpred is overwritten with
-// dloss/dpred = 2 w_lat(h) (pred - target) / (B C H W).
+namespace Impl {
+// The losses without their finiteness check, for the trainers: they check the loss after
+// averaging it over the ranks, so that NaN on one rank stops every rank instead of leaving the
+// others waiting for it in the backward pass's collectives.
 template <class ExecSpace, class Pred, class Target, class Weights, class Grad>
-double lat_weighted_mse(const ExecSpace& space, const Pred& pred, const Target& target,
-                        const Weights& w_lat, const Grad& dpred) {
+double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, const Target& target,
+                                  const Weights& w_lat, const Grad& dpred) {
   Impl::static_check_loss_view<ExecSpace, Pred, 4>();
   Impl::static_check_loss_view<ExecSpace, Target, 4>();
   Impl::static_check_loss_view<ExecSpace, Weights, 1>();
@@ -128,7 +130,17 @@ double lat_weighted_mse(const ExecSpace& space, const Pred& pred, const Target& 
         s += static_cast<double>(wh) * dd * dd;
       },
       sum);
-  const double loss = sum / n;
+  return sum / n;
+}
+}  // namespace Impl
+
+// loss = mean over (b, c, h, w) of w_lat(h) (pred - target)^2; dpred is overwritten with
+// dloss/dpred = 2 w_lat(h) (pred - target) / (B C H W).
+template <class ExecSpace, class Pred, class Target, class Weights, class Grad>
+double lat_weighted_mse(const ExecSpace& space, const Pred& pred, const Target& target,
+                        const Weights& w_lat, const Grad& dpred) {
+  const char* where = "dchag::lat_weighted_mse";
+  const double loss = Impl::lat_weighted_mse_unchecked(space, pred, target, w_lat, dpred);
   Impl::require_finite_loss(where, loss);
   return loss;
 }
@@ -187,14 +199,10 @@ std::vector<double> lat_weighted_rmse(const ExecSpace& space, const Pred& pred,
   return rmse;
 }
 
-// The masked autoencoder's loss (MAE forward_loss): the squared error is averaged over the P
-// values of each patch, then over the masked patches only, because the kept ones were seen by
-// the encoder and predicting them is trivial. mask[b, l] is 1 for a masked (removed) patch and
-// 0 for a kept one. dpred is overwritten: 2 mask (pred - target) / (P * number masked), so it is
-// zero on kept patches.
+namespace Impl {
 template <class ExecSpace, class Pred, class Target, class Mask, class Grad>
-double masked_mse(const ExecSpace& space, const Pred& pred, const Target& target,
-                  const Mask& mask, const Grad& dpred) {
+double masked_mse_unchecked(const ExecSpace& space, const Pred& pred, const Target& target,
+                            const Mask& mask, const Grad& dpred) {
   Impl::static_check_loss_view<ExecSpace, Pred, 3>();
   Impl::static_check_loss_view<ExecSpace, Target, 3>();
   Impl::static_check_loss_view<ExecSpace, Mask, 2>();
@@ -245,7 +253,20 @@ double masked_mse(const ExecSpace& space, const Pred& pred, const Target& target
         s += static_cast<double>(m) * dd * dd;
       },
       sum);
-  const double loss = sum / n;
+  return sum / n;
+}
+}  // namespace Impl
+
+// The masked autoencoder's loss (MAE forward_loss): the squared error is averaged over the P
+// values of each patch, then over the masked patches only, because the kept ones were seen by
+// the encoder and predicting them is trivial. mask[b, l] is 1 for a masked (removed) patch and
+// 0 for a kept one. dpred is overwritten: 2 mask (pred - target) / (P * number masked), so it is
+// zero on kept patches.
+template <class ExecSpace, class Pred, class Target, class Mask, class Grad>
+double masked_mse(const ExecSpace& space, const Pred& pred, const Target& target,
+                  const Mask& mask, const Grad& dpred) {
+  const char* where = "dchag::masked_mse";
+  const double loss = Impl::masked_mse_unchecked(space, pred, target, mask, dpred);
   Impl::require_finite_loss(where, loss);
   return loss;
 }

@@ -50,7 +50,7 @@ class MaeTrainer {
       dpred_ = View3<T, ExecSpace>("dprediction", pred.extent(0), pred.extent(1), pred.extent(2));
     }
     mae_target(space, x_full, c.patch, target_);
-    r.loss = masked_mse(space, pred, target_, model_.mask(), dpred_);
+    r.loss = Impl::masked_mse_unchecked(space, pred, target_, model_.mask(), dpred_);
     model_.backward(space, dpred_);
     loop_.finish(space, model_.grid(), x_local.extent(0), model_.forward_flops(x_local.extent(0)),
                  r);

@@ -6,7 +6,9 @@
 // data-parallel ranks, clip to the global norm, AdamW at the scheduled rate, and the report.
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include <dchag/core/memory_tracker.hpp>
 #include <dchag/core/parameter.hpp>
@@ -14,6 +16,7 @@
 #include <dchag/parallel/process_grid.hpp>
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/grad_clip.hpp>
+#include <dchag/train/losses.hpp>
 #include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/schedule.hpp>
 
@@ -60,6 +63,13 @@ class OptimizerLoop {
         optimizer_(adamw_from_train_config(config)),
         schedule_(config.lr, config.warmup_steps, config.steps, config.warmup_start_lr,
                   config.min_lr) {
+    // The schedule checks the rates as doubles; the update applies them in T.
+    // (Compared in double: converting an out-of-range double to float is undefined.)
+    const double largest = static_cast<double>(std::numeric_limits<T>::max());
+    Impl::require(std::isfinite(config.lr) && std::fabs(config.lr) <= largest &&
+                      std::fabs(config.lr * config.weight_decay) <= largest,
+                  "TrainConfig: lr ", config.lr, " is out of the range of the model's ",
+                  sizeof(T) == 4 ? "float" : "double", " parameters");
     optimizer_.initialize(params_);
   }
 
@@ -78,6 +88,9 @@ class OptimizerLoop {
               double forward_flops, StepReport& r) {
     sync_.average(space, grid, params_);
     if (grid.data_size() > 1) r.loss = all_reduce_sum(grid.data_comm(), r.loss) / grid.data_size();
+    // The same value on every rank now (the loss is replicated over tp), so a NaN on one rank
+    // stops them all here; the trainers do not check their ranks' losses alone.
+    require_finite_loss("dchag training step", r.loss);
     r.grad_norm = global_grad_norm(space, grid, params_);
     apply_grad_clip(space, params_, config_.max_grad_norm, r.grad_norm);
     optimizer_.step(space, params_, r.lr);

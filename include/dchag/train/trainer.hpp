@@ -35,7 +35,7 @@ class ForecastTrainer {
     if (dpred_.extent(0) != pred.extent(0))
       dpred_ = View4<T, ExecSpace>("dprediction", pred.extent(0), pred.extent(1), pred.extent(2),
                                    pred.extent(3));
-    r.loss = lat_weighted_mse(space, pred, y, lat_weights, dpred_);
+    r.loss = Impl::lat_weighted_mse_unchecked(space, pred, y, lat_weights, dpred_);
     model_.backward(space, dpred_);
     loop_.finish(space, model_.grid(), x.extent(0), model_.forward_flops(x.extent(0)), r);
     return r;
