@@ -161,7 +161,8 @@ inline int end_together(MPI_Comm frame, int rank, int size, const std::string& e
   if (first == size) return 0;
   long long length = rank == first ? static_cast<long long>(error.size()) : 0;
   MPI_Bcast(&length, 1, MPI_LONG_LONG, first, frame);
-  std::string text(static_cast<std::size_t>(std::min<long long>(length, INT_MAX)), '\0');
+  std::string text = rank == first ? error : std::string();
+  text.resize(static_cast<std::size_t>(std::min<long long>(length, INT_MAX)));
   if (!text.empty()) MPI_Bcast(&text[0], static_cast<int>(text.size()), MPI_CHAR, first, frame);
   if (error.empty()) report(rank, "rank " + std::to_string(first) + " failed: " + text);
   return 2;

@@ -207,6 +207,19 @@ TEST_CASE("ChannelViT refuses nonsense definitions before allocating anything") 
   c = tiny_forecast();
   c.decoder_depth = -1;
   refused(c, {"decoder_depth must be >= 0, got -1"});
+  // Sizes whose products would overflow (from a typo or a corrupt checkpoint) are refused
+  // before anything is allocated.
+  c = tiny_forecast();
+  c.channels = c.out_channels = 2147483647;
+  refused(c, {"channels = 2147483647 exceeds the limit of 65536"});
+  c = tiny_forecast();
+  c.height = c.width = 2147483647;
+  c.patch = 1;
+  refused(c, {"height = 2147483647 exceeds the limit"});
+  c = tiny_forecast();
+  c.height = c.width = 65536;
+  c.patch = 2;
+  refused(c, {"1073741824 patches, more than the limit of 16777216"});
 }
 
 TEST_CASE("ChannelViT refuses inputs of the wrong shape") {

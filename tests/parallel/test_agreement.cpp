@@ -2,6 +2,7 @@
 #include <dchag/parallel/agreement.hpp>
 #include <dchag/parallel/collectives.hpp>
 
+#include <stdexcept>
 #include <string>
 
 #include "test_common.hpp"
@@ -50,4 +51,27 @@ TEST_CASE("check_agreement throws on every rank when one rank differs, and does 
   CHECK_NOTHROW(dchag::check_agreement(comm, "after", "same"));
   CHECK(dchag::all_reduce_sum(comm, static_cast<double>(r)) == p * (p - 1) / 2.0);
   comm.barrier();
+}
+
+TEST_CASE("on_every_rank turns one rank's failure into the same error on every rank") {
+  const dchag::Communicator comm;
+  const int p = comm.size(), r = comm.rank();
+  int calls = 0;
+  CHECK_NOTHROW(dchag::on_every_rank(comm, [&] { ++calls; }));
+  CHECK(calls == 1);
+  // Only the last rank fails (a file only it cannot write): every rank throws its message.
+  auto last_fails = [&] {
+    if (r == p - 1) throw std::runtime_error("cannot write /nowhere/metrics.csv");
+  };
+  CHECK_THROWS_WITH_AS(dchag::on_every_rank(comm, last_fails),
+                       doctest::Contains("cannot write /nowhere/metrics.csv"), dchag::Error);
+  if (p > 1)
+    CHECK_THROWS_WITH_AS(dchag::on_every_rank(comm, last_fails),
+                         contains("[rank " + std::to_string(p - 1) + " of " + std::to_string(p) +
+                                  "]"),
+                         dchag::Error);
+  // Several fail: the lowest failing rank's message; exceptions of any type are caught.
+  CHECK_THROWS_WITH_AS(dchag::on_every_rank(comm, [&] { throw r; }),
+                       doctest::Contains("not a std::exception"), dchag::Error);
+  CHECK(dchag::all_reduce_sum(comm, 1.0) == p);
 }

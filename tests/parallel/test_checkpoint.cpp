@@ -13,10 +13,12 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -529,6 +531,47 @@ TEST_CASE("wrong checkpoints are refused on every rank and leave the model untou
                          doctest::Contains("never.safetensors"), dchag::Error);
     CHECK(!fs::exists(path));
   }
+  SUBCASE("a value that is not finite (a diverged run)") {
+    const std::string path = in_dir("nan.safetensors");
+    rewrite(good, path, [](Contents& c) { c.values["blocks.1.mlp.fc2.weight"][3] = std::nan(""); });
+    refused(path, "tensor 'blocks.1.mlp.fc2.weight' holds a value that is not finite");
+    const std::string moment = in_dir("inf_moment.safetensors");
+    rewrite(good, moment, [](Contents& c) {
+      c.values["optimizer.v.var_query"][0] = std::numeric_limits<double>::infinity();
+    });
+    refused(moment, "'optimizer.v.var_query' holds a value that is not finite", true);
+    // Asked for explicitly, such a file loads (to inspect a diverged run).
+    dchag::load_checkpoint(path, target, nullptr, dchag::NonFinite::Allow);
+    CHECK(snapshot(target) != before);
+  }
+  SUBCASE("a flipped data byte fails the checksum") {
+    const std::string path = in_dir("flipped.safetensors");
+    if (world.rank() == 0) {
+      std::string bytes = slurp(good);
+      bytes[bytes.size() - 100] ^= 0x01;
+      std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+    }
+    world.barrier();
+    refused(path, "fails its checksum", true);
+  }
+  SUBCASE("weights that are not finite are not saved, and the old file stays") {
+    const std::string path = in_dir("kept.safetensors");
+    dchag::save_checkpoint(path, saved, &opt, 1);
+    const std::string bytes = world.rank() == 0 ? slurp(path) : std::string();
+    Model diverged(cfg, grid);
+    const auto p = diverged.parameters()[0];
+    Kokkos::deep_copy(p.value, std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH_AS(dchag::save_checkpoint(path, diverged, 2),
+                         doctest::Contains("holds NaN or infinite values"), dchag::Error);
+    if (world.rank() == 0) {
+      CHECK(slurp(path) == bytes);
+      for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
+        CHECK(e.path().string().find("kept.safetensors.tmp") == std::string::npos);
+    }
+    dchag::save_checkpoint(in_dir("allowed.safetensors"), diverged, 2, dchag::NonFinite::Allow);
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(in_dir("allowed.safetensors"), target),
+                         doctest::Contains("not finite"), dchag::Error);
+  }
   // Nobody is left inside a collective.
   CHECK(dchag::all_reduce_sum(world, 1.0) == double(P));
 }
@@ -542,7 +585,9 @@ TEST_CASE("float models write F32 files, and checkpoints convert between float a
   ModelF f(cfg, grid);
   const std::string path = in_dir("float.safetensors");
   dchag::save_checkpoint(path, f, 0);
-  for (const auto& t : dchag::SafetensorsFile::read(path).tensors()) CHECK(t.dtype == "F32");
+  // Named: a range-for over read(path).tensors() would iterate a destroyed temporary.
+  const auto written = dchag::SafetensorsFile::read(path);
+  for (const auto& t : written.tensors()) CHECK(t.dtype == "F32");
   CHECK(dchag::read_checkpoint_info(path).scalar == "F32");
 
   // A double model takes the F32 file: exactly the float values, widened.

@@ -230,6 +230,31 @@ TEST_CASE_TEMPLATE_DEFINE("collectives refuse bad views on every rank", C, colle
 }
 TEST_CASE_TEMPLATE_APPLY(collectives_refuse, AllCases);
 
+TEST_CASE_TEMPLATE_DEFINE("collectives refuse ranks that pass views of different sizes", C,
+                          collectives_counts) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const dchag::Communicator comm;
+  const int p = comm.size(), r = comm.rank();
+  if (p == 1) return;
+  // The last rank holds one row more (a batch of another size): MPI would read or write past
+  // the other ranks' buffers. Every rank must get the error instead, and nothing may hang.
+  const int rows = r == p - 1 ? 3 : 2;
+  dchag::View2<T, Space> v("v", rows, 3), local("local", rows, 3), full("full", rows * p, 3);
+  const char* fragment = "the ranks pass views of different sizes";
+  CHECK_THROWS_WITH_AS(dchag::all_reduce_sum(space, comm, v), doctest::Contains(fragment),
+                       dchag::Error);
+  CHECK_THROWS_WITH_AS(dchag::broadcast(space, comm, v, 0), doctest::Contains(fragment),
+                       dchag::Error);
+  CHECK_THROWS_WITH_AS(dchag::all_gather(space, comm, local, full), doctest::Contains(fragment),
+                       dchag::Error);
+  CHECK_THROWS_WITH_AS(dchag::reduce_scatter_sum(space, comm, full, local),
+                       doctest::Contains("6 to 9 elements"), dchag::Error);
+  CHECK(dchag::all_reduce_sum(comm, 1.0) == p);
+}
+TEST_CASE_TEMPLATE_APPLY(collectives_counts, AllCases);
+
 TEST_CASE("scalar all_reduce_sum / max / min") {
   const dchag::Communicator comm;
   const int p = comm.size(), r = comm.rank();

@@ -310,6 +310,11 @@ TEST_CASE("AdamW validates its hyper-parameters") {
   Opt opt(model.parameters());
   CHECK_THROWS_WITH_AS(opt.step(Space(), model.parameters(), -1e-3),
                        doctest::Contains("learning rate"), dchag::Error);
+  // Finite as a double, infinite as a float: refused before any parameter turns into NaN.
+  const auto before = flatten(model.tensors[0].value);
+  CHECK_THROWS_WITH_AS(opt.step(Space(), model.parameters(), 1e300),
+                       doctest::Contains("overflows the float parameters"), dchag::Error);
+  CHECK(flatten(model.tensors[0].value) == before);
 
   const auto climax = dchag::AdamWConfig::climax();
   CHECK(climax.beta1 == 0.9);
