@@ -28,7 +28,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <fstream>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -357,6 +359,30 @@ inline double mean(const std::vector<double>& v, std::size_t begin, std::size_t 
   double s = 0;
   for (std::size_t i = begin; i < end; ++i) s += v[i];
   return s / double(end - begin);
+}
+
+// The columns of the examples' per-step metrics files.
+constexpr const char* metrics_columns =
+    "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes";
+
+// Rank 0 prints step s's progress line and appends it to the metrics file; a failure to write
+// the file stops every rank (collective over world).
+inline void log_step(const dchag::Communicator& world, const char* program, const char* loss_name,
+                     std::int64_t s, std::int64_t steps, const dchag::StepReport& r,
+                     std::ofstream& csv, const std::string& csv_path) {
+  dchag::on_every_rank(world, [&] {
+    if (world.rank() != 0) return;
+    std::printf("step %4lld/%lld  %s %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
+                "%6.1f GFLOP/s  peak %.1f MiB\n",
+                (long long)s + 1, (long long)steps, loss_name, r.loss, r.lr, r.grad_norm,
+                r.seconds, r.samples_per_second, r.gflops_per_second, r.peak_bytes / 1048576.0);
+    std::fflush(stdout);
+    csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds << ','
+        << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes << '\n';
+    csv.flush();
+    dchag::Impl::require(bool(csv), program, ": writing the metrics file ", csv_path, " failed (",
+                         std::strerror(errno), ")");
+  });
 }
 
 // Every rank's peak Kokkos memory and peak RSS, printed by rank 0 (collective over world).

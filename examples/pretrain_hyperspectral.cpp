@@ -187,7 +187,7 @@ int run(const dchag::Communicator& world, const Options& o) {
   dchag::on_every_rank(world, [&] {
     if (!root) return;
     csv.open(o.csv);
-    csv << "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes\n";
+    csv << dchag_example::metrics_columns << '\n';
     csv.flush();
     dchag::Impl::require(bool(csv), program, ": cannot write the metrics file ", o.csv);
   });
@@ -205,20 +205,7 @@ int run(const dchag::Communicator& world, const Options& o) {
     dchag_example::watchdog().beat();
     losses.push_back(r.loss);
     total += r.seconds;
-    dchag::on_every_rank(world, [&] {
-      if (!root) return;
-      std::printf("step %4lld/%lld  masked MSE %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f "
-                  "samples/s  %6.1f GFLOP/s  peak %.1f MiB\n",
-                  (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm,
-                  r.seconds, r.samples_per_second, r.gflops_per_second,
-                  r.peak_bytes / 1048576.0);
-      std::fflush(stdout);
-      csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds
-          << ',' << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes
-          << '\n';
-      csv.flush();
-      dchag::Impl::require(bool(csv), program, ": writing the metrics file ", o.csv, " failed");
-    });
+    dchag_example::log_step(world, program, "masked MSE", s, o.train.steps, r, csv, o.csv);
   }
 
   // Held-out reconstruction of hidden patches on the Test split, with masks no training step

@@ -167,8 +167,7 @@ void resolve(Options& o) {
 // from there (the rows a stopped run wrote past its last checkpoint are dropped: they will be
 // trained again); a new run starts the file.
 void open_metrics(std::ofstream& csv, const std::string& path, std::int64_t start) {
-  const char* columns =
-      "step,loss,lr,grad_norm,seconds,samples_per_second,gflops_per_second,peak_bytes";
+  const char* columns = dchag_example::metrics_columns;
   std::vector<std::string> kept;
   if (start > 0) {
     std::ifstream old(path);
@@ -287,21 +286,7 @@ int run(const dchag::Communicator& world, const Options& o) {
       dchag::save_checkpoint(o.run_dir + "/checkpoint_step" + std::to_string(trainer.step_count()) +
                                  ".safetensors",
                              model, &trainer.optimizer(), trainer.step_count());
-    dchag::on_every_rank(world, [&] {
-      if (!root) return;
-      std::printf("step %4lld/%lld  loss %.5f  lr %.2e  |g| %7.3f  %6.3f s  %7.1f samples/s  "
-                  "%6.1f GFLOP/s  peak %.1f MiB\n",
-                  (long long)s + 1, (long long)o.train.steps, r.loss, r.lr, r.grad_norm,
-                  r.seconds, r.samples_per_second, r.gflops_per_second,
-                  r.peak_bytes / 1048576.0);
-      std::fflush(stdout);
-      csv << r.step << ',' << r.loss << ',' << r.lr << ',' << r.grad_norm << ',' << r.seconds
-          << ',' << r.samples_per_second << ',' << r.gflops_per_second << ',' << r.peak_bytes
-          << '\n';
-      csv.flush();
-      dchag::Impl::require(bool(csv), program, ": writing the metrics file ", o.csv,
-                           " failed (", std::strerror(errno), ")");
-    });
+    dchag_example::log_step(world, program, "loss", s, o.train.steps, r, csv, o.csv);
   }
 
   // Held-out forecast skill on the Test split, before the checkpoint is written: weights that
