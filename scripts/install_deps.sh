@@ -10,13 +10,14 @@
 #   hip     Debian's hipcc (ROCm 5.2) and what it needs to compile Kokkos for HIP
 #   torch   Debian's PyTorch for /usr/bin/python3 (the PyTorch interoperability tests; they are
 #           skipped at configure time when `/usr/bin/python3 -c "import torch"` fails)
+#   fuzz    clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh)
 #
 # Only missing packages are installed; `apt-get update` runs only when something is missing.
 # Needs root or sudo when something is missing. Prints one line when all is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 pkgs_base=(cmake g++ libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libeigen3-dev
            doctest-dev libopenmpi-dev openmpi-bin libopenblas0-pthread)
@@ -26,6 +27,7 @@ pkgs_source=(dpkg-dev xz-utils tar make libopenblas-pthread-dev libopenblas-dev)
 pkgs_hip=(hipcc libamdhip64-dev rocm-device-libs rocminfo)
 # Debian ships no python3-safetensors (bookworm): the tests read and write the format themselves.
 pkgs_torch=(python3-torch python3-numpy)
+pkgs_fuzz=(clang libclang-rt-14-dev)
 
 want=("${pkgs_base[@]}")
 for g in "$@"; do
@@ -34,8 +36,9 @@ for g in "$@"; do
     source) want+=("${pkgs_source[@]}") ;;
     hip) want+=("${pkgs_hip[@]}") ;;
     torch) want+=("${pkgs_torch[@]}") ;;
+    fuzz) want+=("${pkgs_fuzz[@]}") ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "install_deps.sh: unknown group '$g' (known: base source hip torch)" >&2; exit 2 ;;
+    *) echo "install_deps.sh: unknown group '$g' (known: base source hip torch fuzz)" >&2; exit 2 ;;
   esac
 done
 

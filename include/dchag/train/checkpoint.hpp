@@ -18,9 +18,12 @@
 //            "false"), seed}: enough to rebuild the model (read_checkpoint_info)
 //   aggregator = "none" (levels {1}, the ClimaX baseline) | "linear" | "cross_attention"
 //   policy = Policy::name() of the writer (information only: any policy may load the file)
-//   scalar = "F32" | "F64", step = the training step given to save_checkpoint
+//   scalar = "F32" | "F64" (information only: loading converts), step = the training step
+//            given to save_checkpoint
 //   with an optimizer: optimizer = "AdamW", optimizer.step_count, and its lr, beta1, beta2, eps
 //            and weight_decay (information only: the run's optimizer settings are its own)
+// and, as in every file SafetensorsWriter writes, a checksum of each tensor's bytes, which
+// loading verifies. Values that are NaN or infinite are refused both ways (NonFinite).
 //
 // Saving (collective over the model's world). Only the first data-parallel replica is written
 // (replicas are identical): each of its ranks contributes the pieces of the partitioned
