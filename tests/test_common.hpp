@@ -9,6 +9,7 @@
 #include <random>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include <dchag/core/kokkos_compat.hpp>
 #include <dchag/core/view.hpp>
@@ -22,31 +23,33 @@ struct Case {
   using scalar = Scalar;
 };
 
+// Every backend the Kokkos install enables, each on its own: cluster installs are often
+// OpenMP-only or CUDA-only, without Serial.
+template <class Space>
+using BothScalars = std::tuple<Case<Space, float>, Case<Space, double>>;
 #if defined(KOKKOS_ENABLE_SERIAL)
-#define DCHAG_TEST_SERIAL_CASES dchag_test::Case<Kokkos::Serial, float>, \
-                                dchag_test::Case<Kokkos::Serial, double>
+using SerialCases = BothScalars<Kokkos::Serial>;
+#else
+using SerialCases = std::tuple<>;
 #endif
 #if defined(KOKKOS_ENABLE_OPENMP)
-#define DCHAG_TEST_OPENMP_CASES , dchag_test::Case<Kokkos::OpenMP, float>, \
-                                  dchag_test::Case<Kokkos::OpenMP, double>
+using OpenMPCases = BothScalars<Kokkos::OpenMP>;
 #else
-#define DCHAG_TEST_OPENMP_CASES
+using OpenMPCases = std::tuple<>;
 #endif
 #if defined(KOKKOS_ENABLE_CUDA)
-#define DCHAG_TEST_CUDA_CASES , dchag_test::Case<Kokkos::Cuda, float>, \
-                                dchag_test::Case<Kokkos::Cuda, double>
+using CudaCases = BothScalars<Kokkos::Cuda>;
 #else
-#define DCHAG_TEST_CUDA_CASES
+using CudaCases = std::tuple<>;
 #endif
 #if defined(KOKKOS_ENABLE_HIP)
-#define DCHAG_TEST_HIP_CASES , dchag_test::Case<dchag::HipExecSpace, float>, \
-                               dchag_test::Case<dchag::HipExecSpace, double>
+using HipCases = BothScalars<dchag::HipExecSpace>;
 #else
-#define DCHAG_TEST_HIP_CASES
+using HipCases = std::tuple<>;
 #endif
 
-using AllCases = std::tuple<DCHAG_TEST_SERIAL_CASES DCHAG_TEST_OPENMP_CASES
-                                DCHAG_TEST_CUDA_CASES DCHAG_TEST_HIP_CASES>;
+using AllCases = decltype(std::tuple_cat(std::declval<SerialCases>(), std::declval<OpenMPCases>(),
+                                         std::declval<CudaCases>(), std::declval<HipCases>()));
 
 // Gradient checks run in double only: finite differences in float measure rounding, not bugs.
 template <class Tuple>
