@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build Kokkos 3.4.1 + Kokkos Kernels 3.4.1 from Debian's own `trilinos` source package into a
-# cached prefix (DESIGN.md section 4), or reuse the prefix when it was already built.
+# Build Kokkos 3.4.1 + Kokkos Kernels 3.4.1 from Debian's own `trilinos` source package, or
+# Kokkos 4.6.01 + Kokkos Kernels 4.6.02 from their release archives, into a cached prefix
+# (DESIGN.md section 4), or reuse the prefix when it was already built.
 #
-#   scripts/build_kokkos.sh <openmp|hip> [prefix]
+#   scripts/build_kokkos.sh <openmp|hip|kokkos4-openmp> [prefix]
 #
-#   default prefix: ${DCHAG_DEPS_PREFIX:-$HOME/.cache/dchag}/kokkos-3.4.1-<backend>
+#   default prefix: ${DCHAG_DEPS_PREFIX:-$HOME/.cache/dchag}/kokkos-3.4.1-<backend>,
+#     .../kokkos-4.6.01-openmp for kokkos4-openmp
 #   stdout: the prefix (only); progress goes to stderr. A consumer then passes
 #     -DKokkos_DIR=<prefix>/lib/cmake/Kokkos -DKokkosKernels_DIR=<prefix>/lib/cmake/KokkosKernels
 #   (or -DCMAKE_PREFIX_PATH=<prefix>); targets Kokkos::kokkos and Kokkos::kokkoskernels.
@@ -12,11 +14,17 @@
 #   openmp: Kokkos Serial+OpenMP (g++), Kokkos Kernels without ETI, BLAS TPL = OpenBLAS.
 #   hip:    Kokkos Serial+HIP with Debian's hipcc (HIP_PLATFORM=amd, Kokkos_ARCH_VEGA908),
 #           Kokkos Kernels without ETI and without TPLs.
+#   kokkos4-openmp: Kokkos 4.6.01 with OpenMP only (no Serial, as many cluster installs are) and
+#           without deprecated code, Kokkos Kernels 4.6.02 without ETI, BLAS TPL = OpenBLAS.
+#           The archives kokkos-4.6.01.tar.xz and kokkos-kernels-4.6.02.tar.xz are taken from
+#           $DCHAG_KOKKOS_ARCHIVES, else from ../shared/deps beside the repository; nothing is
+#           downloaded.
 #
 # Environment: DCHAG_DEPS_PREFIX (cache root), DCHAG_BLAS_LIBRARY (BLAS library to use instead
 # of OpenBLAS, full path), DCHAG_KOKKOS_ARCH (HIP arch option, default Kokkos_ARCH_VEGA908),
-# JOBS (parallel build jobs, default nproc).
-# The source is fetched once with `apt-get source --download-only trilinos`; when the machine
+# DCHAG_KOKKOS_ARCHIVES (folder holding the 4.x release archives), JOBS (parallel build jobs,
+# default nproc).
+# The 3.4.1 source is fetched once with `apt-get source --download-only trilinos`; when the machine
 # has no deb-src entry, one is derived from its Debian deb entries and written to
 # /etc/apt/sources.list.d/dchag-src.sources (or .list). Needs root or sudo for that only.
 set -euo pipefail
@@ -30,15 +38,18 @@ die() { msg "error: $*"; exit 1; }
 backend=${1:-}
 case "$backend" in
   openmp|hip) ;;
-  -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) die "usage: $0 <openmp|hip> [prefix]" ;;
+  kokkos4-openmp) KOKKOS_VERSION=4.6.01; KK_VERSION=4.6.02 ;;
+  -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) die "usage: $0 <openmp|hip|kokkos4-openmp> [prefix]" ;;
 esac
+KK_VERSION=${KK_VERSION:-$KOKKOS_VERSION}
+flavour=${backend#kokkos4-}
 cache=${DCHAG_DEPS_PREFIX:-$HOME/.cache/dchag}
-prefix=${2:-$cache/kokkos-$KOKKOS_VERSION-$backend}
+prefix=${2:-$cache/kokkos-$KOKKOS_VERSION-$flavour}
 prefix=$(realpath -m "$prefix")
 stamp=$prefix/.dchag-kokkos-stamp
 hip_arch=${DCHAG_KOKKOS_ARCH:-Kokkos_ARCH_VEGA908}
-stamp_text="kokkos=$KOKKOS_VERSION kokkoskernels=$KOKKOS_VERSION backend=$backend"
+stamp_text="kokkos=$KOKKOS_VERSION kokkoskernels=$KK_VERSION backend=$backend"
 [[ $backend == hip ]] && stamp_text+=" arch=$hip_arch"
 
 if [[ -f $stamp && "$(head -n1 "$stamp")" == "$stamp_text" ]]; then
@@ -49,7 +60,7 @@ fi
 t_start=$SECONDS
 jobs=${JOBS:-$(nproc)}
 srcroot=$cache/src
-buildroot=$cache/build/kokkos-$KOKKOS_VERSION-$backend
+buildroot=$cache/build/kokkos-$KOKKOS_VERSION-$flavour
 mkdir -p "$srcroot" "$buildroot"
 
 # --- packages ---------------------------------------------------------------------------------
@@ -149,32 +160,71 @@ ensure_deb_src() {
   have_trilinos_src || die "apt-cache showsrc trilinos finds nothing after adding $own"
 }
 
-# --- source -----------------------------------------------------------------------------------
-find_orig() { compgen -G "$srcroot/trilinos_*.orig.tar.*" | grep -v '\.asc$' | sort -V | tail -n1 || true; }
-orig=$(find_orig)
-if [[ -z $orig ]]; then
-  ensure_deb_src
-  msg "apt-get source --download-only trilinos -> $srcroot"
-  log=$buildroot/apt-source.log
-  if ! (cd "$srcroot" && apt-get source -q --download-only trilinos) >"$log" 2>&1; then
-    tail -n 30 "$log" >&2; die "apt-get source failed (log: $log)"
-  fi
+# --- source: release archives (4.x) ----------------------------------------------------------
+# Pinned by sha256: a different file under the same name is refused, not built.
+declare -A archive_sha256=(
+  [kokkos-4.6.01.tar.xz]=dcca5cc450575f8790f53bddbfdef19fc8dd1c17cc3d2e1fc6a6923387703cf5
+  [kokkos-kernels-4.6.02.tar.xz]=8920a29171245842daebf7ea9daca2bb24fe69b47bc9a5af0dd63aa651f3e263
+)
+unpack_archives() {
+  local dir=${DCHAG_KOKKOS_ARCHIVES:-} fallback a sum
+  fallback=$(dirname "$(dirname "$here")")/shared/deps
+  if [[ -z $dir && -d $fallback ]]; then dir=$fallback; fi
+  [[ -n $dir ]] || die "Kokkos $KOKKOS_VERSION needs kokkos-$KOKKOS_VERSION.tar.xz and \
+kokkos-kernels-$KK_VERSION.tar.xz (the GitHub release archives of kokkos/kokkos and \
+kokkos/kokkos-kernels); put them in $fallback, or in a folder named by DCHAG_KOKKOS_ARCHIVES \
+(nothing is downloaded)"
+  for a in kokkos-$KOKKOS_VERSION.tar.xz kokkos-kernels-$KK_VERSION.tar.xz; do
+    [[ -f $dir/$a ]] || die "$dir/$a not found (set DCHAG_KOKKOS_ARCHIVES to the folder holding it)"
+    sum=$(sha256sum "$dir/$a" | cut -d' ' -f1)
+    [[ $sum == "${archive_sha256[$a]}" ]] ||
+      die "$dir/$a: sha256 $sum, expected ${archive_sha256[$a]}"
+    local out=$srcroot/${a%.tar.xz}
+    if [[ ! -f $out/.dchag-extracted ]]; then
+      msg "extracting $a"
+      rm -rf "$out" "$out.tmp" && mkdir -p "$out.tmp"
+      tar -xf "$dir/$a" -C "$out.tmp" --strip-components=1
+      mv "$out.tmp" "$out" && touch "$out/.dchag-extracted"
+    fi
+  done
+  ksrc=$srcroot/kokkos-$KOKKOS_VERSION
+  kksrc=$srcroot/kokkos-kernels-$KK_VERSION
+  orig="kokkos-$KOKKOS_VERSION.tar.xz, kokkos-kernels-$KK_VERSION.tar.xz"
+}
+
+# --- source: Debian's trilinos (3.4.1) --------------------------------------------------------
+unpack_trilinos() {
+  find_orig() {
+    compgen -G "$srcroot/trilinos_*.orig.tar.*" | grep -v '\.asc$' | sort -V | tail -n1 || true
+  }
   orig=$(find_orig)
-  [[ -n $orig ]] || die "no trilinos_*.orig.tar.* in $srcroot after apt-get source"
-fi
-src=$srcroot/$(basename "${orig%.orig.tar.*}" | tr _ -)
-if [[ ! -f $src/.dchag-extracted ]]; then
-  msg "extracting packages/kokkos and packages/kokkos-kernels from $(basename "$orig")"
-  rm -rf "$src.tmp" && mkdir -p "$src.tmp"
-  tar -xf "$orig" -C "$src.tmp" --strip-components=1 --wildcards \
-      '*/packages/kokkos' '*/packages/kokkos-kernels'
-  rm -rf "$src" && mv "$src.tmp" "$src" && touch "$src/.dchag-extracted"
-fi
-ksrc=$src/packages/kokkos
-kksrc=$src/packages/kokkos-kernels
-ver=$(sed -n 's/^ *set *( *Kokkos_VERSION_\(MAJOR\|MINOR\|PATCH\) \+\([0-9]\+\).*/\2/ip' \
-        "$ksrc/CMakeLists.txt" | sed 's/^0*\([0-9]\)/\1/' | paste -sd.)   # 3.4.01 -> 3.4.1
-[[ $ver == "$KOKKOS_VERSION" ]] || die "trilinos source carries Kokkos '$ver', expected $KOKKOS_VERSION"
+  if [[ -z $orig ]]; then
+    ensure_deb_src
+    msg "apt-get source --download-only trilinos -> $srcroot"
+    log=$buildroot/apt-source.log
+    if ! (cd "$srcroot" && apt-get source -q --download-only trilinos) >"$log" 2>&1; then
+      tail -n 30 "$log" >&2; die "apt-get source failed (log: $log)"
+    fi
+    orig=$(find_orig)
+    [[ -n $orig ]] || die "no trilinos_*.orig.tar.* in $srcroot after apt-get source"
+  fi
+  src=$srcroot/$(basename "${orig%.orig.tar.*}" | tr _ -)
+  if [[ ! -f $src/.dchag-extracted ]]; then
+    msg "extracting packages/kokkos and packages/kokkos-kernels from $(basename "$orig")"
+    rm -rf "$src.tmp" && mkdir -p "$src.tmp"
+    tar -xf "$orig" -C "$src.tmp" --strip-components=1 --wildcards \
+        '*/packages/kokkos' '*/packages/kokkos-kernels'
+    rm -rf "$src" && mv "$src.tmp" "$src" && touch "$src/.dchag-extracted"
+  fi
+  ksrc=$src/packages/kokkos
+  kksrc=$src/packages/kokkos-kernels
+  ver=$(sed -n 's/^ *set *( *Kokkos_VERSION_\(MAJOR\|MINOR\|PATCH\) \+\([0-9]\+\).*/\2/ip' \
+          "$ksrc/CMakeLists.txt" | sed 's/^0*\([0-9]\)/\1/' | paste -sd.)   # 3.4.01 -> 3.4.1
+  [[ $ver == "$KOKKOS_VERSION" ]] || die "trilinos source carries Kokkos '$ver', expected $KOKKOS_VERSION"
+  orig=$(basename "$orig")
+}
+
+if [[ $backend == kokkos4-* ]]; then unpack_archives; else unpack_trilinos; fi
 
 # --- build ------------------------------------------------------------------------------------
 # Run a step quietly into $buildroot/<name>.log; on failure print the log's tail and stop.
@@ -207,8 +257,16 @@ no_eti=(-DKokkosKernels_ADD_DEFAULT_ETI=OFF -DKokkosKernels_ETI_ONLY=OFF
         -DKokkosKernels_ENABLE_TESTS=OFF -DKokkosKernels_ENABLE_EXAMPLES=OFF)
 
 case "$backend" in
-  openmp)
-    kokkos_opts=(-DCMAKE_CXX_COMPILER="${CXX:-g++}" -DKokkos_ENABLE_SERIAL=ON -DKokkos_ENABLE_OPENMP=ON)
+  openmp|kokkos4-openmp)
+    if [[ $backend == openmp ]]; then
+      kokkos_opts=(-DCMAKE_CXX_COMPILER="${CXX:-g++}" -DKokkos_ENABLE_SERIAL=ON
+                   -DKokkos_ENABLE_OPENMP=ON)
+    else
+      # OpenMP alone proves the library assumes no Serial; without deprecated code, that it
+      # uses no name 4.x is about to remove.
+      kokkos_opts=(-DCMAKE_CXX_COMPILER="${CXX:-g++}" -DKokkos_ENABLE_SERIAL=OFF
+                   -DKokkos_ENABLE_OPENMP=ON -DKokkos_ENABLE_DEPRECATED_CODE_4=OFF)
+    fi
     # BLAS/LAPACK TPL = OpenBLAS (KokkosBlas::gemm -> sgemm_/dgemm_). OpenBLAS has LAPACK inside.
     blas=${DCHAG_BLAS_LIBRARY:-}
     if [[ -z $blas ]]; then
@@ -247,7 +305,7 @@ step kokkoskernels-build cmake --build "$buildroot/kokkos-kernels" -j "$jobs"
 step kokkoskernels-install cmake --install "$buildroot/kokkos-kernels"
 
 { echo "$stamp_text"
-  echo "source: $(basename "$orig")"
+  echo "source: $orig"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - t_start)) s"
   echo "Kokkos_DIR=$prefix/lib/cmake/Kokkos"
   echo "KokkosKernels_DIR=$prefix/lib/cmake/KokkosKernels"

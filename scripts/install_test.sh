@@ -2,7 +2,7 @@
 # Installs the package from an already configured preset's build into a scratch prefix, then
 # builds and runs a consumer project outside the source tree: once through find_package(dchag)
 # and once through add_subdirectory.
-#   scripts/install_test.sh [serial|openmp]
+#   scripts/install_test.sh [serial|openmp|kokkos4-openmp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset="${1:-serial}"
@@ -11,10 +11,15 @@ build="$src/build/$preset"
 [ -f "$build/CMakeCache.txt" ] || { echo "install_test: configure the '$preset' preset first" >&2; exit 1; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-if [ "$preset" = openmp ]; then
-  export CMAKE_PREFIX_PATH="$HOME/.cache/dchag/kokkos-3.4.1-openmp${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+case "$preset" in
+  openmp) kokkos="$HOME/.cache/dchag/kokkos-3.4.1-openmp" ;;
+  kokkos4-openmp) kokkos="$HOME/.cache/dchag/kokkos-4.6.01-openmp" ;;
+  *) kokkos="" ;;
+esac
+if [ -n "$kokkos" ]; then
+  export CMAKE_PREFIX_PATH="$kokkos${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_PROC_BIND=false
 
 cmake --install "$build" --prefix "$work/prefix" > /dev/null
 echo "== consumer through find_package(dchag) against $work/prefix"
