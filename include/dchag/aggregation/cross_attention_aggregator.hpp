@@ -5,7 +5,7 @@
 // token by its own QueryCrossAttention (own learnable query, q/k/v/out projections). Group g
 // (GLOBAL index) is named "{prefix}.{g}": parameters "{prefix}.{g}.query" [1, 1, D],
 // "{prefix}.{g}.in_proj_weight", ".in_proj_bias", ".out_proj.weight", ".out_proj.bias".
-// Same interface as LinearAggregator (see linear_aggregator.hpp).
+// A model of the partial-aggregator concept (aggregation/aggregator.hpp).
 //
 // Groups run one after the other: a group's channels are one contiguous [group_size, N, D] block
 // of the channel-major input, so each is an ordinary cross-attention call with no copy in.
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <dchag/aggregation/aggregator.hpp>
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
@@ -105,6 +106,8 @@ class CrossAttentionAggregator {
     for (const auto& a : attn_) f += a.flops(group_size_, rows);
     return f;
   }
+
+  static const char* name() { return "cross_attention"; }
 
   // The cross-attention of local group g (global group group_begin + g).
   const QueryCrossAttention<T, ExecSpace>& group(int g) const { return attn_.at(g); }

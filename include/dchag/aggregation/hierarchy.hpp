@@ -5,7 +5,8 @@
 //
 // `levels` lists the token count after each level and ends in 1, e.g. {16, 4, 1} for C = 64:
 // 64 channels -> 16 groups of 4 -> 4 groups of 4 -> 1. Every level but the last is a partial
-// aggregator (LinearAggregator or CrossAttentionAggregator) over contiguous groups; the last is
+// aggregator (a model of the concept in aggregator.hpp: LinearAggregator, CrossAttentionAggregator
+// or a user's type) over contiguous groups; the last is
 // the "final aggregator", a QueryCrossAttention over the remaining tokens named exactly as
 // ClimaX's ("var_query", "var_agg.*"), so levels = {1} IS the ClimaX baseline (one cross-attention
 // over all C channels).
@@ -14,7 +15,7 @@
 // "agg.{i}.{g}", e.g. "agg.0.3.weight" / "agg.0.3.bias" (linear) or "agg.1.0.in_proj_weight",
 // "agg.1.0.query" (cross-attention).
 //
-// Distribution (DESIGN.md section 2): a rank may own only the channels [channel_begin,
+// Distribution (the partitioning policy decides, parallel/policy.hpp): a rank may own only the channels [channel_begin,
 // channel_begin + channel_count). It runs the partial levels on them (partial_forward), the
 // caller all-gathers the group tokens of the last partial level over the TP group, and the final
 // aggregator runs on all of them (final_forward), possibly on a subset of its heads. The owned
@@ -26,8 +27,7 @@
 #include <string>
 #include <vector>
 
-#include <dchag/aggregation/cross_attention_aggregator.hpp>
-#include <dchag/aggregation/linear_aggregator.hpp>
+#include <dchag/aggregation/aggregator.hpp>
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
@@ -57,6 +57,8 @@ template <class T, class ExecSpace, template <class, class> class Partial>
 class ChannelAggregation {
  public:
   using partial_type = Partial<T, ExecSpace>;
+  static_assert(Impl::check_partial_aggregator<partial_type, T, ExecSpace>(),
+                "ChannelAggregation: the partial aggregator does not model the concept");
   using final_type = QueryCrossAttention<T, ExecSpace>;
   using matrix = View2<T, ExecSpace>;
 

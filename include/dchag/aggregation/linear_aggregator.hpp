@@ -7,11 +7,7 @@
 //   out[g, n, :] = sum_c w[g, c] T[g*group_size + c, n, :] + b[g].
 // Parameters per group, with the GLOBAL group index: "{prefix}.{g}.weight" [1, group_size] and
 // "{prefix}.{g}.bias" [1].
-//
-// Partial aggregators share one interface, which ChannelAggregation relies on:
-//   Agg(prefix, groups, group_size, dim, heads, group_begin = 0)   (heads unused here)
-//   init(seed); forward(space, T[groups*group_size, N, D]) -> [groups, N, D];
-//   backward(space, d[groups, N, D], input_grad = true) -> dT; parameters(list); flops(N).
+// A model of the partial-aggregator concept (aggregation/aggregator.hpp); heads is unused.
 
 #include <cstdint>
 #include <string>
@@ -19,6 +15,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/aggregation/aggregator.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/layers/embeddings.hpp>
@@ -166,6 +163,8 @@ class LinearAggregator {
   double flops(std::size_t rows) const {
     return 2.0 * groups_ * group_size_ * double(rows) * dim_;
   }
+
+  static const char* name() { return "linear"; }
 
   // [groups, group_size] and [groups]: row g is group group_begin + g.
   const matrix& weight() const { return weight_; }

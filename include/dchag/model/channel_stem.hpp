@@ -1,7 +1,7 @@
 #ifndef DCHAG_MODEL_CHANNEL_STEM_HPP
 #define DCHAG_MODEL_CHANNEL_STEM_HPP
 
-// The many-channel front of the model, partitioned by the policy (parallel/policies.hpp):
+// The many-channel front of the model, partitioned by the policy (parallel/policy.hpp):
 //   per-channel patch embedding + channel embedding -> partial aggregation levels
 //   -> [D-CHAG: all-gather of the group tokens over TP] -> final cross-attention (heads split
 //   over TP, out_proj row-parallel: all-reduce, then bias) -> one token per patch [B*L, D].
@@ -20,18 +20,15 @@
 #include <dchag/model/config.hpp>
 #include <dchag/parallel/collectives.hpp>
 #include <dchag/parallel/policies.hpp>
+#include <dchag/parallel/policy.hpp>
 #include <dchag/parallel/process_grid.hpp>
 
 namespace dchag {
 
 namespace Impl {
-// The input channels a rank tokenizes: its even share under D-CHAG, all of them otherwise.
-template <class Policy>
-IndexRange owned_channels(const ModelConfig& c, const ProcessGrid& grid) {
-  if (!Policy::distributed_channels) return {0, std::size_t(c.channels)};
-  require(c.channels % grid.tp() == 0, "ChannelViT: ", c.channels,
-          " channels cannot be split evenly over tp = ", grid.tp(), " ranks");
-  return even_range(std::size_t(c.channels), grid.tp(), grid.tp_rank());
+inline ChannelLayout channel_layout(const ModelConfig& c) {
+  const int keys = c.levels.size() > 1 ? c.levels[c.levels.size() - 2] : c.channels;
+  return {c.channels, keys};
 }
 
 inline AggregationShard aggregation_shard(const ModelConfig& c, const ProcessGrid& grid,
@@ -45,6 +42,9 @@ inline AggregationShard aggregation_shard(const ModelConfig& c, const ProcessGri
 
 template <class T, class ExecSpace, class Policy>
 class ChannelStem {
+  static_assert(Impl::check_partitioning_policy<Policy, T, ExecSpace>(),
+                "ChannelViT / ChannelMAE: the Policy parameter does not model the concept");
+
  public:
   using image = View4<T, ExecSpace>;
   using matrix = View2<T, ExecSpace>;
@@ -55,7 +55,7 @@ class ChannelStem {
   ChannelStem(const ModelConfig& config, const ProcessGrid& grid)
       : config_(config),
         grid_(grid),
-        channels_(Impl::owned_channels<Policy>(config, grid)),
+        channels_(Impl::owned_channels<Policy>(Impl::channel_layout(config), grid)),
         embed_("token_embeds", int(channels_.size()), config.patch, config.dim,
                int(channels_.begin)),
         var_embed_(int(channels_.size()), config.dim, int(channels_.begin)),
@@ -103,14 +103,15 @@ class ChannelStem {
     aggregation_.visit_storage(f);
   }
 
-  // Under D-CHAG the per-channel parameters (patch embeddings, channel-embedding rows, partial
-  // aggregators) are owned by one TP rank each and marked partitioned.
+  // When the channels are distributed (D-CHAG) the per-channel parameters (patch embeddings,
+  // channel-embedding rows, partial aggregators) are owned by one TP rank each and marked
+  // partitioned.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     ParameterList<T, ExecSpace> owned;
     embed_.parameters(owned);
     var_embed_.parameters(owned);
     for (int i = 0; i < aggregation_.partial_levels(); ++i) aggregation_.partial(i).parameters(owned);
-    if (Policy::distributed_channels && grid_.tp() > 1) mark_channel_owned(owned);
+    if (distributed()) mark_channel_owned(owned);
     list.insert(list.end(), owned.begin(), owned.end());
     aggregation_.final_aggregator().parameters(list);
   }
@@ -121,6 +122,10 @@ class ChannelStem {
   int channel_count() const { return int(channels_.size()); }
 
  private:
+  // Whether the policy gave this rank part of the channels (then every TP rank has a part:
+  // Impl::owned_channels checked it).
+  bool distributed() const { return channels_.size() < std::size_t(config_.channels); }
+
   void mark_channel_owned(ParameterList<T, ExecSpace>& list) const {
     for (auto& p : list) {
       p.partitioned = true;
@@ -134,7 +139,7 @@ class ChannelStem {
   // contiguous); the input itself when every rank holds all of them.
   Unmanaged<const T***, ExecSpace> gather_groups(const ExecSpace& space,
                                                  const Unmanaged<const T***, ExecSpace>& part) {
-    if (!Policy::distributed_channels || grid_.tp() == 1) return part;
+    if (!distributed()) return part;
     const std::size_t keys = aggregation_.final_keys();
     if (gathered_.extent(0) != keys || gathered_.extent(1) != part.extent(1))
       gathered_ = tensor("gathered_group_tokens", keys, part.extent(1), part.extent(2));
@@ -162,7 +167,7 @@ class ChannelStem {
     add_scaled(space, gq, T(-1), query_grad_before_);
     all_reduce_sum(space, grid_.tp_comm(), gq);
     add_scaled(space, gq, T(1), query_grad_before_);
-    if (!Policy::distributed_channels) return dkeys;
+    if (!distributed()) return dkeys;
     const int last = aggregation_.partial_levels();
     const std::size_t b = aggregation_.token_begin(last), n = aggregation_.token_count(last);
     return Kokkos::subview(dkeys, Kokkos::make_pair(b, b + n), Kokkos::ALL, Kokkos::ALL);

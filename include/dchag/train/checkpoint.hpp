@@ -210,11 +210,7 @@ inline std::vector<std::pair<std::string, std::string>> config_fields(const Mode
 template <class T, class ExecSpace, class Policy>
 std::string aggregator_name(const ModelConfig& c) {
   if (c.levels.size() <= 1) return "none";
-  using Partial = typename Policy::template partial<T, ExecSpace>;
-  if (std::is_same<Partial, LinearAggregator<T, ExecSpace>>::value) return "linear";
-  if (std::is_same<Partial, CrossAttentionAggregator<T, ExecSpace>>::value)
-    return "cross_attention";
-  return "custom";
+  return Policy::template partial<T, ExecSpace>::name();
 }
 
 inline const std::string& require_metadata(const std::map<std::string, std::string>& meta,
