@@ -26,22 +26,17 @@ class Linear {
   using matrix = View2<T, ExecSpace>;
 
   Linear() = default;
+  // Parameters "{name}.weight" and "{name}.bias", as torch.nn.Linear's.
   Linear(std::string name, int in_features, int out_features, bool bias = true)
-      : name_(std::move(name)), in_(in_features), out_(out_features), has_bias_(bias) {
-    Impl::require(in_features > 0 && out_features > 0, "Linear '", name_,
-                  "': features must be positive, got in = ", in_features,
-                  ", out = ", out_features);
-    weight_ = matrix(name_ + ".weight", out_, in_);
-    grad_weight_ = matrix(name_ + ".weight.grad", out_, in_);
-    if (has_bias_) {
-      bias_ = View1<T, ExecSpace>(name_ + ".bias", out_);
-      grad_bias_ = View1<T, ExecSpace>(name_ + ".bias.grad", out_);
-    }
-  }
+      : Linear(name + ".weight", name + ".bias", in_features, out_features, bias, name) {}
+  // Parameters under other names (nn.MultiheadAttention's "in_proj_weight", "in_proj_bias").
+  Linear(std::string weight_name, std::string bias_name, int in_features, int out_features,
+         bool bias)
+      : Linear(weight_name, std::move(bias_name), in_features, out_features, bias, weight_name) {}
 
   // timm / ClimaX: weights ~ trunc_normal(std 0.02), biases zero.
   void init(std::uint64_t seed, double std = 0.02) {
-    truncated_normal(weight_, seed, stream_id(name_ + ".weight"), std);
+    truncated_normal(weight_, seed, stream_id(weight_name_), std);
     if (has_bias_) Kokkos::deep_copy(bias_, T(0));
   }
 
@@ -78,8 +73,8 @@ class Linear {
   }
 
   void parameters(ParameterList<T, ExecSpace>& list) const {
-    Impl::add_parameter<T, ExecSpace>(list, name_ + ".weight", weight_, grad_weight_, true);
-    if (has_bias_) Impl::add_parameter<T, ExecSpace>(list, name_ + ".bias", bias_, grad_bias_, false);
+    Impl::add_parameter<T, ExecSpace>(list, weight_name_, weight_, grad_weight_, true);
+    if (has_bias_) Impl::add_parameter<T, ExecSpace>(list, bias_name_, bias_, grad_bias_, false);
   }
 
   // Forward multiply-adds x2 for `rows` rows; backward costs twice that.
@@ -94,9 +89,28 @@ class Linear {
   int in_features() const { return in_; }
   int out_features() const { return out_; }
   const std::string& name() const { return name_; }
+  const std::string& weight_name() const { return weight_name_; }
+  const std::string& bias_name() const { return bias_name_; }
+  bool has_bias() const { return has_bias_; }
 
  private:
-  std::string name_;
+  // `name` labels the activation buffers.
+  Linear(std::string weight_name, std::string bias_name, int in_features, int out_features,
+         bool bias, std::string name)
+      : name_(std::move(name)), weight_name_(std::move(weight_name)),
+        bias_name_(std::move(bias_name)), in_(in_features), out_(out_features), has_bias_(bias) {
+    Impl::require(in_features > 0 && out_features > 0, "Linear '", name_,
+                  "': features must be positive, got in = ", in_features,
+                  ", out = ", out_features);
+    weight_ = matrix(weight_name_, out_, in_);
+    grad_weight_ = matrix(weight_name_ + ".grad", out_, in_);
+    if (has_bias_) {
+      bias_ = View1<T, ExecSpace>(bias_name_, out_);
+      grad_bias_ = View1<T, ExecSpace>(bias_name_ + ".grad", out_);
+    }
+  }
+
+  std::string name_, weight_name_, bias_name_;
   int in_ = 0, out_ = 0;
   bool has_bias_ = true;
   matrix weight_, grad_weight_;

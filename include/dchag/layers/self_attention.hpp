@@ -5,7 +5,8 @@
 //   qkv = x Wqkv^T + bqkv, per (sample, head) O = softmax(Q K^T / sqrt(head_dim)) V,
 //   y = concat_h(O) Wproj^T + bproj.
 // The inner width heads*head_dim is separate from dim: under tensor parallelism a rank holds
-// only some heads (qkv column-parallel, proj row-parallel), and on one rank it equals dim.
+// only some heads (qkv column-parallel, proj row-parallel: parallel_linear.hpp), and on one rank
+// it equals dim.
 
 #include <cmath>
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include <dchag/kernels/heads.hpp>
 #include <dchag/kernels/softmax.hpp>
 #include <dchag/layers/linear.hpp>
+#include <dchag/layers/parallel_linear.hpp>
 
 namespace dchag {
 
@@ -40,38 +42,22 @@ class SelfAttention {
   SelfAttention(std::string name, int dim, int heads, int head_dim, bool defer_proj_bias = false,
                 int head_begin = 0, int total_heads = 0)
       : name_(std::move(name)), dim_(dim), heads_(heads), head_dim_(head_dim),
-        head_begin_(head_begin), total_heads_(total_heads > 0 ? total_heads : heads),
-        defer_bias_(defer_proj_bias) {
+        head_begin_(head_begin), total_heads_(total_heads > 0 ? total_heads : heads) {
     Impl::require(dim > 0 && heads > 0 && head_dim > 0, "SelfAttention '", name_,
                   "': dim, heads and head_dim must be positive, got dim = ", dim,
                   ", heads = ", heads, ", head_dim = ", head_dim);
     Impl::require(head_begin >= 0 && head_begin + heads <= total_heads_, "SelfAttention '",
                   name_, "': heads [", head_begin, ", ", head_begin + heads,
                   ") do not fit in total_heads = ", total_heads_);
-    qkv_ = Linear<T, ExecSpace>(name_ + ".qkv", dim, 3 * inner());
-    proj_ = Linear<T, ExecSpace>(name_ + ".proj", inner(), dim, /*bias=*/false);
-    bias_ = vector(name_ + ".proj.bias", dim);
-    grad_bias_ = vector(name_ + ".proj.bias.grad", dim);
+    const SplitRange inner_split{head_begin * head_dim, inner(), total_heads_ * head_dim};
+    qkv_ = ColumnParallelLinear<T, ExecSpace>(name_ + ".qkv", dim, inner_split, 3);
+    proj_ = RowParallelLinear<T, ExecSpace>(name_ + ".proj", inner_split, dim, defer_proj_bias);
   }
 
-  // timm / ClimaX: weights trunc_normal(std), biases zero, drawn for the logical layer
-  // (qkv.weight [3*total_inner, dim], proj.weight [dim, total_inner]) so that a layer holding
-  // some of the heads gets exactly its part of what the whole layer gets.
+  // timm / ClimaX: weights trunc_normal(std), biases zero, drawn for the logical layer.
   void init(std::uint64_t seed, double std = 0.02) {
-    const std::size_t D = dim_, begin = std::size_t(head_begin_) * head_dim_;
-    const std::size_t total_inner = std::size_t(total_heads_) * head_dim_;
-    const std::uint64_t qkv_stream = stream_id(name_ + ".qkv.weight");
-    for (std::size_t s = 0; s < 3; ++s) {
-      // Section s (q, k or v) of this layer is a block of whole rows of the logical weight.
-      const Unmanaged<T**, ExecSpace> rows(qkv_.weight().data() + s * inner() * D, inner(), D);
-      truncated_normal(rows, seed, qkv_stream, std, -2 * std, 2 * std,
-                       (s * total_inner + begin) * D);
-    }
-    Kokkos::deep_copy(qkv_.bias(), T(0));
-    const LogicalSlice columns{{D, total_inner}, {0, begin}};
-    truncated_normal(proj_.weight(), seed, stream_id(name_ + ".proj.weight"), std,
-                     -2 * std, 2 * std, columns);
-    Kokkos::deep_copy(bias_, T(0));
+    qkv_.init_truncated_normal(seed, std);
+    proj_.init_truncated_normal(seed, std);
   }
 
   // x holds `batch` samples of L tokens, row b*L + l. Returns [batch*L, dim].
@@ -91,22 +77,19 @@ class SelfAttention {
     softmax_rows(space, p, p);
     batched_gemm(space, Op::N, Op::N, T(1), p_, v_, T(0), o_);
     merge_heads(space, o_, merged_, 0);
-    matrix y = proj_.forward(space, merged_);
-    if (!defer_bias_) add_bias(space, y, bias_);
-    return y;
+    return proj_.forward(space, merged_);
   }
 
   // y += proj.bias; only for a layer constructed with defer_proj_bias.
   template <class YView>
   void add_output_bias(const ExecSpace& space, const YView& y) const {
-    add_bias(space, y, bias_);
+    proj_.add_bias(space, y);
   }
 
   // Accumulates the parameter gradients; returns dL/dx (empty when not asked for).
   matrix backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dy,
                   bool input_grad = true) {
     const matrix dmerged = proj_.backward(space, dy);  // checks dy against the forward shape
-    sum_rows(space, dy, grad_bias_);
     allocate_backward();
     // O itself is not needed for the gradients: its buffer takes dO.
     const tensor3& dout = o_;
@@ -129,20 +112,13 @@ class SelfAttention {
   void visit_storage(F&& f) {
     qkv_.visit_storage(f);
     proj_.visit_storage(f);
-    f(bias_, grad_bias_);
   }
 
-  // PyTorch's state_dict order: qkv.weight, qkv.bias, proj.weight, proj.bias.
-  // A layer holding some of the heads registers its part of the logical tensors under their
-  // logical names and shapes (the checkpoint and the optimiser see one model whatever the
-  // partition): per section q, k, v a block of qkv rows, and a block of proj columns. proj's
-  // bias is added after the ranks' partial outputs are summed, so every rank holds all of it.
+  // PyTorch's state_dict order: qkv.weight, qkv.bias, proj.weight, proj.bias, each this layer's
+  // part of the logical tensor (parallel_linear.hpp).
   void parameters(ParameterList<T, ExecSpace>& list) const {
-    Impl::add_head_parallel_projections<T, ExecSpace>(
-        list, qkv_.name() + ".weight", qkv_.name() + ".bias", proj_.name() + ".weight", dim_,
-        head_dim_, head_begin_, total_heads_, qkv_.weight(), qkv_.grad_weight(), qkv_.bias(),
-        qkv_.grad_bias(), proj_.weight(), proj_.grad_weight());
-    Impl::add_parameter<T, ExecSpace>(list, name_ + ".proj.bias", bias_, grad_bias_, false);
+    qkv_.parameters(list);
+    proj_.parameters(list);
   }
 
   // The two projections and the two attention products, Q K^T and P V (softmax, splits and
@@ -153,11 +129,10 @@ class SelfAttention {
            2.0 * (2.0 * batch * heads_ * L * L * head_dim_);
   }
 
-  const Linear<T, ExecSpace>& qkv() const { return qkv_; }
-  // proj's weight; its bias is proj_bias() (kept out of the Linear so that it can be deferred).
-  const Linear<T, ExecSpace>& proj() const { return proj_; }
-  const vector& proj_bias() const { return bias_; }
-  const vector& grad_proj_bias() const { return grad_bias_; }
+  const ColumnParallelLinear<T, ExecSpace>& qkv() const { return qkv_; }
+  const RowParallelLinear<T, ExecSpace>& proj() const { return proj_; }
+  const vector& proj_bias() const { return proj_.bias(); }
+  const vector& grad_proj_bias() const { return proj_.grad_bias(); }
   // Attention probabilities of the last forward, [batch*heads, L, L].
   const tensor3& probabilities() const { return p_; }
   int dim() const { return dim_; }
@@ -166,7 +141,7 @@ class SelfAttention {
   int inner() const { return heads_ * head_dim_; }
   int head_begin() const { return head_begin_; }
   int total_heads() const { return total_heads_; }
-  bool defers_proj_bias() const { return defer_bias_; }
+  bool defers_proj_bias() const { return proj_.skips_bias_add(); }
   const std::string& name() const { return name_; }
 
  private:
@@ -201,9 +176,8 @@ class SelfAttention {
 
   std::string name_;
   int dim_ = 0, heads_ = 0, head_dim_ = 0, head_begin_ = 0, total_heads_ = 0;
-  bool defer_bias_ = false;
-  Linear<T, ExecSpace> qkv_, proj_;
-  vector bias_, grad_bias_;
+  ColumnParallelLinear<T, ExecSpace> qkv_;
+  RowParallelLinear<T, ExecSpace> proj_;
   int batch_ = 0, L_ = 0;
   tensor3 q_, k_, v_, p_, o_, dp_, dhead_;
   matrix merged_, dqkv_;
