@@ -140,6 +140,8 @@ class ChannelViT {
 
   const ModelConfig& config() const { return config_; }
   const ProcessGrid& grid() const { return grid_; }
+  // The model's name in a checkpoint (train/checkpoint_model.hpp).
+  static const char* kind() { return "channel_vit"; }
   // The input channels this rank reads: x passed to forward() is [B, channel_count(), H, W]
   // holding global channels [channel_begin(), channel_begin() + channel_count()).
   int channel_begin() const { return stem_.channel_begin(); }

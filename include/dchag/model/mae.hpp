@@ -317,6 +317,8 @@ class ChannelMAE {
   const ModelConfig& config() const { return config_; }
   const MaeConfig& mae_config() const { return mae_; }
   const ProcessGrid& grid() const { return grid_; }
+  // The model's name in a checkpoint (train/checkpoint_model.hpp).
+  static const char* kind() { return "channel_mae"; }
   // The input channels this rank reads: x passed to forward() is [B, channel_count(), H, W]
   // holding global channels [channel_begin(), channel_begin() + channel_count()).
   int channel_begin() const { return stem_.channel_begin(); }

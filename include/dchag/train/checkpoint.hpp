@@ -1,8 +1,9 @@
 #ifndef DCHAG_TRAIN_CHECKPOINT_HPP
 #define DCHAG_TRAIN_CHECKPOINT_HPP
 
-// Checkpoints of a ChannelViT (and of its AdamW state) that do not depend on the grid they were
-// written on, and that PyTorch reads as a plain state_dict.
+// Checkpoints of a model (a ChannelViT, a ChannelMAE, or any model with what
+// train/checkpoint_model.hpp lists) and of its AdamW state that do not depend on the grid they
+// were written on, and that PyTorch reads as a plain state_dict.
 //
 // The file. One safetensors file (io/safetensors.hpp) holding every parameter under its ClimaX
 // name in its LOGICAL (un-sharded) shape, F32 for a float model and F64 for a double one, in
@@ -13,6 +14,10 @@
 // user drops the "optimizer." entries before load_state_dict (tests/python/climax_reference.py
 // does). __metadata__ holds (all strings):
 //   format = "dchag.checkpoint", format_version = "1"
+//   model = the model's kind(): "channel_vit" | "channel_mae" (absent: channel_vit); loading
+//            refuses a file of another kind
+//   for a ChannelMAE: mae = MaeConfig::describe(), and mae.{mask_ratio, decoder_dim,
+//            decoder_depth, decoder_heads, decoder_mlp_ratio} (checked on loading), mae.init
 //   config = ModelConfig::describe(), and config.{channels, out_channels, height, width, patch,
 //            dim, depth, heads, mlp_ratio, decoder_depth, levels ("4,1"), lead_time ("true" /
 //            "false"), seed}: enough to rebuild the model (read_checkpoint_info)
@@ -42,9 +47,10 @@
 // message), so that a failure anywhere throws the same dchag::Error on every rank, naming the
 // file and the tensor, and leaves the model and the optimizer as they were.
 //
-// The parts: train/checkpoint_metadata.hpp (the metadata, config <-> text, CheckpointInfo,
+// The parts: train/checkpoint_model.hpp (what a model needs to be checkpointed),
+// train/checkpoint_metadata.hpp (the metadata, config <-> text, CheckpointInfo,
 // read_checkpoint_info), train/checkpoint_plan.hpp (which pieces each rank writes and reads);
-// this header holds the collective save and load protocol and includes both.
+// this header holds the collective save and load protocol and includes them.
 
 #include <mpi.h>
 
@@ -71,6 +77,7 @@
 #include <dchag/parallel/process_grid.hpp>
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/checkpoint_metadata.hpp>
+#include <dchag/train/checkpoint_model.hpp>
 #include <dchag/train/checkpoint_plan.hpp>
 
 namespace dchag {
@@ -84,12 +91,6 @@ enum class NonFinite { Refuse, Allow };
 namespace Impl {
 
 constexpr int checkpoint_tag = 0x5afe;
-
-// Keeps the optimizer argument out of template deduction, so that a literal nullptr works.
-template <class X>
-struct non_deduced {
-  using type = X;
-};
 
 // A contiguous rank-1 view's values on the host, and back (synchronous: deep_copy fences).
 template <class View>
@@ -160,10 +161,13 @@ inline std::string what_failed(const std::exception& e, const std::string& path)
 // logical safetensors file, with `step` in the metadata. Collective over the model's world;
 // throws the same dchag::Error on every rank on failure (the target file is then untouched),
 // also when a value to write is NaN or infinite, unless `nonfinite` is NonFinite::Allow.
-template <class T, class ExecSpace, class Policy>
-void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Policy>& model,
-                     const typename Impl::non_deduced<AdamW<T, ExecSpace>>::type* optimizer,
-                     std::int64_t step, NonFinite nonfinite = NonFinite::Refuse) {
+template <class Model>
+void save_checkpoint(const std::string& path, const Model& model,
+                     const Impl::checkpoint_optimizer_t<Model>* optimizer, std::int64_t step,
+                     NonFinite nonfinite = NonFinite::Refuse) {
+  static_assert(Impl::require_checkpointable<Model>());
+  using T = typename Model::scalar;
+  using ExecSpace = typename Model::execution_space;
   using Piece = Impl::CheckpointPiece<T, ExecSpace>;
   const ProcessGrid& grid = model.grid();
   const Communicator& world = grid.world();
@@ -300,10 +304,11 @@ void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Pol
 }
 
 // The model alone.
-template <class T, class ExecSpace, class Policy>
-void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Policy>& model,
-                     std::int64_t step = 0, NonFinite nonfinite = NonFinite::Refuse) {
-  save_checkpoint(path, model, static_cast<const AdamW<T, ExecSpace>*>(nullptr), step, nonfinite);
+template <class Model>
+void save_checkpoint(const std::string& path, const Model& model, std::int64_t step = 0,
+                     NonFinite nonfinite = NonFinite::Refuse) {
+  save_checkpoint(path, model, static_cast<const Impl::checkpoint_optimizer_t<Model>*>(nullptr),
+                  step, nonfinite);
 }
 
 // Loads `path` into `model` (and, unless null, the moments and step count into `optimizer`,
@@ -311,11 +316,14 @@ void save_checkpoint(const std::string& path, const ChannelViT<T, ExecSpace, Pol
 // any rank, every rank throws the same dchag::Error and nothing was changed: a value that is
 // NaN or infinite is such a failure unless `nonfinite` is NonFinite::Allow, and so is a tensor
 // whose bytes fail the checksum the file records.
-template <class T, class ExecSpace, class Policy>
-CheckpointInfo load_checkpoint(
-    const std::string& path, ChannelViT<T, ExecSpace, Policy>& model,
-    typename Impl::non_deduced<AdamW<T, ExecSpace>>::type* optimizer = nullptr,
-    NonFinite nonfinite = NonFinite::Refuse) {
+template <class Model>
+CheckpointInfo load_checkpoint(const std::string& path, Model& model,
+                               Impl::checkpoint_optimizer_t<Model>* optimizer = nullptr,
+                               NonFinite nonfinite = NonFinite::Refuse) {
+  static_assert(Impl::require_checkpointable<Model>());
+  using T = typename Model::scalar;
+  using ExecSpace = typename Model::execution_space;
+  using Policy = typename Model::policy;
   const Communicator& world = model.grid().world();
   const ParameterList<T, ExecSpace> params = model.parameters();
   std::vector<std::vector<T>> values(params.size()), ms, vs;
@@ -328,7 +336,8 @@ CheckpointInfo load_checkpoint(
     const SafetensorsFile file = SafetensorsFile::read(path);
     label = file.label();
     info = Impl::checkpoint_info(file);
-    Impl::check_checkpoint_config(file.metadata(), label, model.config(),
+    Impl::check_checkpoint_config(file.metadata(), label, Model::kind(), model.config(),
+                                  Impl::model_fields(model),
                                   Impl::aggregator_name<T, ExecSpace, Policy>(model.config()));
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto& p = params[i];

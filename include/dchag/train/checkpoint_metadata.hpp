@@ -2,8 +2,8 @@
 #define DCHAG_TRAIN_CHECKPOINT_METADATA_HPP
 
 // What a checkpoint says about itself: the "__metadata__" strings of its safetensors file
-// (the format, the model's configuration field by field, the aggregator, the policy, the
-// scalar, the step and the optimizer's settings; train/checkpoint.hpp lists them), written from
+// (the format, the kind of model, its configuration field by field, the aggregator, the policy,
+// the scalar, the step and the optimizer's settings; train/checkpoint.hpp lists them), written from
 // a model and read back into a CheckpointInfo. Reading is strict (every integer is the whole
 // string, every field a rebuilt model needs is present), so that a file of another model or a
 // damaged header is refused with a message naming the field, before any tensor is read.
@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <string>
@@ -25,13 +26,17 @@
 #include <dchag/io/safetensors_reader.hpp>
 #include <dchag/model/channel_vit.hpp>
 #include <dchag/model/config.hpp>
+#include <dchag/model/mae.hpp>
 #include <dchag/train/adamw.hpp>
+#include <dchag/train/checkpoint_model.hpp>
 
 namespace dchag {
 
 // What a checkpoint says about itself (read_checkpoint_info), or what load_checkpoint loaded.
 struct CheckpointInfo {
+  std::string model;             // the kind: "channel_vit" (ChannelViT) or "channel_mae"
   ModelConfig config;            // as recorded; rebuilds the model
+  MaeConfig mae;                 // as recorded, when model is "channel_mae"
   std::string aggregator;        // "none", "linear" or "cross_attention"
   std::string scalar;            // "F32" or "F64"
   std::int64_t step = 0;         // the training step given to save_checkpoint
@@ -43,6 +48,17 @@ struct CheckpointInfo {
 namespace Impl {
 
 constexpr const char* checkpoint_format = "dchag.checkpoint";
+// The kind of model of a file without "model" (those of earlier versions and of the PyTorch
+// reference, which are all ChannelViTs).
+constexpr const char* checkpoint_default_kind = "channel_vit";
+
+// A metadata entry of a model's definition beyond ModelConfig. `checked` ones must match the
+// model's on loading (they define the parameters or the function); the others (how it was
+// initialised) are recorded to rebuild it.
+struct MetadataField {
+  std::string key, value;
+  bool checked;
+};
 
 inline std::string exact_number(double x) {
   char text[32];
@@ -157,16 +173,80 @@ inline ModelConfig config_from_metadata(const std::map<std::string, std::string>
   return c;
 }
 
-// Refuses a checkpoint of another model, listing every field that differs.
+// The masked autoencoder's own definition: "mae" = MaeConfig::describe() and its fields under
+// "mae.*" (the decoder's shape and the mask ratio are checked; the initialisation is recorded).
+inline std::vector<MetadataField> mae_fields(const MaeConfig& m) {
+  return {{"mae", m.describe(), false},
+          {"mae.mask_ratio", exact_number(m.mask_ratio), true},
+          {"mae.decoder_dim", std::to_string(m.decoder_dim), true},
+          {"mae.decoder_depth", std::to_string(m.decoder_depth), true},
+          {"mae.decoder_heads", std::to_string(m.decoder_heads), true},
+          {"mae.decoder_mlp_ratio", std::to_string(m.decoder_mlp_ratio), true},
+          {"mae.init", m.xavier_init ? "xavier" : "climax", false}};
+}
+
+// The fields a model adds to its ModelConfig: none, unless it is a masked autoencoder.
+template <class Model>
+std::vector<MetadataField> model_fields(const Model&) {
+  return {};
+}
+template <class T, class ExecSpace, class Policy>
+std::vector<MetadataField> model_fields(const ChannelMAE<T, ExecSpace, Policy>& model) {
+  return mae_fields(model.mae_config());
+}
+
+inline MaeConfig mae_from_metadata(const std::map<std::string, std::string>& meta,
+                                   const std::string& label) {
+  auto get_int = [&](const char* field) {
+    const std::int64_t v = metadata_int(meta, std::string("mae.") + field, label);
+    require(v >= INT_MIN && v <= INT_MAX, label, ": metadata 'mae.", field, "' = ", v,
+            " is out of range");
+    return static_cast<int>(v);
+  };
+  MaeConfig m;
+  const std::string& ratio = require_metadata(meta, "mae.mask_ratio", label);
+  char* end = nullptr;
+  m.mask_ratio = std::strtod(ratio.c_str(), &end);
+  require(!ratio.empty() && end == ratio.c_str() + ratio.size(), label,
+          ": metadata 'mae.mask_ratio' is '", ratio, "', not a number");
+  m.decoder_dim = get_int("decoder_dim");
+  m.decoder_depth = get_int("decoder_depth");
+  m.decoder_heads = get_int("decoder_heads");
+  m.decoder_mlp_ratio = get_int("decoder_mlp_ratio");
+  const auto init = meta.find("mae.init");
+  if (init != meta.end()) m.xavier_init = init->second != "climax";
+  return m;
+}
+
+inline std::string checkpoint_kind(const std::map<std::string, std::string>& meta) {
+  const auto it = meta.find("model");
+  return it != meta.end() ? it->second : checkpoint_default_kind;
+}
+
+// Refuses a checkpoint of another kind of model, or of another model, listing every field that
+// differs.
 inline void check_checkpoint_config(const std::map<std::string, std::string>& meta,
-                                    const std::string& label, const ModelConfig& model,
+                                    const std::string& label, const std::string& kind,
+                                    const ModelConfig& model,
+                                    const std::vector<MetadataField>& fields,
                                     const std::string& aggregator) {
+  const std::string file_kind = checkpoint_kind(meta);
+  require(file_kind == kind, label, ": the checkpoint holds a ", file_kind, " model, which cannot "
+          "be loaded into a ", kind, " (a ChannelViT is a channel_vit, a ChannelMAE a "
+          "channel_mae)");
   std::string differences;
   for (const auto& field : config_fields(model)) {
     const std::string& file = require_metadata(meta, "config." + field.first, label);
     if (file != field.second)
       differences += concat(differences.empty() ? "" : "; ", field.first, " = ", file,
                             " in the file, ", field.second, " in the model");
+  }
+  for (const auto& field : fields) {
+    if (!field.checked) continue;
+    const std::string& file = require_metadata(meta, field.key, label);
+    if (file != field.value)
+      differences += concat(differences.empty() ? "" : "; ", field.key, " = ", file,
+                            " in the file, ", field.value, " in the model");
   }
   const auto agg = meta.find("aggregator");
   if (agg != meta.end() && agg->second != aggregator)
@@ -176,14 +256,19 @@ inline void check_checkpoint_config(const std::map<std::string, std::string>& me
           differences, ")");
 }
 
-template <class T, class ExecSpace, class Policy>
-std::map<std::string, std::string> checkpoint_metadata(const ChannelViT<T, ExecSpace, Policy>& model,
-                                                       const AdamW<T, ExecSpace>* optimizer,
-                                                       std::int64_t step) {
+template <class Model>
+std::map<std::string, std::string> checkpoint_metadata(
+    const Model& model, const checkpoint_optimizer_t<Model>* optimizer, std::int64_t step) {
+  using T = typename Model::scalar;
+  using ExecSpace = typename Model::execution_space;
+  using Policy = typename Model::policy;
   const ModelConfig& c = model.config();
   std::map<std::string, std::string> meta;
   meta["format"] = checkpoint_format;
   meta["format_version"] = "1";
+  meta["model"] = Model::kind();
+  const std::vector<MetadataField> fields = model_fields(model);
+  for (const auto& f : fields) meta[f.key] = f.value;
   meta["config"] = c.describe();
   for (const auto& f : config_fields(c)) meta["config." + f.first] = f.second;
   meta["config.seed"] = std::to_string(c.seed);
@@ -210,11 +295,20 @@ inline CheckpointInfo checkpoint_info(const SafetensorsFile& file) {
   require(format == checkpoint_format, label, ": metadata 'format' is '", format, "', not '",
           checkpoint_format, "'");
   CheckpointInfo info;
+  info.model = checkpoint_kind(meta);
   info.config = config_from_metadata(meta, label);
   try {
     info.config.validate();
   } catch (const Error& e) {
     throw Error(concat(label, ": the configuration it records is not a valid model: ", e.what()));
+  }
+  if (info.model == "channel_mae") {
+    info.mae = mae_from_metadata(meta, label);
+    try {
+      info.mae.validate(info.config);
+    } catch (const Error& e) {
+      throw Error(concat(label, ": the masked autoencoder it records is not valid: ", e.what()));
+    }
   }
   const auto agg = meta.find("aggregator");
   info.aggregator = agg != meta.end() ? agg->second : "none";
