@@ -30,12 +30,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -382,6 +384,126 @@ inline void log_step(const dchag::Communicator& world, const char* program, cons
     csv.flush();
     dchag::Impl::require(bool(csv), program, ": writing the metrics file ", csv_path, " failed (",
                          std::strerror(errno), ")");
+  });
+}
+
+// ---- checkpoints and the run dir ---------------------------------------------------------------
+
+// Handles the options of a run that saves and resumes (--run-dir, --resume, --save-every,
+// --no-save); false otherwise. Options has run_dir, resume, save, save_every and given.
+template <class Options, class Value>
+bool parse_checkpoint_option(const char* program, const std::string& a, Value&& value,
+                             Options& o) {
+  if (a == "--run-dir") {
+    o.run_dir = value();
+    dchag::Impl::require(!o.run_dir.empty(), program, ": --run-dir must not be empty");
+  } else if (a == "--resume") {
+    o.resume = value();
+  } else if (a == "--no-save") {
+    o.save = false;
+  } else if (a == "--save-every") {
+    o.save_every = parse_integer(program, a, value(), 0, LLONG_MAX);
+  } else {
+    return false;
+  }
+  o.given.insert(a);
+  return true;
+}
+
+// Collects the flags of the command line that disagree with what a checkpoint records.
+class CheckpointConflicts {
+ public:
+  explicit CheckpointConflicts(const std::set<std::string>& given) : given_(given) {}
+
+  void check(const char* flag, const std::string& asked, const char* field,
+             const std::string& recorded) {
+    if (given_.count(flag) && asked != recorded)
+      text_ += dchag::Impl::concat(text_.empty() ? "" : "; ", flag, " ", asked,
+                                   " conflicts with the checkpoint's ", field, " = ", recorded);
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  const std::set<std::string>& given_;
+  std::string text_;
+};
+
+// Evaluating or resuming: the checkpoint `from` defines the model, which must be of `kind`
+// (Model::kind()). A model flag given as well must agree with it, or the user would believe a
+// model was trained that was not. `channels_flag` is the program's name of the channel count;
+// more(conflicts, info) checks and adopts what the program's model adds. Returns the header.
+template <class Options, class More>
+dchag::CheckpointInfo adopt_checkpoint(const char* program, Options& o, const std::string& from,
+                                       const char* kind, const char* channels_flag, More&& more) {
+  const dchag::CheckpointInfo info = dchag::read_checkpoint_info(from);
+  dchag::Impl::require(info.model == kind, program, ": ", from, " is a checkpoint of a ",
+                       info.model, " model; this program trains a ", kind);
+  const dchag::ModelConfig& file = info.config;
+  const std::string aggregator = info.aggregator == "cross_attention" ? "cross"
+                                 : info.aggregator == "linear"        ? "linear"
+                                                                      : "baseline";
+  CheckpointConflicts conflicts(o.given);
+  using std::to_string;
+  const dchag::ModelConfig& m = o.model;
+  conflicts.check(channels_flag, to_string(m.channels), "channels", to_string(file.channels));
+  conflicts.check("--height", to_string(m.height), "height", to_string(file.height));
+  conflicts.check("--width", to_string(m.width), "width", to_string(file.width));
+  conflicts.check("--patch", to_string(m.patch), "patch", to_string(file.patch));
+  conflicts.check("--dim", to_string(m.dim), "dim", to_string(file.dim));
+  conflicts.check("--depth", to_string(m.depth), "depth", to_string(file.depth));
+  conflicts.check("--heads", to_string(m.heads), "heads", to_string(file.heads));
+  conflicts.check("--seed", to_string(m.seed), "seed", to_string(file.seed));
+  conflicts.check("--aggregator", o.aggregator, "aggregator", aggregator);
+  for (const char* flag : {"--groups", "--levels"})
+    conflicts.check(flag, m.levels_string(), "levels", file.levels_string());
+  more(conflicts, info);
+  dchag::Impl::require(conflicts.text().empty(), program, ": ", conflicts.text(), " (", from,
+                       "); the checkpoint defines the model: drop the flag, or start a new run");
+  o.model = file;
+  o.aggregator = aggregator;
+  return info;
+}
+
+// Rank 0's metrics file. A resumed run keeps the rows of the steps before `start` and appends
+// from there (the rows a stopped run wrote past its last checkpoint are dropped: they will be
+// trained again); a new run starts the file.
+inline void open_metrics(const char* program, std::ofstream& csv, const std::string& path,
+                         std::int64_t start) {
+  std::vector<std::string> kept;
+  if (start > 0) {
+    std::ifstream old(path);
+    std::string line;
+    while (std::getline(old, line)) {
+      if (line == metrics_columns) continue;
+      char* end = nullptr;
+      const long long step = std::strtoll(line.c_str(), &end, 10);
+      if (end != line.c_str() && *end == ',' && step < start) kept.push_back(line);
+    }
+  }
+  csv.open(path, std::ios::trunc);
+  dchag::Impl::require(bool(csv), program, ": cannot write the metrics file ", path, " (",
+                       std::strerror(errno), ")");
+  csv << metrics_columns << '\n';
+  for (const auto& line : kept) csv << line << '\n';
+  csv.flush();
+  dchag::Impl::require(bool(csv), program, ": writing the metrics file ", path, " failed (",
+                       std::strerror(errno), ")");
+}
+
+// The run dir (made, and cleared of the temporaries of saves that were killed) and the metrics
+// file are rank 0's alone: a failure there must stop every rank (collective over world).
+inline void prepare_run_dir(const dchag::Communicator& world, const char* program,
+                            const std::string& run_dir, std::ofstream& csv,
+                            const std::string& csv_path, std::int64_t start) {
+  dchag::on_every_rank(world, [&] {
+    if (world.rank() != 0) return;
+    std::error_code ec;
+    std::filesystem::create_directories(run_dir, ec);
+    dchag::Impl::require(!ec, program, ": cannot create the run dir '", run_dir, "' (",
+                         ec.message(), ")");
+    for (const auto& stale : dchag::remove_stale_temporaries(run_dir))
+      std::printf("removed %s (left by a run that was stopped while saving)\n", stale.c_str());
+    open_metrics(program, csv, csv_path, start);
   });
 }
 

@@ -8,7 +8,15 @@
 //               [--heads 4] [--groups 8 | --levels 8,2,1] [--aggregator linear|cross|baseline]
 //               [--mask-ratio 0.75] [--decoder-dim 128] [--decoder-depth 2] [--decoder-heads 4]
 //               [--scene-scale 128] [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
-//               [--csv pretrain_metrics.csv] [--timeout-minutes M]
+//               [--run-dir runs/pretrain] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
+//               [--no-save] [--timeout-minutes M]
+//
+// A run writes its per-step metrics (pretrain_metrics.csv) and, at the end, its checkpoint
+// (checkpoint.safetensors: weights, AdamW state, step, the model and autoencoder configuration)
+// into --run-dir; --save-every K also writes checkpoint_step{K, 2K, ...}.safetensors. --resume
+// continues a run from a checkpoint up to --steps in total (pass the original run's --steps:
+// the schedule spans them), on any grid, with the same batches and masks as the uninterrupted
+// run; the checkpoint defines the model, so a model flag given with it must agree.
 //
 // --policy dchag distributes the bands over the tensor-parallel ranks (D-CHAG); tp replicates
 // them (the tensor-parallel baseline). --fsdp shards parameters, gradients and optimizer state
@@ -54,7 +62,11 @@ struct Options {
   std::vector<int> levels;
   std::string policy = "dchag";
   std::string aggregator = "linear";
-  std::string csv = "pretrain_metrics.csv";
+  std::string run_dir = "runs/pretrain";
+  std::string csv;  // default: run_dir/pretrain_metrics.csv
+  std::string resume;
+  bool save = true;
+  std::int64_t save_every = 0;
   double scene_scale = 128;
   double timeout_minutes = 0;
   bool help = false;
@@ -84,6 +96,7 @@ Options parse(int argc, char* argv[]) {
     using dchag_example::parse_int;
     using dchag_example::parse_real;
     if (dchag_example::parse_shared_option(program, a, value, o)) continue;
+    if (dchag_example::parse_checkpoint_option(program, a, value, o)) continue;
     if (a == "--bands") o.model.channels = o.model.out_channels = parse_int(program, a, value(), 1);
     else if (a == "--mask-ratio") o.mae.mask_ratio = parse_real(program, a, value(), 0.0, false);
     else if (a == "--decoder-dim") o.mae.decoder_dim = parse_int(program, a, value(), 1);
@@ -92,14 +105,38 @@ Options parse(int argc, char* argv[]) {
     else if (a == "--scene-scale") o.scene_scale = parse_real(program, a, value(), 0.0, false);
     else if (a == "--help" || a == "-h") o.help = true;
     else throw dchag::Error(std::string(program) + ": unknown option '" + a + "'");
+    o.given.insert(a);
   }
+  if (o.csv.empty()) o.csv = o.run_dir + "/pretrain_metrics.csv";
   dchag_example::finish_shared_options(program, o);
   dchag::Impl::require(o.train.steps >= 20,
                        "pretrain_hyperspectral: --steps must be at least 20, got ", o.train.steps);
   o.train.warmup_steps = std::max<std::int64_t>(1, o.train.steps / 10);
+  return o;
+}
+
+// What needs more than the command line: the checkpoint's header (resuming: it defines the
+// model and the autoencoder), and the checks of the definition.
+void resolve(Options& o) {
+  if (!o.resume.empty())
+    dchag_example::adopt_checkpoint(
+        program, o, o.resume, dchag::ChannelMAE<T, Space>::kind(), "--bands",
+        [&](dchag_example::CheckpointConflicts& conflicts, const dchag::CheckpointInfo& info) {
+          const dchag::MaeConfig& m = o.mae;
+          const dchag::MaeConfig& file = info.mae;
+          using std::to_string;
+          conflicts.check("--mask-ratio", dchag::Impl::exact_number(m.mask_ratio), "mask_ratio",
+                          dchag::Impl::exact_number(file.mask_ratio));
+          conflicts.check("--decoder-dim", to_string(m.decoder_dim), "decoder_dim",
+                          to_string(file.decoder_dim));
+          conflicts.check("--decoder-depth", to_string(m.decoder_depth), "decoder_depth",
+                          to_string(file.decoder_depth));
+          conflicts.check("--decoder-heads", to_string(m.decoder_heads), "decoder_heads",
+                          to_string(file.decoder_heads));
+          o.mae = file;
+        });
   o.model.validate();
   o.mae.validate(o.model);
-  return o;
 }
 
 // Reference scores of a batch on its masked patches: predicting zero (each band's mean over
@@ -155,6 +192,14 @@ int run(const dchag::Communicator& world, const Options& o) {
 
   dchag::ChannelMAE<T, Space, Policy> model(mc, o.mae, grid);
   dchag::MaeTrainer<decltype(model)> trainer(model, o.train);
+  std::int64_t start = 0;
+  if (!o.resume.empty()) {
+    start = dchag::load_checkpoint(o.resume, model, &trainer.optimizer()).step;
+    dchag::Impl::require(start <= o.train.steps, program, ": the checkpoint is at step ", start,
+                         ", past --steps ", o.train.steps, " (pass the original run's --steps)");
+    trainer.set_step_count(start);
+    if (root) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)start);
+  }
   std::size_t nparams = 0;
   for (auto& p : trainer.parameters()) nparams += p.size();
   if (root) {
@@ -182,15 +227,8 @@ int run(const dchag::Communicator& world, const Options& o) {
   };
   const dchag::View4<T, Space>& input = own_all ? x_all : x;
 
-  // The metrics file is rank 0's alone: a failure there must stop every rank.
   std::ofstream csv;
-  dchag::on_every_rank(world, [&] {
-    if (!root) return;
-    csv.open(o.csv);
-    csv << dchag_example::metrics_columns << '\n';
-    csv.flush();
-    dchag::Impl::require(bool(csv), program, ": cannot write the metrics file ", o.csv);
-  });
+  dchag_example::prepare_run_dir(world, program, o.run_dir, csv, o.csv, start);
   // Scenes drawn at random from the seed (a rerun sees the same batches; every rank draws the
   // same global batch and keeps its dp share).
   std::mt19937_64 pick(mc.seed);
@@ -200,11 +238,17 @@ int run(const dchag::Communicator& world, const Options& o) {
   double total = 0;
   for (std::int64_t s = 0; s < o.train.steps; ++s) {
     for (auto& i : indices) i = any(pick);
+    if (s < start) continue;  // batches the resumed run already trained on
     load(dchag::Split::Train, indices);
     const dchag::StepReport r = trainer.step(space, input, x_all);
     dchag_example::watchdog().beat();
     losses.push_back(r.loss);
     total += r.seconds;
+    if (o.save_every > 0 && trainer.step_count() % o.save_every == 0 &&
+        trainer.step_count() < o.train.steps)
+      dchag::save_checkpoint(o.run_dir + "/checkpoint_step" + std::to_string(trainer.step_count()) +
+                                 ".safetensors",
+                             model, &trainer.optimizer(), trainer.step_count());
     dchag_example::log_step(world, program, "masked MSE", s, o.train.steps, r, csv, o.csv);
   }
 
@@ -222,6 +266,9 @@ int run(const dchag::Communicator& world, const Options& o) {
   Baselines base = baselines(target, model.mask());
   base.band_mean = dchag::all_reduce_sum(grid.data_comm(), base.band_mean) / grid.data_size();
   base.visible_mean = dchag::all_reduce_sum(grid.data_comm(), base.visible_mean) / grid.data_size();
+  const std::string checkpoint = o.run_dir + "/checkpoint.safetensors";
+  if (o.save) dchag::save_checkpoint(checkpoint, model, &trainer.optimizer(), trainer.step_count());
+  dchag_example::watchdog().beat();
 
   // Collective: every rank's peak memory goes to rank 0, which prints it in the summary.
   const std::size_t n = losses.size(), k = std::min<std::size_t>(10, n);
@@ -230,14 +277,17 @@ int run(const dchag::Communicator& world, const Options& o) {
                 double(n) * o.batch / total);
   dchag_example::print_peak_memory(world);
   if (!root) return 0;
-  const double first = dchag_example::mean(losses, 0, k);
-  const double last = dchag_example::mean(losses, n - k, n);
-  std::printf("masked MSE: first 10 steps %.5f, last 10 steps %.5f (ratio %.3f)\n", first, last,
-              last / first);
+  if (n >= k && k > 0) {
+    const double first = dchag_example::mean(losses, 0, k);
+    const double last = dchag_example::mean(losses, n - k, n);
+    std::printf("masked MSE: first %zu steps %.5f, last %zu steps %.5f (ratio %.3f)\n", k, first,
+                k, last, last / first);
+  }
   std::printf("held-out masked MSE %.4f; on the same patches each band's mean scores %.4f and "
               "the mean of the sample's visible patches %.4f\n",
               test_mse, base.band_mean, base.visible_mean);
   std::printf("per-step metrics written to %s\n", o.csv.c_str());
+  if (o.save) std::printf("checkpoint written to %s\n", checkpoint.c_str());
   return 0;
 }
 
@@ -245,12 +295,13 @@ int run(const dchag::Communicator& world, const Options& o) {
 
 int main(int argc, char* argv[]) {
   return dchag_example::example_main(argc, argv, [&](const dchag::Communicator& world) {
-    const Options o = parse(argc, argv);
+    Options o = parse(argc, argv);
     if (o.help) {
       if (world.rank() == 0)
         std::printf("see the comment at the top of examples/pretrain_hyperspectral.cpp\n");
       return 0;
     }
+    dchag::on_every_rank(world, [&] { resolve(o); });
     dchag_example::watchdog().arm(o.timeout_minutes * 60, world.rank());
     return dchag_example::with_policy(o.policy, o.aggregator, [&](auto policy) {
       return run<typename decltype(policy)::type>(world, o);

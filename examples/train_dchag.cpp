@@ -92,19 +92,11 @@ Options parse(int argc, char* argv[]) {
       return argv[++i];
     };
     if (dchag_example::parse_shared_option(program, a, value, o)) continue;
+    if (dchag_example::parse_checkpoint_option(program, a, value, o)) continue;
     if (a == "--channels") {
       o.model.channels = o.model.out_channels = dchag_example::parse_int(program, a, value(), 1);
-    } else if (a == "--run-dir") {
-      o.run_dir = value();
-      dchag::Impl::require(!o.run_dir.empty(), program, ": --run-dir must not be empty");
-    } else if (a == "--resume") {
-      o.resume = value();
     } else if (a == "--eval") {
       o.eval = value();
-    } else if (a == "--no-save") {
-      o.save = false;
-    } else if (a == "--save-every") {
-      o.save_every = dchag_example::parse_integer(program, a, value(), 0, LLONG_MAX);
     } else if (a == "--help" || a == "-h") {
       o.help = true;
     } else {
@@ -119,74 +111,15 @@ Options parse(int argc, char* argv[]) {
   return o;
 }
 
-// Evaluating or resuming: the checkpoint defines the model. A model flag given as well must
-// agree with it, or the user would believe a model was trained that was not.
-void adopt_checkpoint(Options& o, const std::string& from) {
-  const dchag::CheckpointInfo info = dchag::read_checkpoint_info(from);
-  const dchag::ModelConfig& file = info.config;
-  const std::string aggregator = info.aggregator == "cross_attention" ? "cross"
-                                 : info.aggregator == "linear"        ? "linear"
-                                                                      : "baseline";
-  std::string conflicts;
-  auto check = [&](const char* flag, const std::string& asked, const char* field,
-                   const std::string& recorded) {
-    if (o.given.count(flag) && asked != recorded)
-      conflicts += dchag::Impl::concat(conflicts.empty() ? "" : "; ", flag, " ", asked,
-                                       " conflicts with the checkpoint's ", field, " = ",
-                                       recorded);
-  };
-  using std::to_string;
-  const dchag::ModelConfig& m = o.model;
-  check("--channels", to_string(m.channels), "channels", to_string(file.channels));
-  check("--height", to_string(m.height), "height", to_string(file.height));
-  check("--width", to_string(m.width), "width", to_string(file.width));
-  check("--patch", to_string(m.patch), "patch", to_string(file.patch));
-  check("--dim", to_string(m.dim), "dim", to_string(file.dim));
-  check("--depth", to_string(m.depth), "depth", to_string(file.depth));
-  check("--heads", to_string(m.heads), "heads", to_string(file.heads));
-  check("--seed", to_string(m.seed), "seed", to_string(file.seed));
-  check("--aggregator", o.aggregator, "aggregator", aggregator);
-  for (const char* flag : {"--groups", "--levels"})
-    check(flag, m.levels_string(), "levels", file.levels_string());
-  dchag::Impl::require(conflicts.empty(), program, ": ", conflicts, " (", from,
-                       "); the checkpoint defines the model: drop the flag, or start a new run");
-  o.model = file;
-  o.aggregator = aggregator;
-}
-
 // What needs more than the command line: the checkpoint's header, the derived settings.
 void resolve(Options& o) {
   const std::string from = !o.eval.empty() ? o.eval : o.resume;
-  if (!from.empty()) adopt_checkpoint(o, from);
+  if (!from.empty())
+    dchag_example::adopt_checkpoint(program, o, from, dchag::ChannelViT<T, Space>::kind(),
+                                    "--channels", [](auto&, const auto&) {});
   o.train.warmup_steps =
       std::min<std::int64_t>(std::max<std::int64_t>(1, o.train.steps / 10), o.train.steps - 1);
   o.model.validate();
-}
-
-// Rank 0's metrics file. A resumed run keeps the rows of the steps before `start` and appends
-// from there (the rows a stopped run wrote past its last checkpoint are dropped: they will be
-// trained again); a new run starts the file.
-void open_metrics(std::ofstream& csv, const std::string& path, std::int64_t start) {
-  const char* columns = dchag_example::metrics_columns;
-  std::vector<std::string> kept;
-  if (start > 0) {
-    std::ifstream old(path);
-    std::string line;
-    while (std::getline(old, line)) {
-      if (line == columns) continue;
-      char* end = nullptr;
-      const long long step = std::strtoll(line.c_str(), &end, 10);
-      if (end != line.c_str() && *end == ',' && step < start) kept.push_back(line);
-    }
-  }
-  csv.open(path, std::ios::trunc);
-  dchag::Impl::require(bool(csv), program, ": cannot write the metrics file ", path, " (",
-                       std::strerror(errno), ")");
-  csv << columns << '\n';
-  for (const auto& line : kept) csv << line << '\n';
-  csv.flush();
-  dchag::Impl::require(bool(csv), program, ": writing the metrics file ", path, " failed (",
-                       std::strerror(errno), ")");
 }
 
 template <class Policy>
@@ -253,19 +186,8 @@ int run(const dchag::Communicator& world, const Options& o) {
   };
   auto lat = dchag::latitude_weights<T, Space>(data.latitudes());
 
-  // The run dir and the metrics file are rank 0's alone: a failure there must stop every rank.
   std::ofstream csv;
-  if (!evaluate)
-    dchag::on_every_rank(world, [&] {
-      if (!root) return;
-      std::error_code ec;
-      std::filesystem::create_directories(o.run_dir, ec);
-      dchag::Impl::require(!ec, program, ": cannot create the run dir '", o.run_dir, "' (",
-                           ec.message(), ")");
-      for (const auto& stale : dchag::remove_stale_temporaries(o.run_dir))
-        std::printf("removed %s (left by a run that was stopped while saving)\n", stale.c_str());
-      open_metrics(csv, o.csv, start);
-    });
+  if (!evaluate) dchag_example::prepare_run_dir(world, program, o.run_dir, csv, o.csv, start);
   // Consecutive time indices are strongly correlated: draw each batch's samples at random (from
   // the seed, so a rerun sees the same batches; every rank draws the same global batch).
   std::mt19937_64 pick(mc.seed);

@@ -3,11 +3,13 @@
 // uninterrupted run (bit for bit on the same grid, to 1e-10 in double on another); and every
 // wrong checkpoint is refused on every rank with the model left as it was.
 #include <dchag/model/channel_vit.hpp>
+#include <dchag/model/mae.hpp>
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/checkpoint.hpp>
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/losses.hpp>
+#include <dchag/train/mae_trainer.hpp>
 #include <dchag/train/schedule.hpp>
 
 #include <mpi.h>
@@ -395,6 +397,75 @@ TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupt
     continue_on(dchag::ProcessGrid::single());
     if (P % 2 == 0 && tp != 2) continue_on(dchag::ProcessGrid(world, 2, 1, P / 2));
     if (P > 1 && fsdp == 1) continue_on(dchag::ProcessGrid(world, 1, P, 1));
+  }
+}
+
+TEST_CASE("a masked autoencoder resumed from a checkpoint continues the uninterrupted run") {
+  using Model = dchag::ChannelMAE<T, Space, DchagL>;
+  const dchag::Communicator world;
+  const int P = world.size(), k = 2;
+  auto cfg = config_for<DchagL>(11);
+  cfg.lead_time = false;
+  dchag::MaeConfig mc;
+  mc.decoder_dim = 8;
+  mc.decoder_depth = 1;
+  mc.decoder_heads = 4;  // split over tp = 4 too
+  mc.decoder_mlp_ratio = 2;
+  dchag::TrainConfig tc;
+  tc.steps = 2 * k;
+  tc.lr = 5e-3;
+  tc.warmup_steps = 1;
+  const Data data = global_data(cfg, 4);
+  // Steps through MaeTrainer on this rank's samples: its own channels in, every channel as the
+  // target.
+  auto run = [&](Model& m, dchag::MaeTrainer<Model>& trainer, int from, int to,
+                 std::vector<double>& losses) {
+    Space space;
+    const auto& grid = m.grid();
+    const int B = int(data.x.extent(0)) / grid.data_size(), b0 = grid.data_rank() * B;
+    const auto rows = Kokkos::make_pair(b0, b0 + B);
+    const auto chans = Kokkos::make_pair(m.channel_begin(), m.channel_begin() + m.channel_count());
+    View4 x("x", B, m.channel_count(), cfg.height, cfg.width);
+    View4 full("full", B, cfg.channels, cfg.height, cfg.width);
+    Kokkos::deep_copy(x, Kokkos::subview(data.x, rows, chans, Kokkos::ALL, Kokkos::ALL));
+    Kokkos::deep_copy(full, Kokkos::subview(data.x, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
+    for (int s = from; s < to; ++s) losses.push_back(trainer.step(space, x, full).loss);
+  };
+  for (const auto& sizes : save_grids(P)) {
+    const int tp = sizes.tp, fsdp = sizes.fsdp, dp = sizes.dp;
+    CAPTURE(tp);
+    CAPTURE(fsdp);
+    CAPTURE(dp);
+    const dchag::ProcessGrid grid(world, tp, fsdp, dp);
+    const std::string path = in_dir("mae_resume_tp" + std::to_string(tp) + "_fsdp" +
+                                    std::to_string(fsdp) + "_dp" + std::to_string(dp) +
+                                    ".safetensors");
+    Model a(cfg, mc, grid);
+    dchag::MaeTrainer<Model> trainer_a(a, tc);
+    std::vector<double> losses;
+    run(a, trainer_a, 0, k, losses);
+    dchag::save_checkpoint(path, a, &trainer_a.optimizer(), trainer_a.step_count());
+    run(a, trainer_a, k, 2 * k, losses);
+
+    // The masks are drawn from the seed: the resumed model is built from what the file records.
+    auto continue_on = [&](const dchag::ProcessGrid& g, bool exact) {
+      const auto info = dchag::read_checkpoint_info(path);
+      REQUIRE(info.model == "channel_mae");
+      Model b(info.config, info.mae, g);
+      dchag::MaeTrainer<Model> trainer_b(b, tc);
+      trainer_b.set_step_count(dchag::load_checkpoint(path, b, &trainer_b.optimizer()).step);
+      std::vector<double> resumed(losses.begin(), losses.begin() + k);
+      run(b, trainer_b, k, 2 * k, resumed);
+      for (int s = k; s < 2 * k; ++s) {
+        CAPTURE(s);
+        if (exact)
+          CHECK(resumed[s] == losses[s]);
+        else
+          CHECK(resumed[s] == doctest::Approx(losses[s]).epsilon(1e-10));
+      }
+    };
+    continue_on(grid, true);
+    continue_on(dchag::ProcessGrid::single(), false);
   }
 }
 

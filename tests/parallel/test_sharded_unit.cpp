@@ -7,6 +7,8 @@
 #include <dchag/parallel/sharded_unit.hpp>
 
 #include <map>
+#include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "test_common.hpp"
@@ -170,4 +172,60 @@ TEST_CASE("a layer whose storage changed since the unit was built is refused") {
   // Another layer in its place: the unit notices instead of writing past its buffers.
   CHECK_THROWS_WITH_AS(unit.gather(space, [&](auto& f) { b.visit_storage(f); }),
                        doctest::Contains("other storage"), dchag::Error);
+}
+
+TEST_CASE("the gather and backward scopes release their unit, and do nothing without one") {
+  const dchag::Communicator world;
+  Space space;
+  dchag::Linear<double, Space> lin("lin", 3, 4);
+  lin.init(5, 0.5);
+  auto visit = [&](auto& f) { lin.visit_storage(f); };
+  auto list = [&](dchag::ParameterList<double, Space>& l) { lin.parameters(l); };
+  std::optional<dchag::ShardedUnit<double, Space>> none, unit;
+  unit.emplace("unit", world, visit, list);
+
+  {  // not sharded: the layer keeps its own storage throughout
+    dchag::Linear<double, Space> plain("plain", 3, 4);
+    auto plain_visit = [&](auto& f) { plain.visit_storage(f); };
+    const double* before = plain.weight().data();
+    dchag::Impl::GatheredScope g(none, space, plain_visit);
+    dchag::Impl::BackwardScope b(none, space, plain_visit);
+    b.finish();
+    CHECK(before != nullptr);
+    CHECK(plain.weight().data() == before);
+  }
+  {  // gathered for the scope, released at its end
+    dchag::Impl::GatheredScope g(unit, space, visit);
+    CHECK(unit->gathered());
+    CHECK(lin.weight().data() != nullptr);
+  }
+  CHECK_FALSE(unit->gathered());
+  CHECK(lin.weight().data() == nullptr);
+  {  // keep(): still gathered after the scope (the head's forward hands it to its backward)
+    dchag::Impl::GatheredScope g(unit, space, visit);
+    g.keep();
+  }
+  CHECK(unit->gathered());
+  {  // the backward finished: reduced and released
+    dchag::Impl::BackwardScope b(unit, space, visit);
+    CHECK(lin.grad_weight().data() != nullptr);
+    b.finish();
+    CHECK_FALSE(unit->gathered());
+  }
+  // An exception inside either scope releases the unit without any collective.
+  CHECK_THROWS_AS(
+      [&] {
+        dchag::Impl::GatheredScope g(unit, space, visit);
+        throw std::runtime_error("forward failed");
+      }(),
+      std::runtime_error);
+  CHECK_FALSE(unit->gathered());
+  CHECK_THROWS_AS(
+      [&] {
+        dchag::Impl::BackwardScope b(unit, space, visit);
+        throw std::runtime_error("backward failed");
+      }(),
+      std::runtime_error);
+  CHECK_FALSE(unit->gathered());
+  CHECK(lin.grad_weight().data() == nullptr);
 }

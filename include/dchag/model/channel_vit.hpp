@@ -82,30 +82,34 @@ class ChannelViT {
     check_input(x, lead_times);
     batch_ = static_cast<int>(x.extent(0));
     const int L = config_.patches();
-    if (embed_unit_) embed_unit_->gather(space, embedding_storage());
-    auto agg = stem_.forward(space, x);
-    if (x_.extent(0) != agg.extent(0)) x_ = matrix("encoder_input", agg.extent(0), agg.extent(1));
-    Kokkos::deep_copy(space, x_, agg);
-    pos_embed_.forward(space, x_);
-    if (config_.lead_time) lead_embed_.forward(space, x_, lead_times);
-    if (embed_unit_) embed_unit_->release(embedding_storage());
+    {
+      Impl::GatheredScope embed(embed_unit_, space, embedding_storage());
+      auto agg = stem_.forward(space, x);
+      if (x_.extent(0) != agg.extent(0))
+        x_ = matrix("encoder_input", agg.extent(0), agg.extent(1));
+      Kokkos::deep_copy(space, x_, agg);
+      pos_embed_.forward(space, x_);
+      if (config_.lead_time) lead_embed_.forward(space, x_, lead_times);
+    }
     auto encoded = encoder_.forward(space, x_, batch_, L);
-    if (head_unit_) head_unit_->gather(space, head_storage());
-    return head_.forward(space, encoded, batch_, config_.height, config_.width);
+    Impl::GatheredScope head(head_unit_, space, head_storage());
+    auto y = head_.forward(space, encoded, batch_, config_.height, config_.width);
+    head.keep();  // backward() follows and uses the gathered head
+    return y;
   }
 
   // Accumulates every parameter's gradient from dL/dprediction.
   void backward(const ExecSpace& space, const image& dpred) {
     Impl::require(batch_ > 0, "ChannelViT: backward() called before forward()");
-    if (head_unit_) head_unit_->begin_backward(space, head_storage());
+    Impl::BackwardScope head(head_unit_, space, head_storage());
     auto d = head_.backward(space, dpred);
-    if (head_unit_) head_unit_->end_backward(space, head_storage());
+    head.finish();
     d = encoder_.backward(space, d);
-    if (embed_unit_) embed_unit_->begin_backward(space, embedding_storage());
+    Impl::BackwardScope embed(embed_unit_, space, embedding_storage());
     if (config_.lead_time) lead_embed_.backward(space, d);
     pos_embed_.backward(space, d);
     stem_.backward(space, d);
-    if (embed_unit_) embed_unit_->end_backward(space, embedding_storage());
+    embed.finish();
   }
 
   // Every parameter this rank holds, under its logical name and shape: whole tensors (or their
@@ -136,6 +140,8 @@ class ChannelViT {
 
   const ModelConfig& config() const { return config_; }
   const ProcessGrid& grid() const { return grid_; }
+  // The model's name in a checkpoint (train/checkpoint_model.hpp).
+  static const char* kind() { return "channel_vit"; }
   // The input channels this rank reads: x passed to forward() is [B, channel_count(), H, W]
   // holding global channels [channel_begin(), channel_begin() + channel_count()).
   int channel_begin() const { return stem_.channel_begin(); }

@@ -232,24 +232,27 @@ class ChannelMAE {
 
   // x[B, channel_count(), H, W] -> prediction [B, L, p*p*C]; the mask used is then mask().
   prediction forward(const ExecSpace& space, const image& x, std::uint64_t mask_step) {
-    if (embed_unit_) embed_unit_->gather(space, embedding_storage());
-    auto agg = stem_.forward(space, x);  // checks x
     const int B = static_cast<int>(x.extent(0));
-    allocate(B);
-    make_mask(space, mask_step);
-    Kokkos::deep_copy(space, x_, agg);
-    pos_embed_.forward(space, x_);
-    if (embed_unit_) embed_unit_->release(embedding_storage());
+    {
+      Impl::GatheredScope embed(embed_unit_, space, embedding_storage());
+      auto agg = stem_.forward(space, x);  // checks x
+      allocate(B);
+      make_mask(space, mask_step);
+      Kokkos::deep_copy(space, x_, agg);
+      pos_embed_.forward(space, x_);
+    }
     gather_tokens(space, x_, ids_keep_, slot_, kept_tokens_);
     auto encoded = encoder_.forward(space, kept_tokens_, B, kept_);
-    if (bridge_unit_) bridge_unit_->gather(space, bridge_storage());
-    auto embedded = decoder_embed_.forward(space, encoded);
-    scatter_tokens(space, embedded, ids_keep_, slot_, mask_token_, z_);
-    decoder_pos_embed_.forward(space, z_);
-    if (bridge_unit_) bridge_unit_->release(bridge_storage());
+    {
+      Impl::GatheredScope bridge(bridge_unit_, space, bridge_storage());
+      auto embedded = decoder_embed_.forward(space, encoded);
+      scatter_tokens(space, embedded, ids_keep_, slot_, mask_token_, z_);
+      decoder_pos_embed_.forward(space, z_);
+    }
     auto decoded = decoder_.forward(space, z_, B, L_);
-    if (head_unit_) head_unit_->gather(space, head_storage());
+    Impl::GatheredScope head(head_unit_, space, head_storage());
     auto y = decoder_pred_.forward(space, decoded);
+    head.keep();  // backward() follows and uses the gathered decoder_pred
     return prediction(y.data(), std::size_t(B), std::size_t(L_), y.extent(1));
   }
 
@@ -262,22 +265,22 @@ class ChannelMAE {
                   "ChannelMAE: prediction gradient ", Impl::shape_of(dpred), " must be [",
                   batch_, ", ", L_, ", ", patch_values(), "] as the last forward's prediction");
     const ConstMatrix<T, ExecSpace> dy(dpred.data(), std::size_t(batch_) * L_, dpred.extent(2));
-    if (head_unit_) head_unit_->begin_backward(space, head_storage());
+    Impl::BackwardScope head(head_unit_, space, head_storage());
     auto d = decoder_pred_.backward(space, dy);
-    if (head_unit_) head_unit_->end_backward(space, head_storage());
+    head.finish();
     d = decoder_.backward(space, d);
-    if (bridge_unit_) bridge_unit_->begin_backward(space, bridge_storage());
+    Impl::BackwardScope bridge(bridge_unit_, space, bridge_storage());
     decoder_pos_embed_.backward(space, d);
     sum_masked_rows(space, d, slot_, grad_mask_token_);
     gather_tokens(space, d, ids_keep_, slot_, dembedded_);
     d = decoder_embed_.backward(space, dembedded_);
-    if (bridge_unit_) bridge_unit_->end_backward(space, bridge_storage());
+    bridge.finish();
     d = encoder_.backward(space, d);
     scatter_tokens(space, d, ids_keep_, slot_, dx_);
-    if (embed_unit_) embed_unit_->begin_backward(space, embedding_storage());
+    Impl::BackwardScope embed(embed_unit_, space, embedding_storage());
     pos_embed_.backward(space, dx_);
     stem_.backward(space, dx_);
-    if (embed_unit_) embed_unit_->end_backward(space, embedding_storage());
+    embed.finish();
   }
 
   // Every parameter this rank holds, under its logical name and shape: the stem's (ClimaX
@@ -314,6 +317,8 @@ class ChannelMAE {
   const ModelConfig& config() const { return config_; }
   const MaeConfig& mae_config() const { return mae_; }
   const ProcessGrid& grid() const { return grid_; }
+  // The model's name in a checkpoint (train/checkpoint_model.hpp).
+  static const char* kind() { return "channel_mae"; }
   // The input channels this rank reads: x passed to forward() is [B, channel_count(), H, W]
   // holding global channels [channel_begin(), channel_begin() + channel_count()).
   int channel_begin() const { return stem_.channel_begin(); }

@@ -22,6 +22,11 @@
 //
 // The unit never stores its layers: every call that touches them takes `visit`, a callable with
 // visit(f) -> layer.visit_storage(f) for each layer of the unit, so the owner may move.
+//
+// A model holds a unit as std::optional<ShardedUnit> (empty unless sharded) and uses it through
+// Impl::GatheredScope (gathered for a scope, released when it ends) and Impl::BackwardScope
+// (begin_backward, then an explicit finish(): the reduce-scatter is a collective, which a
+// destructor must not run).
 
 #include <Kokkos_Core.hpp>
 #include <algorithm>
@@ -325,6 +330,85 @@ void assign_values(std::optional<ShardedUnit<T, ExecSpace>>& unit, Visit&& visit
     set();
   }
 }
+
+// The unit gathered for the scope's lifetime: gathers in the constructor (collective over
+// fsdp), releases in the destructor, and does nothing at all when the model is not sharded
+// (the optional is empty), so that a model writes the check once. Releasing only re-points the
+// layers' views and frees the full buffers (no communication), so it is safe from a
+// destructor, also while an exception unwinds: a failed forward leaves no unit gathered.
+// keep() hands the gathered unit on instead (to a BackwardScope that follows at once: the
+// head, whose backward uses the values its forward gathered).
+template <class T, class ExecSpace, class Visit>
+class GatheredScope {
+ public:
+  GatheredScope(std::optional<ShardedUnit<T, ExecSpace>>& unit, const ExecSpace& space,
+                Visit visit)
+      : unit_(unit ? &*unit : nullptr), visit_(std::move(visit)) {
+    if (unit_) unit_->gather(space, visit_);
+  }
+
+  GatheredScope(const GatheredScope&) = delete;
+  GatheredScope& operator=(const GatheredScope&) = delete;
+
+  ~GatheredScope() {
+    if (!unit_) return;
+    // The binding is the one gather() made and checked with the same layers, so it cannot fail
+    // here; were it to, a destructor must not throw (and, unwinding, the error in flight is
+    // the one to report).
+    try {
+      unit_->release(visit_);
+    } catch (...) {
+    }
+  }
+
+  // Leaves the unit gathered when the scope ends.
+  void keep() { unit_ = nullptr; }
+
+ private:
+  ShardedUnit<T, ExecSpace>* unit_;
+  Visit visit_;
+};
+
+// A unit's backward: the constructor points the gradients at a zeroed full buffer (gathering
+// the values unless they are), finish() reduce-scatters the gradient into this rank's slice
+// and releases. Nothing when the model is not sharded. The reduction is an explicit call, not
+// the destructor's work: it is a collective, and a destructor run by an exception on one rank
+// would enter it alone (the others hang), or a failure in it would throw from a destructor
+// (std::terminate). A scope that ends without finish() (an exception on the way) only releases
+// the unit, locally: that step's gradients are lost with the step.
+template <class T, class ExecSpace, class Visit>
+class BackwardScope {
+ public:
+  BackwardScope(std::optional<ShardedUnit<T, ExecSpace>>& unit, const ExecSpace& space,
+                Visit visit)
+      : unit_(unit ? &*unit : nullptr), space_(space), visit_(std::move(visit)) {
+    if (unit_) unit_->begin_backward(space_, visit_);
+  }
+
+  BackwardScope(const BackwardScope&) = delete;
+  BackwardScope& operator=(const BackwardScope&) = delete;
+
+  ~BackwardScope() {
+    if (!unit_) return;
+    try {  // see GatheredScope: local, and must not throw
+      unit_->release(visit_);
+    } catch (...) {
+    }
+  }
+
+  // This rank's gradient slice += its slice of the group's summed gradient; then the unit is
+  // released (collective over fsdp; call it on every rank, once).
+  void finish() {
+    if (!unit_) return;
+    unit_->end_backward(space_, visit_);
+    unit_ = nullptr;
+  }
+
+ private:
+  ShardedUnit<T, ExecSpace>* unit_;
+  ExecSpace space_;
+  Visit visit_;
+};
 
 }  // namespace Impl
 }  // namespace dchag
