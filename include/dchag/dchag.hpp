@@ -22,6 +22,7 @@
 #include <dchag/kernels/masking.hpp>
 #include <dchag/kernels/patchify.hpp>
 #include <dchag/kernels/reductions.hpp>
+#include <dchag/kernels/residual.hpp>
 #include <dchag/kernels/softmax.hpp>
 
 #include <dchag/layers/cross_attention.hpp>
