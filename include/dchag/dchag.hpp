@@ -13,6 +13,8 @@
 
 #include <dchag/kernels/batched_gemm.hpp>
 #include <dchag/kernels/bias.hpp>
+#include <dchag/kernels/channel_rows.hpp>
+#include <dchag/kernels/cross_attention.hpp>
 #include <dchag/kernels/gelu.hpp>
 #include <dchag/kernels/gemm.hpp>
 #include <dchag/kernels/heads.hpp>
@@ -20,6 +22,7 @@
 #include <dchag/kernels/masking.hpp>
 #include <dchag/kernels/patchify.hpp>
 #include <dchag/kernels/reductions.hpp>
+#include <dchag/kernels/residual.hpp>
 #include <dchag/kernels/softmax.hpp>
 
 #include <dchag/layers/cross_attention.hpp>

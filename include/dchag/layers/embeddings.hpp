@@ -18,7 +18,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/bias.hpp>
-#include <dchag/kernels/reductions.hpp>
+#include <dchag/kernels/channel_rows.hpp>
 #include <dchag/layers/linear.hpp>
 
 namespace dchag {
@@ -29,61 +29,6 @@ template <class T, class ExecSpace>
 using Tensor3 = Unmanaged<T***, ExecSpace>;
 
 namespace Impl {
-
-// db(c, j) += sum_n dY(c, n, j). One thread per (c, tile of columns), rows summed in order:
-// race-free and bitwise reproducible, as SumRows in kernels/bias.hpp (see column_tile()).
-template <int W, class T, class DYV, class DBV>
-struct SumChannelRows {
-  DYV dY;
-  DBV db;
-  int tiles;
-
-  KOKKOS_INLINE_FUNCTION void operator()(int t) const {
-    const int c = t / tiles;
-    const int j0 = (t % tiles) * W;
-    const int rows = static_cast<int>(dY.extent(1));
-    const int n = static_cast<int>(dY.extent(2));
-    const int w = n - j0 < W ? n - j0 : W;
-    T s[W];
-    for (int k = 0; k < W; ++k) s[k] = T(0);
-    for (int i = 0; i < rows; ++i)
-      for (int k = 0; k < w; ++k) s[k] += dY(c, i, j0 + k);
-    for (int k = 0; k < w; ++k) db(c, j0 + k) += s[k];
-  }
-};
-
-template <class YV, class EV>
-void check_channel_rows(const char* where, const YV& Y, const EV& E) {
-  static_assert(YV::rank == 3 && EV::rank == 2, "channel-row kernels take [C, N, D] and [C, D]");
-  require_nonempty(where, Y);
-  require(E.extent(0) == Y.extent(0) && E.extent(1) == Y.extent(2), where, ": ", shape_of(E),
-          " must hold one row per channel of ", shape_of(Y));
-}
-
-// Y(c, n, j) += E(c, j): a per-channel bias (patch-embedding bias, var_embed, lead time).
-template <class ExecSpace, class YV, class EV>
-void add_channel_rows(const ExecSpace& space, const YV& Y, const EV& E) {
-  check_channel_rows("dchag::add_channel_rows", Y, E);
-  const std::int64_t N = static_cast<std::int64_t>(Y.extent(1));
-  const std::int64_t D = static_cast<std::int64_t>(Y.extent(2));
-  Kokkos::parallel_for(
-      "dchag::add_channel_rows", flat_policy(space, Y.size()), KOKKOS_LAMBDA(std::int64_t k) {
-        const std::int64_t c = k / (N * D), j = k % D;
-        Y(c, (k / D) % N, j) += E(c, j);
-      });
-}
-
-// G(c, j) += sum_n dY(c, n, j): the matching gradient, accumulated.
-template <class ExecSpace, class DYV, class GV>
-void sum_channel_rows(const ExecSpace& space, const DYV& dY, const GV& G) {
-  using T = typename GV::non_const_value_type;
-  check_channel_rows("dchag::sum_channel_rows", dY, G);
-  constexpr int W = column_tile<ExecSpace>();
-  const int tiles = static_cast<int>((dY.extent(2) + W - 1) / W);
-  Kokkos::parallel_for("dchag::sum_channel_rows",
-                       Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(dY.extent(0)) * tiles),
-                       SumChannelRows<W, T, DYV, GV>{dY, G, tiles});
-}
 
 // A contiguous view registered under a shape with leading 1s, e.g. var_embed [1, C, D].
 template <class T, class ExecSpace>
@@ -120,13 +65,13 @@ class ChannelEmbedding {
   // T[c, n, :] += var_embed[c, :], in place.
   void forward(const ExecSpace& space, const Tensor3<T, ExecSpace>& tokens) const {
     check(tokens, "tokens");
-    Impl::add_channel_rows(space, tokens, weight_);
+    add_channel_rows(space, tokens, weight_);
   }
 
   // Accumulates grad[c, :] += sum_n dT[c, n, :]; dT itself is the input gradient, unchanged.
   void backward(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& dtokens) {
     check(dtokens, "token gradient");
-    Impl::sum_channel_rows(space, dtokens, grad_);
+    sum_channel_rows(space, dtokens, grad_);
   }
 
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
@@ -252,7 +197,7 @@ class LeadTimeEmbedding {
     const std::size_t B = lead_times.extent(0);
     check(x, B, "tokens");
     const matrix e = linear_.forward(space, Impl::as_matrix(lead_times, B, 1));
-    Impl::add_channel_rows(space, as_samples(x, B), e);
+    add_channel_rows(space, as_samples(x, B), e);
     batch_ = B;
   }
 
@@ -262,7 +207,7 @@ class LeadTimeEmbedding {
     check(dx, batch_, "token gradient");
     if (de_.extent(0) != batch_) de_ = matrix(name() + ".dembed", batch_, dim());
     Kokkos::deep_copy(space, de_, T(0));
-    Impl::sum_channel_rows(space, as_samples(dx, batch_), de_);
+    sum_channel_rows(space, as_samples(dx, batch_), de_);
     linear_.backward(space, de_, /*input_grad=*/false);
   }
 

@@ -20,6 +20,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/batched_gemm.hpp>
+#include <dchag/kernels/channel_rows.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/layers/embeddings.hpp>
 
@@ -100,7 +101,7 @@ class ChannelPatchEmbed {
     }
     Impl::im2col_channels(space, x, patch_, L, W / patch_, patches_);
     batched_gemm(space, Op::N, Op::T, T(1), patches_, weight_, T(0), out_);
-    Impl::add_channel_rows(space, out_, bias_);
+    add_channel_rows(space, out_, bias_);
     return out_;
   }
 
@@ -113,7 +114,7 @@ class ChannelPatchEmbed {
                   "ChannelPatchEmbed '", name_, "': token gradient ", Impl::shape_of(dtokens),
                   " does not match the forward output ", Impl::shape_of(out_));
     batched_gemm(space, Op::T, Op::N, T(1), dtokens, patches_, T(1), grad_weight_);
-    Impl::sum_channel_rows(space, dtokens, grad_bias_);
+    sum_channel_rows(space, dtokens, grad_bias_);
   }
 
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,

@@ -23,6 +23,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
+#include <dchag/kernels/residual.hpp>
 #include <dchag/layers/layer_norm.hpp>
 #include <dchag/layers/linear.hpp>
 #include <dchag/layers/mlp.hpp>
@@ -33,19 +34,6 @@
 
 namespace dchag {
 namespace Impl {
-
-// Y = A + B on [rows, n] views (the residual connections, both directions).
-template <class ExecSpace, class AV, class BV, class YV>
-void residual_add(const ExecSpace& space, const AV& A, const BV& B, const YV& Y) {
-  const char* where = "dchag::residual_add";
-  require_same_shape(where, A, B);
-  require_same_shape(where, A, Y);
-  const std::int64_t n = static_cast<std::int64_t>(Y.extent(1));
-  Kokkos::parallel_for(
-      where, flat_policy(space, Y.extent(0) * Y.extent(1)), KOKKOS_LAMBDA(std::int64_t k) {
-        Y(k / n, k % n) = A(k / n, k % n) + B(k / n, k % n);
-      });
-}
 
 // A double as text that tells apart any two different values (configuration agreement).
 inline std::string exact_text(double x) {
@@ -130,11 +118,11 @@ class Block {
     const matrix a = attn_.forward(space, norm1_.forward(space, x), batch, L);
     all_reduce_sum(space, tp, a);
     attn_.add_output_bias(space, a);
-    Impl::residual_add(space, x, a, mid_);
+    residual_add(space, x, a, mid_);
     const matrix m = mlp_.forward(space, norm2_.forward(space, mid_));
     all_reduce_sum(space, tp, m);
     mlp_.add_output_bias(space, m);
-    Impl::residual_add(space, mid_, m, y_);
+    residual_add(space, mid_, m, y_);
     return y_;
   }
 
@@ -151,7 +139,7 @@ class Block {
     const matrix dm = mlp_.backward(space, dy);
     all_reduce_sum(space, tp, dm);
     const matrix dn2 = norm2_.backward(space, dm);
-    Impl::residual_add(space, dy, dn2, dx_);  // dL/d(mid)
+    residual_add(space, dy, dn2, dx_);  // dL/d(mid)
     const matrix da = attn_.backward(space, dx_);
     all_reduce_sum(space, tp, da);
     const matrix dn1 = norm1_.backward(space, da);

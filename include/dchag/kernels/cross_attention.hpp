@@ -1,0 +1,160 @@
+#ifndef DCHAG_KERNELS_CROSS_ATTENTION_HPP
+#define DCHAG_KERNELS_CROSS_ATTENTION_HPP
+
+// The attention of one learnable query against K key/value tokens per row, forward and
+// backward, for QueryCrossAttention (layers/cross_attention.hpp). The k|v projections around
+// them are GEMMs and the softmax between scores and context is kernels/softmax.hpp; these are
+// the rest: the projection of the single query vector, the per-head scores against keys that
+// lie N rows apart, the weighted sum of the values, and their gradients.
+//
+// They live in Impl: their layouts are that layer's (k | v side by side in one matrix, the
+// query projection as the first rows of in_proj), not a general interface. Free functions
+// rather than members because CUDA refuses extended lambdas inside private member functions.
+
+#include <Kokkos_Core.hpp>
+#include <cstdint>
+
+#include <dchag/kernels/reductions.hpp>
+
+namespace dchag {
+namespace Impl {
+
+// Shapes: q[I] (I = heads*hd), kv[K*N, 2I] (row c*N + n, k | v), attn[N*heads, K]
+// (row n*heads + h), ctx[N, I].
+struct CrossAttentionShape {
+  std::int64_t K, N, H, hd;
+  KOKKOS_INLINE_FUNCTION std::int64_t inner() const { return H * hd; }
+};
+
+// q(i) = bq(i) + sum_d Wq(i, d) query(d), Wq and bq the first I rows of in_proj.
+template <class ExecSpace, class WV, class BV, class XV, class QV>
+void cross_attention_query(const ExecSpace& space, const WV& W, const BV& b, const XV& x,
+                           const QV& q) {
+  using T = typename QV::non_const_value_type;
+  const int D = static_cast<int>(x.extent(0));
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::query",
+      Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(q.extent(0))),
+      KOKKOS_LAMBDA(int i) {
+        T s = b(i);
+        for (int d = 0; d < D; ++d) s += W(i, d) * x(d);
+        q(i) = s;
+      });
+}
+
+// attn(n*H + h, c) = sum_j q(h*hd + j) k(c*N + n, h*hd + j)   (unscaled; the softmax scales).
+template <class ExecSpace, class QV, class KVV, class AV>
+void cross_attention_scores(const ExecSpace& space, CrossAttentionShape s, const QV& q,
+                            const KVV& kv, const AV& attn) {
+  using T = typename AV::non_const_value_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::scores", flat_policy(space, attn.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
+        T acc = 0;
+        for (std::int64_t j = 0; j < s.hd; ++j)
+          acc += q(h * s.hd + j) * kv(c * s.N + n, h * s.hd + j);
+        attn(nh, c) = acc;
+      });
+}
+
+// ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j).
+template <class ExecSpace, class AV, class KVV, class CV>
+void cross_attention_context(const ExecSpace& space, CrossAttentionShape s, const AV& attn,
+                             const KVV& kv, const CV& ctx) {
+  using T = typename CV::non_const_value_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::context", flat_policy(space, ctx.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t I = s.inner(), i = e % I, n = e / I, h = i / s.hd;
+        T acc = 0;
+        for (std::int64_t c = 0; c < s.K; ++c) acc += attn(n * s.H + h, c) * kv(c * s.N + n, I + i);
+        ctx(n, i) = acc;
+      });
+}
+
+// dattn(n*H + h, c) = sum_j dctx(n, h*hd + j) v(c*N + n, h*hd + j).
+template <class ExecSpace, class DCV, class KVV, class DAV>
+void cross_attention_dattn(const ExecSpace& space, CrossAttentionShape s, const DCV& dctx,
+                           const KVV& kv, const DAV& dattn) {
+  using T = typename DAV::non_const_value_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dattn", flat_policy(space, dattn.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
+        T acc = 0;
+        for (std::int64_t j = 0; j < s.hd; ++j)
+          acc += dctx(n, h * s.hd + j) * kv(c * s.N + n, s.inner() + h * s.hd + j);
+        dattn(nh, c) = acc;
+      });
+}
+
+// Each element of dk | dv has a single source term, so one pass writes both:
+// dk(c*N + n, i) = scale * dS(n*H + h, c) q(i),  dv(c*N + n, i) = attn(n*H + h, c) dctx(n, i).
+template <class ExecSpace, class QV, class AV, class DSV, class DCV, class DKVV>
+void cross_attention_dkv(const ExecSpace& space, CrossAttentionShape s,
+                         typename DKVV::non_const_value_type scale, const QV& q, const AV& attn,
+                         const DSV& dS, const DCV& dctx, const DKVV& dkv) {
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dkv", flat_policy(space, dkv.size()),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t I = s.inner(), col = e % (2 * I), row = e / (2 * I);
+        const std::int64_t c = row / s.N, n = row % s.N;
+        const std::int64_t i = col < I ? col : col - I, nh = n * s.H + i / s.hd;
+        dkv(row, col) = col < I ? scale * dS(nh, c) * q(i) : attn(nh, c) * dctx(n, i);
+      });
+}
+
+// dq(i) = scale * sum_{n, c} dS(n*H + h, c) k(c*N + n, i). One team per i reduces over all
+// (n, c): no two threads ever add to the same element, on any backend.
+template <class ExecSpace, class DSV, class KVV, class DQV>
+void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
+                        typename DQV::non_const_value_type scale, const DSV& dS, const KVV& kv,
+                        const DQV& dq) {
+  using T = typename DQV::non_const_value_type;
+  using Policy = Kokkos::TeamPolicy<ExecSpace>;
+  using Member = typename Policy::member_type;
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dq", Policy(space, static_cast<int>(dq.extent(0)), Kokkos::AUTO),
+      KOKKOS_LAMBDA(const Member& team) {
+        const std::int64_t i = team.league_rank(), h = i / s.hd;
+        T acc = 0;
+        Kokkos::parallel_reduce(
+            Kokkos::TeamThreadRange(team, s.N * s.K),
+            [&](std::int64_t e, T& part) {
+              const std::int64_t n = e / s.K, c = e % s.K;
+              part += dS(n * s.H + h, c) * kv(c * s.N + n, i);
+            },
+            acc);
+        Kokkos::single(Kokkos::PerTeam(team), [&]() { dq(i) = scale * acc; });
+      });
+}
+
+// Gradients of q = Wq query + bq:  dWq(i, d) += dq(i) query(d),  dbq(i) += dq(i),
+// dquery(d) += sum_i Wq(i, d) dq(i). Every thread owns the elements it adds to.
+template <class ExecSpace, class DQV, class XV, class WV, class GWV, class GBV, class GXV>
+void cross_attention_query_backward(const ExecSpace& space, const DQV& dq, const XV& x,
+                                    const WV& W, const GWV& gW, const GBV& gb, const GXV& gx) {
+  using T = typename GXV::non_const_value_type;
+  const std::int64_t D = static_cast<std::int64_t>(x.extent(0));
+  const std::int64_t I = static_cast<std::int64_t>(dq.extent(0));
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dWq", flat_policy(space, std::size_t(I * D)),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t i = e / D, d = e % D;
+        gW(i, d) += dq(i) * x(d);
+        if (d == 0) gb(i) += dq(i);
+      });
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dquery", Kokkos::RangePolicy<ExecSpace>(space, 0, int(D)),
+      KOKKOS_LAMBDA(int d) {
+        T acc = 0;
+        for (std::int64_t i = 0; i < I; ++i) acc += W(i, d) * dq(i);
+        gx(d) += acc;
+      });
+}
+
+}  // namespace Impl
+}  // namespace dchag
+
+#endif
