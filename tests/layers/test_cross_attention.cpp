@@ -1,6 +1,8 @@
 #include <dchag/layers/cross_attention.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "gradcheck.hpp"
 #include "test_common.hpp"
@@ -155,6 +157,57 @@ TEST_CASE_TEMPLATE_DEFINE("QueryCrossAttention on a subset of heads holds the sl
                   dchag::Error);
 }
 TEST_CASE_TEMPLATE_APPLY(xattn_heads, AllCases);
+
+TEST_CASE_TEMPLATE_DEFINE("QueryCrossAttention split over heads: the parts' outputs, input "
+                          "gradients and query-gradient shares sum to the whole layer's", C,
+                          xattn_head_sum) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const int D = 8, heads = 4, hd = 2, K = 3, N = 5;
+  dchag::QueryCrossAttention<T, Space> whole("var_agg", "var_query", D, heads, hd);
+  whole.init(21);
+  dchag::View3<T, Space> x("x", K, N, D);
+  dchag::View2<T, Space> dy("dy", N, D);
+  fill_random(x, 22);
+  fill_random(dy, 23);
+  fill_random(whole.out_proj_bias(), 24);
+  const dchag::ConstTensor3<T, Space> cx(x.data(), K, N, D);
+  const Matrix<double> y = to_eigen(whole.forward(space, cx));
+  const auto dx = to_host(whole.backward(space, dy));
+  CHECK_FALSE(whole.holds_part());
+  Matrix<double> y_sum = Matrix<double>::Zero(N, D);
+  Eigen::VectorXd dq_sum = Eigen::VectorXd::Zero(D);
+  std::vector<double> dx_sum(dx.size(), 0.0);
+  for (int begin : {0, 2}) {
+    dchag::QueryCrossAttention<T, Space> part("var_agg", "var_query", D, 2, hd, true, begin,
+                                              heads);
+    part.init(21);
+    REQUIRE(part.holds_part());
+    y_sum += to_eigen(part.forward(space, cx));
+    const auto dxp = to_host(part.backward(space, dy));
+    for (std::size_t i = 0; i < dx_sum.size(); ++i) dx_sum[i] += double(dxp.data()[i]);
+    dq_sum += to_eigen_vector(part.partial_query_grad());
+    // Its own gradient waits for the sum over the ranks.
+    CHECK(to_eigen_vector(part.grad_query()).norm() == 0);
+    Kokkos::deep_copy(part.partial_query_grad(), whole.grad_query());
+    part.accumulate_query_grad(space);
+    CHECK(rel_diff(to_eigen_vector(part.grad_query()), to_eigen_vector(whole.grad_query())) ==
+          0);
+  }
+  y_sum.rowwise() += to_eigen_vector(whole.out_proj_bias()).transpose();
+  CHECK(rel_diff(y_sum, y) < tol<T>());
+  CHECK(rel_diff(dq_sum, to_eigen_vector(whole.grad_query())) < tol<T>());
+  double worst = 0, scale = 1e-30;
+  for (std::size_t i = 0; i < dx_sum.size(); ++i) {
+    worst = std::max(worst, std::abs(dx_sum[i] - double(dx.data()[i])));
+    scale = std::max(scale, std::abs(double(dx.data()[i])));
+  }
+  CHECK(worst / scale < tol<T>());
+  CHECK_THROWS_WITH_AS(whole.partial_query_grad(), doctest::Contains("never partial"),
+                       dchag::Error);
+}
+TEST_CASE_TEMPLATE_APPLY(xattn_head_sum, AllCases);
 
 TEST_CASE("QueryCrossAttention refuses bad shapes") {
   using Space = Kokkos::DefaultExecutionSpace;

@@ -208,6 +208,7 @@ class ChannelAggregation {
   int partial_levels() const { return int(partials_.size()); }
   const partial_type& partial(int i) const { return partials_.at(i); }
   const final_type& final_aggregator() const { return final_; }
+  final_type& final_aggregator() { return final_; }
   bool owns_all_channels() const { return token_count_.front() == channels_; }
 
  private:

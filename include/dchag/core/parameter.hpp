@@ -94,39 +94,6 @@ void add_partitioned_parameter(ParameterList<T, ExecSpace>& list, std::string na
                   true, false});
 }
 
-// The projections of a multi-head attention layer holding heads [head_begin, head_begin + heads)
-// of total_heads (Megatron): the stacked q|k|v input weight [3*inner, D] and bias [3*inner] are
-// column-parallel (three row blocks of the logical tensors), the output weight [D, inner] is
-// row-parallel (a block of columns). inner = heads * head_dim.
-template <class T, class ExecSpace, class W, class B, class O>
-void add_head_parallel_projections(ParameterList<T, ExecSpace>& list, const std::string& in_weight,
-                                   const std::string& in_bias, const std::string& out_weight,
-                                   std::size_t dim, std::size_t head_dim, std::size_t head_begin,
-                                   std::size_t total_heads, const W& w_in, const W& grad_w_in,
-                                   const B& b_in, const B& grad_b_in, const O& w_out,
-                                   const O& grad_w_out) {
-  const std::size_t n = w_in.extent(0) / 3, begin = head_begin * head_dim;
-  const std::size_t total = total_heads * head_dim;
-  if (n == total) {
-    add_parameter<T, ExecSpace>(list, in_weight, w_in, grad_w_in, true);
-    add_parameter<T, ExecSpace>(list, in_bias, b_in, grad_b_in, false);
-    add_parameter<T, ExecSpace>(list, out_weight, w_out, grad_w_out, true);
-    return;
-  }
-  std::vector<LogicalBox> rows, entries;
-  for (std::size_t s = 0; s < 3; ++s) {
-    rows.push_back({{s * total + begin, 0}, {n, dim}});
-    entries.push_back({{s * total + begin}, {n}});
-  }
-  add_partitioned_parameter<T, ExecSpace>(list, in_weight, {3 * total, dim}, std::move(rows), w_in,
-                                          grad_w_in, true);
-  add_partitioned_parameter<T, ExecSpace>(list, in_bias, {3 * total}, std::move(entries), b_in,
-                                          grad_b_in, false);
-  add_partitioned_parameter<T, ExecSpace>(list, out_weight, {dim, total},
-                                          {LogicalBox{{0, begin}, {dim, n}}}, w_out, grad_w_out,
-                                          true);
-}
-
 }  // namespace Impl
 }  // namespace dchag
 

@@ -16,8 +16,8 @@
 // parameter [1, 1, D] named by the caller (ClimaX: "var_query" next to "var_agg").
 //
 // inner = heads*head_dim is separate from D for tensor parallelism: a rank holds heads
-// [head_begin, head_begin + heads) of total_heads (rows of in_proj column-parallel, columns of
-// out_proj row-parallel) and initialises exactly those parts of the logical tensors.
+// [head_begin, head_begin + heads) of total_heads (in_proj column-parallel in three sections,
+// out_proj row-parallel: parallel_linear.hpp).
 
 #include <cmath>
 #include <cstdint>
@@ -32,7 +32,9 @@
 #include <dchag/kernels/gemm.hpp>
 #include <dchag/kernels/softmax.hpp>
 #include <dchag/layers/embeddings.hpp>
+#include <dchag/kernels/reductions.hpp>
 #include <dchag/layers/linear.hpp>
+#include <dchag/layers/parallel_linear.hpp>
 
 namespace dchag {
 
@@ -54,7 +56,7 @@ class QueryCrossAttention {
                       bool defer_out_bias = false, int head_begin = 0, int total_heads = 0)
       : name_(std::move(name)), query_name_(std::move(query_name)), dim_(dim), heads_(heads),
         head_dim_(head_dim), head_begin_(head_begin),
-        total_heads_(total_heads > 0 ? total_heads : heads), defer_bias_(defer_out_bias) {
+        total_heads_(total_heads > 0 ? total_heads : heads) {
     if (query_name_.empty()) query_name_ = name_ + ".query";
     Impl::require(dim > 0 && heads > 0 && head_dim > 0, "QueryCrossAttention '", name_,
                   "': dim, heads and head_dim must be positive, got dim = ", dim,
@@ -64,15 +66,13 @@ class QueryCrossAttention {
                   ") do not fit in total_heads = ", total_heads_);
     query_ = vector(query_name_, dim_);
     grad_query_ = vector(query_name_ + ".grad", dim_);
-    in_weight_ = matrix(name_ + ".in_proj_weight", 3 * inner(), dim_);
-    grad_in_weight_ = matrix(name_ + ".in_proj_weight.grad", 3 * inner(), dim_);
-    in_bias_ = vector(name_ + ".in_proj_bias", 3 * inner());
-    grad_in_bias_ = vector(name_ + ".in_proj_bias.grad", 3 * inner());
-    out_proj_ = Linear<T, ExecSpace>(name_ + ".out_proj", inner(), dim_, /*bias=*/false);
-    out_bias_ = vector(name_ + ".out_proj.bias", dim_);
-    grad_out_bias_ = vector(name_ + ".out_proj.bias.grad", dim_);
+    const SplitRange inner_split{head_begin * head_dim, int(inner()), total_heads_ * head_dim};
+    in_proj_ = ColumnParallelLinear<T, ExecSpace>(name_ + ".in_proj_weight", name_ + ".in_proj_bias",
+                                                  dim, inner_split, 3);
+    out_proj_ = RowParallelLinear<T, ExecSpace>(name_ + ".out_proj", inner_split, dim, defer_out_bias);
     q_ = vector(name_ + ".q", inner());
     dq_ = vector(name_ + ".dq", inner());
+    if (holds_part()) partial_query_grad_ = vector(query_name_ + ".partial_grad", dim_);
   }
 
   // As PyTorch: in_proj_weight xavier-uniform over the logical [3*D', D] (D' = total inner
@@ -81,21 +81,10 @@ class QueryCrossAttention {
   // at zero, which would make every attention uniform and its gradient trivial at step 0).
   void init(std::uint64_t seed, double std = 0.02) {
     truncated_normal(query_, seed, stream_id(query_name_), std);
-    const std::size_t D = dim_, hd = head_dim_;
-    const std::size_t total_inner = std::size_t(total_heads_) * hd;
-    const double bound = std::sqrt(6.0 / double(D + 3 * total_inner));
-    const std::uint64_t in_stream = stream_id(name_ + ".in_proj_weight");
-    for (std::size_t s = 0; s < 3; ++s) {
-      // Section s of this layer is a contiguous block of whole rows of the logical tensor.
-      const Unmanaged<T**, ExecSpace> rows(in_weight_.data() + s * inner() * D, inner(), D);
-      uniform(rows, seed, in_stream, -bound, bound,
-              (s * total_inner + std::size_t(head_begin_) * hd) * D);
-    }
-    Kokkos::deep_copy(in_bias_, T(0));
-    const LogicalSlice columns{{D, total_inner}, {0, std::size_t(head_begin_) * hd}};
-    truncated_normal(out_proj_.weight(), seed, stream_id(name_ + ".out_proj.weight"), std,
-                     -2 * std, 2 * std, columns);
-    Kokkos::deep_copy(out_bias_, T(0));
+    const double total_inner = double(total_heads_) * head_dim_;
+    const double bound = std::sqrt(6.0 / (double(dim_) + 3 * total_inner));
+    in_proj_.init_uniform(seed, -bound, bound);
+    out_proj_.init_truncated_normal(seed, std);
   }
 
   // tokens[K, N, D] -> out[N, D]. tokens must stay alive until backward().
@@ -106,41 +95,44 @@ class QueryCrossAttention {
                   " must be [keys, rows, dim = ", dim_, "]");
     x_ = tokens;
     allocate(tokens.extent(0), tokens.extent(1));
-    Impl::cross_attention_query(space, in_weight_, in_bias_, query_, q_);
-    gemm(space, Op::N, Op::T, T(1), tokens_as_rows(x_), kv_weight(in_weight_), T(0), kv_);
-    add_bias(space, kv_, kv_bias(in_bias_));
+    Impl::cross_attention_query(space, in_proj_.weight(), in_proj_.bias(), query_, q_);
+    gemm(space, Op::N, Op::T, T(1), tokens_as_rows(x_), kv_weight(in_proj_.weight()), T(0), kv_);
+    add_bias(space, kv_, kv_bias(in_proj_.bias()));
     Impl::cross_attention_scores(space, shape(), q_, kv_, attn_);
     softmax_rows(space, attn_, attn_, scale());
     Impl::cross_attention_context(space, shape(), attn_, kv_, ctx_);
-    matrix y = out_proj_.forward(space, ctx_);
-    if (!defer_bias_) add_bias(space, y, out_bias_);
-    return y;
+    return out_proj_.forward(space, ctx_);
   }
 
   // y += out_proj.bias; only for a layer constructed with defer_out_bias.
   template <class YView>
   void add_output_bias(const ExecSpace& space, const YView& y) const {
-    add_bias(space, y, out_bias_);
+    out_proj_.add_bias(space, y);
   }
 
   // Accumulates every parameter gradient; returns dL/dtokens [K, N, D] (empty when not asked),
   // written into `into` when given: a [K, N, D] slot of a caller's buffer, so that neither a
   // copy nor a buffer of this layer's own is needed.
+  // A layer holding only some heads sees only their share of the query's gradient (the query is
+  // replicated, the heads are not): it leaves this call's share in partial_query_grad() instead,
+  // for the caller to sum over the ranks holding the other heads and then hand back with
+  // accumulate_query_grad(). (The input gradient is such a partial sum too.)
   tensor backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dout,
                   bool input_grad = true, const Unmanaged<T***, ExecSpace>& into = {}) {
     Impl::require(keys_ > 0, "QueryCrossAttention '", name_, "': backward() before forward()");
     const matrix dctx = out_proj_.backward(space, dout);  // checks dout against the forward
-    sum_rows(space, dout, grad_out_bias_);
     allocate_backward();
     Impl::cross_attention_dattn(space, shape(), dctx, kv_, dattn_);
     softmax_rows_backward(space, attn_, dattn_, dattn_);  // d(scaled scores), in place
     Impl::cross_attention_dkv(space, shape(), scale(), q_, attn_, dattn_, dctx, dkv_);
     Impl::cross_attention_dq(space, shape(), scale(), dattn_, kv_, dq_);
-    Impl::cross_attention_query_backward(space, dq_, query_, in_weight_, grad_in_weight_,
-                                         grad_in_bias_, grad_query_);
+    if (holds_part()) Kokkos::deep_copy(space, partial_query_grad_, T(0));
+    Impl::cross_attention_query_backward(space, dq_, query_, in_proj_.weight(),
+                                         in_proj_.grad_weight(), in_proj_.grad_bias(),
+                                         holds_part() ? partial_query_grad_ : grad_query_);
     const auto x = tokens_as_rows(x_);
-    gemm(space, Op::T, Op::N, T(1), dkv_, x, T(1), kv_weight(grad_in_weight_));
-    sum_rows(space, dkv_, kv_bias(grad_in_bias_));
+    gemm(space, Op::T, Op::N, T(1), dkv_, x, T(1), kv_weight(in_proj_.grad_weight()));
+    sum_rows(space, dkv_, kv_bias(in_proj_.grad_bias()));
     if (!input_grad) return tensor();
     tensor dx;
     if (into.data()) {
@@ -154,9 +146,20 @@ class QueryCrossAttention {
         dx_ = tensor(name_ + ".dx", keys_, rows_, dim_);
       dx = dx_;
     }
-    gemm(space, Op::N, Op::N, T(1), dkv_, kv_weight(in_weight_), T(0),
+    gemm(space, Op::N, Op::N, T(1), dkv_, kv_weight(in_proj_.weight()), T(0),
          Impl::as_matrix(dx, keys_ * rows_, dim_));
     return dx;
+  }
+
+  // This backward's share of the query gradient, for a layer holding some heads only.
+  const vector& partial_query_grad() const {
+    Impl::require(holds_part(), "QueryCrossAttention '", name_, "': holds all ", total_heads_,
+                  " heads, so its query gradient is never partial");
+    return partial_query_grad_;
+  }
+  // grad(query) += partial_query_grad(), once the caller has summed it over the ranks.
+  void accumulate_query_grad(const ExecSpace& space) {
+    add_scaled(space, grad_query_, T(1), partial_query_grad());
   }
 
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
@@ -164,24 +167,18 @@ class QueryCrossAttention {
   template <class F>
   void visit_storage(F&& f) {
     f(query_, grad_query_);
-    f(in_weight_, grad_in_weight_);
-    f(in_bias_, grad_in_bias_);
+    in_proj_.visit_storage(f);
     out_proj_.visit_storage(f);
-    f(out_bias_, grad_out_bias_);
   }
 
   // The query first (ClimaX registers var_query before var_agg), then nn.MultiheadAttention's
-  // state_dict order.
+  // state_dict order, each this layer's part of the logical tensor (parallel_linear.hpp).
   void parameters(ParameterList<T, ExecSpace>& list) const {
     Impl::add_parameter<T, ExecSpace>(
         list, query_name_, Impl::with_leading_one<T, ExecSpace>(query_.data(), 1, dim_),
         Impl::with_leading_one<T, ExecSpace>(grad_query_.data(), 1, dim_), false);
-    Impl::add_head_parallel_projections<T, ExecSpace>(
-        list, name_ + ".in_proj_weight", name_ + ".in_proj_bias", out_proj_.name() + ".weight",
-        dim_, head_dim_, head_begin_, total_heads_, in_weight_, grad_in_weight_, in_bias_,
-        grad_in_bias_, out_proj_.weight(), out_proj_.grad_weight());
-    Impl::add_parameter<T, ExecSpace>(list, name_ + ".out_proj.bias", out_bias_, grad_out_bias_,
-                                      false);
+    in_proj_.parameters(list);
+    out_proj_.parameters(list);
   }
 
   // Forward multiply-adds x2 for K keys per row and N rows: the k|v projection, scores,
@@ -193,14 +190,13 @@ class QueryCrossAttention {
 
   const vector& query() const { return query_; }
   const vector& grad_query() const { return grad_query_; }
-  const matrix& in_proj_weight() const { return in_weight_; }
-  const matrix& grad_in_proj_weight() const { return grad_in_weight_; }
-  const vector& in_proj_bias() const { return in_bias_; }
-  const vector& grad_in_proj_bias() const { return grad_in_bias_; }
-  // out_proj's weight; its bias is out_proj_bias() (kept out of the Linear so it can be deferred).
-  const Linear<T, ExecSpace>& out_proj() const { return out_proj_; }
-  const vector& out_proj_bias() const { return out_bias_; }
-  const vector& grad_out_proj_bias() const { return grad_out_bias_; }
+  const matrix& in_proj_weight() const { return in_proj_.weight(); }
+  const matrix& grad_in_proj_weight() const { return in_proj_.grad_weight(); }
+  const vector& in_proj_bias() const { return in_proj_.bias(); }
+  const vector& grad_in_proj_bias() const { return in_proj_.grad_bias(); }
+  const RowParallelLinear<T, ExecSpace>& out_proj() const { return out_proj_; }
+  const vector& out_proj_bias() const { return out_proj_.bias(); }
+  const vector& grad_out_proj_bias() const { return out_proj_.grad_bias(); }
   // Attention probabilities of the last forward, [N*heads, K] (row n*heads + h).
   const matrix& probabilities() const { return attn_; }
   int dim() const { return dim_; }
@@ -209,7 +205,9 @@ class QueryCrossAttention {
   int head_begin() const { return head_begin_; }
   int total_heads() const { return total_heads_; }
   std::size_t inner() const { return std::size_t(heads_) * head_dim_; }
-  bool defers_out_bias() const { return defer_bias_; }
+  bool defers_out_bias() const { return out_proj_.skips_bias_add(); }
+  // Whether this layer holds only some of the logical layer's heads.
+  bool holds_part() const { return heads_ < total_heads_; }
   const std::string& name() const { return name_; }
   const std::string& query_name() const { return query_name_; }
 
@@ -248,12 +246,9 @@ class QueryCrossAttention {
 
   std::string name_, query_name_;
   int dim_ = 0, heads_ = 0, head_dim_ = 0, head_begin_ = 0, total_heads_ = 0;
-  bool defer_bias_ = false;
-  vector query_, grad_query_;
-  matrix in_weight_, grad_in_weight_;
-  vector in_bias_, grad_in_bias_;
-  Linear<T, ExecSpace> out_proj_;
-  vector out_bias_, grad_out_bias_;
+  vector query_, grad_query_, partial_query_grad_;
+  ColumnParallelLinear<T, ExecSpace> in_proj_;
+  RowParallelLinear<T, ExecSpace> out_proj_;
   ConstTensor3<T, ExecSpace> x_;
   std::size_t keys_ = 0, rows_ = 0;
   vector q_, dq_;

@@ -150,23 +150,18 @@ class ChannelStem {
   // Backward of the final aggregator and of the gather. The gradient with respect to the group
   // tokens is a partial sum over this rank's heads: all-reduce it (B*L*G*D values; the baseline
   // moves B*L*C*D). The gather's backward then keeps this rank's own slice, no communication.
-  // The query is replicated but each rank's heads see only part of it: its gradient is summed
-  // over TP too, counting only this backward's contribution so that accumulation still works.
+  // The query is replicated but each rank's heads see only part of it: the final aggregator
+  // keeps this backward's share apart, to be summed over TP before it is accumulated.
   Unmanaged<const T***, ExecSpace> aggregation_backward(const ExecSpace& space,
                                                         const ConstMatrix<T, ExecSpace>& d) {
-    const auto& fin = aggregation_.final_aggregator();
-    const auto gq = fin.grad_query();
-    if (query_grad_before_.extent(0) != gq.extent(0))
-      query_grad_before_ = View1<T, ExecSpace>("query_grad_before", gq.extent(0));
-    if (grid_.tp() > 1) Kokkos::deep_copy(space, query_grad_before_, gq);
     const auto dkeys = aggregation_.final_backward(space, d);
     if (grid_.tp() == 1) return dkeys;
     const Unmanaged<T***, ExecSpace> dk(const_cast<T*>(dkeys.data()), dkeys.extent(0),
                                         dkeys.extent(1), dkeys.extent(2));
     all_reduce_sum(space, grid_.tp_comm(), dk);
-    add_scaled(space, gq, T(-1), query_grad_before_);
-    all_reduce_sum(space, grid_.tp_comm(), gq);
-    add_scaled(space, gq, T(1), query_grad_before_);
+    auto& fin = aggregation_.final_aggregator();
+    all_reduce_sum(space, grid_.tp_comm(), fin.partial_query_grad());
+    fin.accumulate_query_grad(space);
     if (!distributed()) return dkeys;
     const int last = aggregation_.partial_levels();
     const std::size_t b = aggregation_.token_begin(last), n = aggregation_.token_count(last);
@@ -181,7 +176,6 @@ class ChannelStem {
   ChannelAggregation<T, ExecSpace, Policy::template partial> aggregation_;
   matrix out_;
   tensor gathered_;
-  View1<T, ExecSpace> query_grad_before_;
 };
 
 }  // namespace dchag
