@@ -68,7 +68,9 @@ struct Bench {
                           (r.kind == Kind::kernel && r.bytes > 0 &&
                            r.flops / r.bytes * bw_peak < gemm_peak);
       const double achieved = memory ? byte_rate : flop_rate;
-      const double roof = memory ? (r.flops > 0 ? r.flops / r.bytes * bw_peak : bw_peak) : gemm_peak;
+      // Below the ridge point bytes/s against the bandwidth ceiling is the same fraction as
+      // FLOP/s against FLOP/byte x bandwidth.
+      const double roof = memory ? bw_peak : gemm_peak;
       t.add({r.name, r.shape, fmt(r.seconds * 1e3, "%.3f"),
              r.flops > 0 ? fmt(flop_rate * 1e-9, "%.1f") : "-",
              r.bytes > 0 ? fmt(byte_rate * 1e-9, "%.1f") : "-",

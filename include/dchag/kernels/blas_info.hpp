@@ -10,8 +10,9 @@
 // RTLD_DEFAULT), never linked against: the same binary works whichever BLAS the alternatives
 // system or the loader put behind the Kokkos Kernels TPL, and with none of these at all.
 //
-//   dchag::blas_description()  e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64
-//                              (core Prescott, 2 threads, sgemm_ from /lib/.../libopenblas.so.0)"
+//   dchag::blas_description()  e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Haswell
+//                              MAX_THREADS=64 (core Haswell, threads 2, sgemm_ from
+//                              /lib/x86_64-linux-gnu/libblas.so.3, CPU: avx avx2 fma avx512f)"
 //   dchag::blas_warning()      empty, or one sentence saying what is wrong and what it costs
 //
 // Forcing a core with OPENBLAS_CORETYPE is deliberately not suggested: older OpenBLAS builds
@@ -136,15 +137,15 @@ inline std::string blas_description() {
     const std::string core = Impl::openblas_corename();
     if (!core.empty()) detail("core " + core);
     if (const auto threads = Impl::blas_symbol<Int>("openblas_get_num_threads"))
-      detail(std::to_string(threads()) + " threads");
+      detail("threads " + std::to_string(threads()));
   } else if (const auto version = Impl::blas_symbol<Str>("bli_info_get_version_str")) {
     const char* v = version();
     text = std::string("BLIS ") + (v ? v : "");
     if (const auto threads = Impl::blas_symbol<Int>("bli_thread_get_num_threads"))
-      detail(std::to_string(threads()) + " threads");
+      detail("threads " + std::to_string(threads()));
   } else if (const auto threads = Impl::blas_symbol<Int>("MKL_Get_Max_Threads")) {
     text = "Intel MKL";
-    detail(std::to_string(threads()) + " threads");
+    detail("threads " + std::to_string(threads()));
   } else if (Impl::blas_symbol<void (*)()>("sgemm_")) {
     // Neither OpenBLAS, BLIS nor MKL: most likely the reference BLAS, single-threaded.
     text = "a BLAS that is not OpenBLAS, BLIS or MKL (reference BLAS?)";
