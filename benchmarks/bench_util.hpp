@@ -2,9 +2,11 @@
 #define DCHAG_BENCHMARKS_BENCH_UTIL_HPP
 
 // Timing and reporting shared by the benchmark programs: best-of-n wall time, a table on
-// stdout and the same rows as CSV.
+// stdout and the same rows as CSV, and the BLAS line every benchmark starts with (a figure
+// measured on generic BLAS kernels says little about the library).
 
 #include <Kokkos_Core.hpp>
+#include <dchag/kernels/blas_info.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +15,14 @@
 #include <vector>
 
 namespace dchag_bench {
+
+// Which BLAS runs the GEMMs, and the warning when it runs generic kernels on this CPU.
+inline void print_blas() {
+  std::printf("BLAS: %s\n", dchag::blas_description().c_str());
+  const std::string warning = dchag::blas_warning();
+  if (!warning.empty()) std::printf("BLAS %s\n", warning.c_str());
+  std::fflush(stdout);
+}
 
 // Best of `reps` runs after one warm-up; fences so device work is included.
 template <class ExecSpace, class F>

@@ -2,12 +2,22 @@
 // achieved GFLOP/s as a fraction of the sgemm ceiling measured in the same run, for a
 // GEMM-heavy and a channel-heavy model, ClimaX baseline aggregation against D-CHAG.
 //   model_benchmark [--csv FILE] [--steps N]
+// One configuration (what scripts/compare_pytorch.sh runs against PyTorch):
+//   model_benchmark --config gemm-heavy|gemm-heavy-p2|channel-heavy
+//                   --aggregation baseline|dchag-l|dchag-c [--steps N] [--warmup N]
+//                   [--write-checkpoint FILE]
+//   prints one line "result: ... median_ms=... best_ms=... samples_per_s=..." after the table;
+//   --write-checkpoint saves the initial weights first, so that another implementation can
+//   start its steps from exactly the same model.
 #include <dchag/dchag.hpp>
+#include <dchag/train/checkpoint.hpp>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "bench_util.hpp"
 
@@ -32,11 +42,15 @@ void randomize(const View& v, unsigned seed) {
   Kokkos::deep_copy(v, h);
 }
 
+struct Timing {
+  double best = 0, median = 0, gflops = 0, peak_mib = 0;
+};
+
 template <class Policy>
-void run_case(const Case& c, const std::string& aggregation, int steps, double ceiling,
-              dchag_bench::Table& table) {
+Timing time_case(const Case& c, int warmup, int steps, const std::string& checkpoint) {
   Space space;
   dchag::ChannelViT<T, Space, Policy> model(c.model);
+  if (!checkpoint.empty()) dchag::save_checkpoint(checkpoint, model, 0);
   dchag::TrainConfig tc;
   tc.steps = 1000;
   dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
@@ -50,13 +64,76 @@ void run_case(const Case& c, const std::string& aggregation, int steps, double c
   Kokkos::deep_copy(lead, T(0.24));
   Kokkos::deep_copy(w, T(1));
   dchag::MemoryTracker::reset_peak();
-  trainer.step(space, x, y, lead, w);  // warm-up: allocates activations
-  double best = 1e30;
-  for (int s = 0; s < steps; ++s) best = std::min(best, trainer.step(space, x, y, lead, w).seconds);
-  const double gflops = 3.0 * model.forward_flops(c.batch) / best * 1e-9;
-  table.add({c.name, aggregation, m.describe(), std::to_string(c.batch), fmt(best * 1e3, "%.1f"),
-             fmt(c.batch / best, "%.1f"), fmt(gflops, "%.1f"), fmt(100.0 * gflops / ceiling, "%.0f%%"),
-             fmt(dchag::MemoryTracker::peak_total_bytes() / 1048576.0, "%.1f")});
+  // Warm-up: the first step allocates the activations.
+  for (int s = 0; s < std::max(warmup, 1); ++s) trainer.step(space, x, y, lead, w);
+  std::vector<double> seconds;
+  for (int s = 0; s < steps; ++s) seconds.push_back(trainer.step(space, x, y, lead, w).seconds);
+  std::sort(seconds.begin(), seconds.end());
+  Timing t;
+  t.best = seconds.front();
+  const std::size_t k = seconds.size();
+  t.median = k % 2 ? seconds[k / 2] : 0.5 * (seconds[k / 2 - 1] + seconds[k / 2]);
+  t.gflops = 3.0 * model.forward_flops(c.batch) / t.best * 1e-9;
+  t.peak_mib = dchag::MemoryTracker::peak_total_bytes() / 1048576.0;
+  return t;
+}
+
+template <class Policy>
+Timing run_case(const Case& c, const std::string& aggregation, int warmup, int steps,
+                double ceiling, const std::string& checkpoint, dchag_bench::Table& table) {
+  const Timing t = time_case<Policy>(c, warmup, steps, checkpoint);
+  table.add({c.name, aggregation, c.model.describe(), std::to_string(c.batch),
+             fmt(t.best * 1e3, "%.1f"), fmt(t.median * 1e3, "%.1f"), fmt(c.batch / t.median, "%.1f"),
+             fmt(t.gflops, "%.1f"), fmt(100.0 * t.gflops / ceiling, "%.0f%%"),
+             fmt(t.peak_mib, "%.1f")});
+  return t;
+}
+
+Case gemm_heavy(int patch) {
+  Case c{patch == 4 ? "gemm-heavy" : "gemm-heavy-p" + std::to_string(patch), {}, 8};
+  c.model.channels = c.model.out_channels = 16;
+  c.model.height = 32;
+  c.model.width = 64;
+  c.model.patch = patch;
+  c.model.dim = 512;
+  c.model.depth = 4;
+  c.model.heads = 8;
+  return c;
+}
+
+Case channel_heavy() {
+  Case c{"channel-heavy", {}, 4};
+  c.model.channels = c.model.out_channels = 256;
+  c.model.height = 32;
+  c.model.width = 64;
+  c.model.patch = 4;
+  c.model.dim = 128;
+  c.model.depth = 2;
+  c.model.heads = 4;
+  return c;
+}
+
+// D-CHAG's first level: 8 groups where there are channels enough (the channel-heavy model),
+// else 4 (the GEMM-heavy one, 16 channels).
+std::vector<int> levels_for(const Case& c, const std::string& aggregation) {
+  if (aggregation == "baseline") return {1};
+  return {c.model.channels / 4 >= 8 ? 8 : 4, 1};
+}
+
+Timing run_named(Case c, const std::string& aggregation, int warmup, int steps, double ceiling,
+                 const std::string& checkpoint, dchag_bench::Table& table) {
+  c.model.levels = levels_for(c, aggregation);
+  if (aggregation == "baseline")
+    return run_case<dchag::TensorParallel>(c, "baseline", warmup, steps, ceiling, checkpoint,
+                                           table);
+  if (aggregation == "dchag-l")
+    return run_case<dchag::DistributedChannels<dchag::LinearAggregator>>(
+        c, "D-CHAG-L", warmup, steps, ceiling, checkpoint, table);
+  if (aggregation == "dchag-c")
+    return run_case<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(
+        c, "D-CHAG-C", warmup, steps, ceiling, checkpoint, table);
+  throw dchag::Error("model_benchmark: unknown --aggregation '" + aggregation +
+                     "' (baseline, dchag-l or dchag-c)");
 }
 
 }  // namespace
@@ -65,13 +142,22 @@ int main(int argc, char* argv[]) {
   MPI_Init(&argc, &argv);
   Kokkos::initialize(argc, argv);
   dchag::MemoryTracker::install();
-  {
-    std::string csv = "model_benchmark.csv";
-    int steps = 3;
+  int status = 0;
+  try {
+    std::string csv = "model_benchmark.csv", config, aggregation = "baseline", checkpoint;
+    int steps = 3, warmup = 1;
     for (int i = 1; i < argc; ++i) {
-      if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv = argv[++i];
-      else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
+      const bool more = i + 1 < argc;
+      if (!std::strcmp(argv[i], "--csv") && more) csv = argv[++i];
+      else if (!std::strcmp(argv[i], "--steps") && more) steps = std::atoi(argv[++i]);
+      else if (!std::strcmp(argv[i], "--warmup") && more) warmup = std::atoi(argv[++i]);
+      else if (!std::strcmp(argv[i], "--config") && more) config = argv[++i];
+      else if (!std::strcmp(argv[i], "--aggregation") && more) aggregation = argv[++i];
+      else if (!std::strcmp(argv[i], "--write-checkpoint") && more) checkpoint = argv[++i];
+      else throw dchag::Error(std::string("model_benchmark: unknown or incomplete option '") +
+                              argv[i] + "'");
     }
+    dchag::Impl::require(steps >= 1, "model_benchmark: --steps must be at least 1");
     // The ceiling, measured now on this machine.
     const int n = 2048;
     dchag::View2<T, Space> A("A", n, n), B("B", n, n), C("C", n, n);
@@ -83,40 +169,36 @@ int main(int argc, char* argv[]) {
     const double ceiling = 2.0 * n * n * n / s * 1e-9;
     std::printf("dchag model benchmark on %s: sgemm ceiling %.1f GFLOP/s (2048^3)\n",
                 Space::name(), ceiling);
+    dchag_bench::print_blas();
 
-    Case gemm_heavy{"gemm-heavy", {}, 8};
-    gemm_heavy.model.channels = gemm_heavy.model.out_channels = 16;
-    gemm_heavy.model.height = 32;
-    gemm_heavy.model.width = 64;
-    gemm_heavy.model.patch = 4;
-    gemm_heavy.model.dim = 512;
-    gemm_heavy.model.depth = 4;
-    gemm_heavy.model.heads = 8;
-    Case channel_heavy{"channel-heavy", {}, 4};
-    channel_heavy.model.channels = channel_heavy.model.out_channels = 256;
-    channel_heavy.model.height = 32;
-    channel_heavy.model.width = 64;
-    channel_heavy.model.patch = 4;
-    channel_heavy.model.dim = 128;
-    channel_heavy.model.depth = 2;
-    channel_heavy.model.heads = 4;
-
-    dchag_bench::Table table{{"config", "aggregation", "model", "batch", "step ms", "samples/s",
-                              "GFLOP/s", "of sgemm", "peak MiB"}};
-    for (Case c : {gemm_heavy, channel_heavy}) {
-      c.model.levels = {1};
-      run_case<dchag::TensorParallel>(c, "baseline", steps, ceiling, table);
-      c.model.levels = {c.model.channels / 4 >= 8 ? 8 : 4, 1};
-      run_case<dchag::DistributedChannels<dchag::LinearAggregator>>(c, "D-CHAG-L", steps, ceiling,
-                                                                    table);
-      run_case<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(c, "D-CHAG-C", steps,
-                                                                            ceiling, table);
+    dchag_bench::Table table{{"config", "aggregation", "model", "batch", "best ms", "median ms",
+                              "samples/s", "GFLOP/s", "of sgemm", "peak MiB"}};
+    if (!config.empty()) {
+      Case c;
+      if (config == "gemm-heavy") c = gemm_heavy(4);
+      else if (config == "gemm-heavy-p2") c = gemm_heavy(2);
+      else if (config == "channel-heavy") c = channel_heavy();
+      else throw dchag::Error("model_benchmark: unknown --config '" + config +
+                              "' (gemm-heavy, gemm-heavy-p2 or channel-heavy)");
+      const Timing t = run_named(c, aggregation, warmup, steps, ceiling, checkpoint, table);
+      table.print();
+      std::printf("result: config=%s aggregation=%s batch=%d steps=%d median_ms=%.4f "
+                  "best_ms=%.4f samples_per_s=%.3f gflops=%.2f sgemm_gflops=%.2f\n",
+                  config.c_str(), aggregation.c_str(), c.batch, steps, t.median * 1e3,
+                  t.best * 1e3, c.batch / t.median, t.gflops, ceiling);
+    } else {
+      for (const Case& c : {gemm_heavy(4), channel_heavy()})
+        for (const char* a : {"baseline", "dchag-l", "dchag-c"})
+          run_named(c, a, warmup, steps, ceiling, "", table);
+      table.print();
     }
-    table.print();
     table.write_csv(csv);
     std::printf("wrote %s\n", csv.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "model_benchmark: %s\n", e.what());
+    status = 2;
   }
   Kokkos::finalize();
   MPI_Finalize();
-  return 0;
+  return status;
 }

@@ -438,6 +438,11 @@ int main(int argc, char* argv[]) {
   int status = 0;
   Kokkos::initialize(argc, argv);
   dchag::MemoryTracker::install();
+  {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) dchag_bench::print_blas();
+  }
   try {
     const Options o = parse(argc, argv);
     using namespace dchag;
