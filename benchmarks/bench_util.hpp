@@ -18,9 +18,7 @@ namespace dchag_bench {
 
 // Which BLAS runs the GEMMs, and the warning when it runs generic kernels on this CPU.
 inline void print_blas() {
-  std::printf("BLAS: %s\n", dchag::blas_description().c_str());
-  const std::string warning = dchag::blas_warning();
-  if (!warning.empty()) std::printf("BLAS %s\n", warning.c_str());
+  std::fputs(dchag::blas_report().c_str(), stdout);
   std::fflush(stdout);
 }
 

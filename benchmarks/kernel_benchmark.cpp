@@ -188,7 +188,7 @@ int main(int argc, char* argv[]) {
       b.run("sum_rows (bias grad)", "4096 x 512", 0, mb + 2 * col,
             [&] { dchag::sum_rows(b.space, dY, db); });
       b.run("residual add", "4096 x 512", 0, 3 * mb,
-            [&] { dchag::Impl::residual_add(b.space, X, dY, Y); });
+            [&] { dchag::residual_add(b.space, X, dY, Y); });
     }
     {
       dchag::View2<T, Space> X("X", rows, H), Y("Y", rows, H), dY("dY", rows, H);

@@ -153,6 +153,7 @@ int run(const dchag::Communicator& world, const Options& o) {
   std::size_t nparams = 0;
   for (auto& p : trainer.parameters()) nparams += p.size();
   if (root) {
+    std::fputs(dchag::blas_report().c_str(), stdout);
     std::printf("model: %s aggregator=%s\n", mc.describe().c_str(), o.aggregator.c_str());
     std::printf("parallel: %s, grid %s; rank 0 holds %zu parameter values and reads channels "
                 "[%d, %d)\n",

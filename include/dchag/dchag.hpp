@@ -13,6 +13,7 @@
 
 #include <dchag/kernels/batched_gemm.hpp>
 #include <dchag/kernels/bias.hpp>
+#include <dchag/kernels/blas_info.hpp>
 #include <dchag/kernels/channel_rows.hpp>
 #include <dchag/kernels/cross_attention.hpp>
 #include <dchag/kernels/gelu.hpp>

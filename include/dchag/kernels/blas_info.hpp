@@ -14,6 +14,7 @@
 //                              MAX_THREADS=64 (core Haswell, threads 2, sgemm_ from
 //                              /lib/x86_64-linux-gnu/libblas.so.3, CPU: avx avx2 fma avx512f)"
 //   dchag::blas_warning()      empty, or one sentence saying what is wrong and what it costs
+//   dchag::blas_report()       both, as the benchmarks and the examples print them
 //
 // Forcing a core with OPENBLAS_CORETYPE is deliberately not suggested: older OpenBLAS builds
 // compute wrong results or crash on some processors they do not know.
@@ -161,6 +162,15 @@ inline std::string blas_description() {
 
 inline std::string blas_warning() {
   return Impl::blas_warning_for(Impl::openblas_corename(), Impl::cpu_features());
+}
+
+// What a program prints at start-up: "BLAS: <description>", and "BLAS <warning>" when there is
+// one, each on its own line.
+inline std::string blas_report() {
+  std::string text = "BLAS: " + blas_description() + "\n";
+  const std::string warning = blas_warning();
+  if (!warning.empty()) text += "BLAS " + warning + "\n";
+  return text;
 }
 
 }  // namespace dchag
