@@ -23,7 +23,7 @@
 #           nvcc_wrapper, installed as <prefix>/bin/nvcc_wrapper) and without deprecated code,
 #           Kokkos Kernels 4.6.02 without ETI, only its BLAS and batched components, TPL =
 #           cuBLAS. Same archives, plus kokkos-4.6.01-cuda13.patch beside them (Kokkos 4.6.01
-#           calls two CUDA runtime functions whose signatures CUDA 13 changed). Needs a CUDA
+#           calls CUDA runtime functions whose signatures CUDA 13 changed). Needs a CUDA
 #           toolkit: nvcc on PATH, else $CUDA_HOME/bin or /usr/local/cuda/bin. Compile-only
 #           use works without a GPU.
 #
@@ -47,7 +47,7 @@ backend=${1:-}
 case "$backend" in
   openmp|hip) ;;
   kokkos4-openmp|kokkos4-cuda) KOKKOS_VERSION=4.6.01; KK_VERSION=4.6.02 ;;
-  -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) die "usage: $0 <openmp|hip|kokkos4-openmp|kokkos4-cuda> [prefix]" ;;
 esac
 KK_VERSION=${KK_VERSION:-$KOKKOS_VERSION}
