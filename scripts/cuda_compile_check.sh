@@ -45,9 +45,11 @@ fi
 mkdir -p build
 export DCHAG_COMPILE_TIMES=$root/build/cuda-compile-times.txt
 : >"$DCHAG_COMPILE_TIMES"
-# The prefix build_kokkos.sh printed (DCHAG_DEPS_PREFIX may move it from the preset's default).
+# The prefix build_kokkos.sh printed (DCHAG_DEPS_PREFIX may move it from the preset's default),
+# and the architecture it was built for (DCHAG_CUDA_SM, as there).
 cmake --preset kokkos4-cuda -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_CXX_COMPILER="$prefix/bin/nvcc_wrapper" \
+  -DCMAKE_CXX_FLAGS="-arch=${DCHAG_CUDA_SM:-sm_90} --Werror=all-warnings" \
   -DCMAKE_CXX_COMPILER_LAUNCHER="$root/scripts/cuda_compile_check.sh;--time-compile" \
   >build/kokkos4-cuda-configure.log 2>&1 || { cat build/kokkos4-cuda-configure.log; exit 1; }
 t0=$SECONDS
