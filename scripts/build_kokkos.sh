@@ -3,10 +3,10 @@
 # Kokkos 4.6.01 + Kokkos Kernels 4.6.02 from their release archives, into a cached prefix
 # (DESIGN.md section 4), or reuse the prefix when it was already built.
 #
-#   scripts/build_kokkos.sh <openmp|hip|kokkos4-openmp> [prefix]
+#   scripts/build_kokkos.sh <openmp|hip|kokkos4-openmp|kokkos4-cuda> [prefix]
 #
 #   default prefix: ${DCHAG_DEPS_PREFIX:-$HOME/.cache/dchag}/kokkos-3.4.1-<backend>,
-#     .../kokkos-4.6.01-openmp for kokkos4-openmp
+#     .../kokkos-4.6.01-openmp for kokkos4-openmp, .../kokkos-4.6.01-cuda for kokkos4-cuda
 #   stdout: the prefix (only); progress goes to stderr. A consumer then passes
 #     -DKokkos_DIR=<prefix>/lib/cmake/Kokkos -DKokkosKernels_DIR=<prefix>/lib/cmake/KokkosKernels
 #   (or -DCMAKE_PREFIX_PATH=<prefix>); targets Kokkos::kokkos and Kokkos::kokkoskernels.
@@ -19,11 +19,19 @@
 #           The archives kokkos-4.6.01.tar.xz and kokkos-kernels-4.6.02.tar.xz are taken from
 #           $DCHAG_KOKKOS_ARCHIVES, else from ../shared/deps beside the repository; nothing is
 #           downloaded.
+#   kokkos4-cuda: Kokkos 4.6.01 with Serial+CUDA (Kokkos_ARCH_HOPPER90, nvcc through Kokkos'
+#           nvcc_wrapper, installed as <prefix>/bin/nvcc_wrapper) and without deprecated code,
+#           Kokkos Kernels 4.6.02 without ETI, only its BLAS and batched components, TPL =
+#           cuBLAS. Same archives, plus kokkos-4.6.01-cuda13.patch beside them (Kokkos 4.6.01
+#           calls CUDA runtime functions whose signatures CUDA 13 changed). Needs a CUDA
+#           toolkit: nvcc on PATH, else $CUDA_HOME/bin or /usr/local/cuda/bin. Compile-only
+#           use works without a GPU.
 #
 # Environment: DCHAG_DEPS_PREFIX (cache root), DCHAG_BLAS_LIBRARY (BLAS library to use instead
 # of OpenBLAS, full path), DCHAG_KOKKOS_ARCH (HIP arch option, default Kokkos_ARCH_VEGA908),
-# DCHAG_KOKKOS_ARCHIVES (folder holding the 4.x release archives), JOBS (parallel build jobs,
-# default nproc).
+# DCHAG_KOKKOS_ARCHIVES (folder holding the 4.x release archives), DCHAG_CUDA_ARCH (CUDA arch
+# option for kokkos4-cuda, default Kokkos_ARCH_HOPPER90, with DCHAG_CUDA_SM its nvcc -arch,
+# default sm_90), JOBS (parallel build jobs, default nproc).
 # The 3.4.1 source is fetched once with `apt-get source --download-only trilinos`; when the machine
 # has no deb-src entry, one is derived from its Debian deb entries and written to
 # /etc/apt/sources.list.d/dchag-src.sources (or .list). Needs root or sudo for that only.
@@ -38,9 +46,9 @@ die() { msg "error: $*"; exit 1; }
 backend=${1:-}
 case "$backend" in
   openmp|hip) ;;
-  kokkos4-openmp) KOKKOS_VERSION=4.6.01; KK_VERSION=4.6.02 ;;
-  -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) die "usage: $0 <openmp|hip|kokkos4-openmp> [prefix]" ;;
+  kokkos4-openmp|kokkos4-cuda) KOKKOS_VERSION=4.6.01; KK_VERSION=4.6.02 ;;
+  -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) die "usage: $0 <openmp|hip|kokkos4-openmp|kokkos4-cuda> [prefix]" ;;
 esac
 KK_VERSION=${KK_VERSION:-$KOKKOS_VERSION}
 flavour=${backend#kokkos4-}
@@ -49,8 +57,11 @@ prefix=${2:-$cache/kokkos-$KOKKOS_VERSION-$flavour}
 prefix=$(realpath -m "$prefix")
 stamp=$prefix/.dchag-kokkos-stamp
 hip_arch=${DCHAG_KOKKOS_ARCH:-Kokkos_ARCH_VEGA908}
+cuda_arch=${DCHAG_CUDA_ARCH:-Kokkos_ARCH_HOPPER90}
+cuda_sm=${DCHAG_CUDA_SM:-sm_90}
 stamp_text="kokkos=$KOKKOS_VERSION kokkoskernels=$KK_VERSION backend=$backend"
 [[ $backend == hip ]] && stamp_text+=" arch=$hip_arch"
+[[ $backend == kokkos4-cuda ]] && stamp_text+=" arch=$cuda_arch nvcc-arch=$cuda_sm"
 
 if [[ -f $stamp && "$(head -n1 "$stamp")" == "$stamp_text" ]]; then
   echo "$prefix"
@@ -66,6 +77,7 @@ mkdir -p "$srcroot" "$buildroot"
 # --- packages ---------------------------------------------------------------------------------
 groups=(source)
 [[ $backend == hip ]] && groups+=(hip)
+[[ $backend == kokkos4-cuda ]] && groups+=(cuda)
 "$here/install_deps.sh" "${groups[@]}" >&2
 
 if ((EUID == 0)); then SUDO=(); elif command -v sudo >/dev/null 2>&1; then SUDO=(sudo);
@@ -165,7 +177,9 @@ ensure_deb_src() {
 declare -A archive_sha256=(
   [kokkos-4.6.01.tar.xz]=dcca5cc450575f8790f53bddbfdef19fc8dd1c17cc3d2e1fc6a6923387703cf5
   [kokkos-kernels-4.6.02.tar.xz]=8920a29171245842daebf7ea9daca2bb24fe69b47bc9a5af0dd63aa651f3e263
+  [kokkos-4.6.01-cuda13.patch]=a62f8a4ed6edcaf730e279344587d9da37296c27d18db52778dc190e6f5760b6
 )
+cuda_patch=kokkos-$KOKKOS_VERSION-cuda13.patch
 unpack_archives() {
   local dir=${DCHAG_KOKKOS_ARCHIVES:-} fallback a sum
   fallback=$(dirname "$(dirname "$here")")/shared/deps
@@ -190,6 +204,24 @@ kokkos/kokkos-kernels); put them in $fallback, or in a folder named by DCHAG_KOK
   ksrc=$srcroot/kokkos-$KOKKOS_VERSION
   kksrc=$srcroot/kokkos-kernels-$KK_VERSION
   orig="kokkos-$KOKKOS_VERSION.tar.xz, kokkos-kernels-$KK_VERSION.tar.xz"
+  [[ $backend == kokkos4-cuda ]] || return 0
+  # The patched tree lives beside the pristine one, which the other flavours keep building from.
+  [[ -f $dir/$cuda_patch ]] || die "$dir/$cuda_patch not found: Kokkos $KOKKOS_VERSION does not \
+build with CUDA 13 without it (it adapts the calls to cudaGraphAddDependencies, cudaMemAdvise and \
+cudaMemPrefetchAsync); put it beside the archives"
+  sum=$(sha256sum "$dir/$cuda_patch" | cut -d' ' -f1)
+  [[ $sum == "${archive_sha256[$cuda_patch]}" ]] ||
+    die "$dir/$cuda_patch: sha256 $sum, expected ${archive_sha256[$cuda_patch]}"
+  local out=$srcroot/kokkos-$KOKKOS_VERSION-cuda13
+  if [[ ! -f $out/.dchag-extracted ]]; then
+    msg "extracting kokkos-$KOKKOS_VERSION.tar.xz and applying $cuda_patch"
+    rm -rf "$out" "$out.tmp" && mkdir -p "$out.tmp"
+    tar -xf "$dir/kokkos-$KOKKOS_VERSION.tar.xz" -C "$out.tmp" --strip-components=1
+    patch -p1 -s -d "$out.tmp" <"$dir/$cuda_patch" || die "$cuda_patch does not apply"
+    mv "$out.tmp" "$out" && touch "$out/.dchag-extracted"
+  fi
+  ksrc=$out
+  orig+=", $cuda_patch"
 }
 
 # --- source: Debian's trilinos (3.4.1) --------------------------------------------------------
@@ -284,6 +316,30 @@ case "$backend" in
              -DLAPACK_LIBRARIES="$bname" -DLAPACK_LIBRARY_DIRS="$(dirname "$blas")"
              # gfortran-style symbols (dgemm_); saves KokkosKernels enabling Fortran to find out
              -DF77_BLAS_MANGLE="(name,NAME) name ## _")
+    ;;
+  kokkos4-cuda)
+    if ! command -v nvcc >/dev/null; then
+      for d in ${CUDA_HOME:+"$CUDA_HOME/bin"} /usr/local/cuda/bin; do
+        if [[ -x $d/nvcc ]]; then export PATH=$d:$PATH; break; fi
+      done
+    fi
+    command -v nvcc >/dev/null || die "nvcc not found on PATH, in \$CUDA_HOME/bin or in \
+/usr/local/cuda/bin: kokkos4-cuda needs a CUDA toolkit (NVIDIA's cuda-toolkit package)"
+    msg "nvcc: $(command -v nvcc) ($(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
+    # nvcc_wrapper's default sm_70 is rejected by nvcc 13, and CMake's compiler probe runs before
+    # Kokkos adds its own -arch: the architecture goes into CMAKE_CXX_FLAGS as well.
+    # Serial as the host space: the cheapest one to compile, and what the test harness expects.
+    kokkos_opts=(-DCMAKE_CXX_COMPILER="$ksrc/bin/nvcc_wrapper" -DCMAKE_CXX_FLAGS="-arch=$cuda_sm"
+                 -DKokkos_ENABLE_SERIAL=ON -DKokkos_ENABLE_CUDA=ON "-D$cuda_arch=ON"
+                 -DKokkos_ENABLE_DEPRECATED_CODE_4=OFF)
+    # dchag calls KokkosBlas::gemm (cuBLAS on device views); batched is for attention's GEMMs.
+    # Sparse, graph, LAPACK and ODE are not used: their TPLs (cuSPARSE, cuSOLVER) stay off too.
+    kk_opts=(-DCMAKE_CXX_FLAGS="-arch=$cuda_sm"
+             -DKokkosKernels_ENABLE_ALL_COMPONENTS=OFF -DKokkosKernels_ENABLE_COMPONENT_BLAS=ON
+             -DKokkosKernels_ENABLE_COMPONENT_BATCHED=ON
+             -DKokkosKernels_ENABLE_TPL_CUBLAS=ON -DKokkosKernels_ENABLE_TPL_CUSPARSE=OFF
+             -DKokkosKernels_ENABLE_TPL_CUSOLVER=OFF
+             -DKokkosKernels_ENABLE_TPL_BLAS=OFF -DKokkosKernels_ENABLE_TPL_LAPACK=OFF)
     ;;
   hip)
     export HIP_PLATFORM=amd

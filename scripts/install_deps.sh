@@ -8,6 +8,8 @@
 #   source  what scripts/build_kokkos.sh needs to fetch and build trilinos' Kokkos from source
 #           (dpkg-dev for apt-get source, xz-utils, OpenBLAS headers/link library)
 #   hip     Debian's hipcc (ROCm 5.2) and what it needs to compile Kokkos for HIP
+#   cuda    what the Kokkos CUDA build needs besides NVIDIA's CUDA toolkit, which Debian does not
+#           ship in a version Kokkos 4.6 supports and which must already be installed (patch)
 #   torch   Debian's PyTorch for /usr/bin/python3 (the PyTorch interoperability tests; they are
 #           skipped at configure time when `/usr/bin/python3 -c "import torch"` fails)
 #   fuzz    clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh)
@@ -17,7 +19,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 pkgs_base=(cmake g++ libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libeigen3-dev
            doctest-dev libopenmpi-dev openmpi-bin libopenblas0-pthread)
@@ -25,6 +27,7 @@ pkgs_base=(cmake g++ libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libei
 # against OpenBLAS directly (without it, -lblas resolves to the reference BLAS at link time).
 pkgs_source=(dpkg-dev xz-utils tar make libopenblas-pthread-dev libopenblas-dev)
 pkgs_hip=(hipcc libamdhip64-dev rocm-device-libs rocminfo)
+pkgs_cuda=(patch)
 # Debian ships no python3-safetensors (bookworm): the tests read and write the format themselves.
 pkgs_torch=(python3-torch python3-numpy)
 pkgs_fuzz=(clang libclang-rt-14-dev)
@@ -35,10 +38,11 @@ for g in "$@"; do
     base) ;;
     source) want+=("${pkgs_source[@]}") ;;
     hip) want+=("${pkgs_hip[@]}") ;;
+    cuda) want+=("${pkgs_cuda[@]}") ;;
     torch) want+=("${pkgs_torch[@]}") ;;
     fuzz) want+=("${pkgs_fuzz[@]}") ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "install_deps.sh: unknown group '$g' (known: base source hip torch fuzz)" >&2; exit 2 ;;
+    *) echo "install_deps.sh: unknown group '$g' (known: base source hip cuda torch fuzz)" >&2; exit 2 ;;
   esac
 done
 
