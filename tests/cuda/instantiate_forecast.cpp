@@ -14,17 +14,10 @@
 
 namespace dchag {
 
-#define DCHAG_INSTANTIATE_FORECAST(POLICY)                                                       \
-  template class ChannelViT<float, CheckSpace, POLICY>;                                          \
-  template class ForecastTrainer<ChannelViT<float, CheckSpace, POLICY>>;                         \
-  template void save_checkpoint<float, CheckSpace, POLICY>(                                      \
-      const std::string&, const ChannelViT<float, CheckSpace, POLICY>&,                          \
-      const AdamW<float, CheckSpace>*, std::int64_t, NonFinite);                                 \
-  template void save_checkpoint<float, CheckSpace, POLICY>(                                      \
-      const std::string&, const ChannelViT<float, CheckSpace, POLICY>&, std::int64_t, NonFinite); \
-  template CheckpointInfo load_checkpoint<float, CheckSpace, POLICY>(                            \
-      const std::string&, ChannelViT<float, CheckSpace, POLICY>&, AdamW<float, CheckSpace>*,     \
-      NonFinite);
+#define DCHAG_INSTANTIATE_FORECAST(POLICY)                               \
+  template class ChannelViT<float, CheckSpace, POLICY>;                  \
+  template class ForecastTrainer<ChannelViT<float, CheckSpace, POLICY>>; \
+  DCHAG_INSTANTIATE_CHECKPOINTS(ChannelViT<float, CheckSpace, POLICY>)
 
 DCHAG_INSTANTIATE_FORECAST(TensorParallel)
 DCHAG_INSTANTIATE_FORECAST(DistributedChannels<LinearAggregator>)
