@@ -107,6 +107,23 @@ Eigen::VectorXd to_eigen_vector(const View& v) {
   return x;
 }
 
+// The other way: an Eigen matrix (or vector, into a rank-1 view) copied into a view of the same
+// shape, converted to its scalar.
+template <class View, class E>
+void from_eigen(const View& v, const Eigen::MatrixBase<E>& m) {
+  auto h = Kokkos::create_mirror_view(v);
+  using T = typename View::non_const_value_type;
+  if constexpr (View::rank == 1) {
+    REQUIRE(std::size_t(m.size()) == h.extent(0));
+    for (std::size_t i = 0; i < h.extent(0); ++i) h(i) = static_cast<T>(m(i));
+  } else {
+    REQUIRE((std::size_t(m.rows()) == h.extent(0) && std::size_t(m.cols()) == h.extent(1)));
+    for (std::size_t i = 0; i < h.extent(0); ++i)
+      for (std::size_t j = 0; j < h.extent(1); ++j) h(i, j) = static_cast<T>(m(i, j));
+  }
+  Kokkos::deep_copy(v, h);
+}
+
 // Largest |a - b| relative to the largest |b| (at least 1).
 template <class A, class B>
 double rel_diff(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {

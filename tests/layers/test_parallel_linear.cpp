@@ -56,23 +56,15 @@ TEST_CASE_TEMPLATE_DEFINE("ColumnParallelLinear parts are row blocks of the whol
       dchag::ColumnParallelLinear<T, Space> part("qkv", in, {begin, n, total}, sections);
       part.init_truncated_normal(3, 0.3);
       CHECK(rel_diff(to_eigen(part.weight()), section_rows(W, sections, total, begin, n)) == 0);
-      const auto hb = section_entries(b, sections, total, begin, n);
-      auto pb = Kokkos::create_mirror_view(part.bias());
-      for (int i = 0; i < hb.size(); ++i) pb(i) = T(hb(i));
-      Kokkos::deep_copy(part.bias(), pb);
+      from_eigen(part.bias(), section_entries(b, sections, total, begin, n));
       // Its output features are columns of the whole output.
       const Matrix<double> yp = to_eigen(part.forward(space, x));
       CHECK(rel_diff(yp, section_rows(y.transpose(), sections, total, begin, n).transpose()) <
             tol<T>());
       // Given its columns of the output gradient: its blocks of the weight gradients, and a
       // share of the input gradient that sums to the whole one.
-      const Matrix<double> rp =
-          section_rows(to_eigen(r).transpose(), sections, total, begin, n).transpose();
       dchag::View2<T, Space> rv("rv", rows, sections * n);
-      auto hr = Kokkos::create_mirror_view(rv);
-      for (int i = 0; i < rows; ++i)
-        for (int j = 0; j < sections * n; ++j) hr(i, j) = T(rp(i, j));
-      Kokkos::deep_copy(rv, hr);
+      from_eigen(rv, section_rows(to_eigen(r).transpose(), sections, total, begin, n).transpose());
       dx_sum += to_eigen(part.backward(space, rv));
       CHECK(rel_diff(to_eigen(part.grad_weight()), section_rows(gW, sections, total, begin, n)) <
             tol<T>());
@@ -119,12 +111,8 @@ TEST_CASE_TEMPLATE_DEFINE("RowParallelLinear parts sum to the whole layer, bias 
     part.init_truncated_normal(8, 0.3);
     CHECK(rel_diff(to_eigen(part.weight()), W.middleCols(begin, n)) == 0);
     Kokkos::deep_copy(part.bias(), whole.bias());
-    const Matrix<double> xp = to_eigen(x).middleCols(begin, n);
     dchag::View2<T, Space> xv("xv", rows, n);
-    auto hx = Kokkos::create_mirror_view(xv);
-    for (int i = 0; i < rows; ++i)
-      for (int j = 0; j < n; ++j) hx(i, j) = T(xp(i, j));
-    Kokkos::deep_copy(xv, hx);
+    from_eigen(xv, to_eigen(x).middleCols(begin, n));
     y_sum += to_eigen(part.forward(space, xv));
     // The whole output gradient on every part: its columns of dx, its block of dW, all of db.
     CHECK(rel_diff(to_eigen(part.backward(space, r)), dx.middleCols(begin, n)) < tol<T>());
@@ -143,10 +131,7 @@ TEST_CASE_TEMPLATE_DEFINE("RowParallelLinear parts sum to the whole layer, bias 
   }
   // The sum of the partial outputs, then the bias once, is the whole layer.
   dchag::View2<T, Space> ys("ys", rows, out);
-  auto hy = Kokkos::create_mirror_view(ys);
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < out; ++j) hy(i, j) = T(y_sum(i, j));
-  Kokkos::deep_copy(ys, hy);
+  from_eigen(ys, y_sum);
   whole.add_bias(space, ys);
   CHECK(rel_diff(to_eigen(ys), y) < tol<T>());  // the whole layer adds its bias itself
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "concepts/incomplete_types.hpp"
 #include "forecast_invariance.hpp"
 #include "gradcheck.hpp"
 #include "test_common.hpp"
@@ -136,26 +137,6 @@ struct DistributeWhereDivisible {
   static const char* name() { return "distribute where divisible"; }
 };
 
-// Misses flops() and name().
-template <class T, class ExecSpace>
-struct Incomplete {
-  Incomplete(std::string, int, int, int, int, int) {}
-  void init(std::uint64_t, double) {}
-  dchag::View3<T, ExecSpace> forward(const ExecSpace&, const dchag::ConstTensor3<T, ExecSpace>&);
-  dchag::View3<T, ExecSpace> backward(const ExecSpace&, const dchag::ConstTensor3<T, ExecSpace>&,
-                                      bool);
-  void parameters(dchag::ParameterList<T, ExecSpace>&) const {}
-  template <class F>
-  void visit_storage(F&&) {}
-};
-
-struct NoOwnership {
-  template <class T, class ExecSpace>
-  using partial = dchag::LinearAggregator<T, ExecSpace>;
-  static const char* name() { return "no ownership"; }
-};
-
-
 // Every rank claims the first half: not a tiling.
 struct FirstHalf {
   template <class T, class ExecSpace>
@@ -187,17 +168,18 @@ static_assert(dchag::is_partial_aggregator<dchag::LinearAggregator<double, Space
 static_assert(dchag::is_partial_aggregator<dchag::CrossAttentionAggregator<float, Space>, float,
                                            Space>::value);
 static_assert(dchag::is_partial_aggregator<user::ScaledMean<double, Space>, double, Space>::value);
-static_assert(!dchag::is_partial_aggregator<user::Incomplete<double, Space>, double, Space>::value);
-static_assert(!dchag::Impl::AggregatorMembers<user::Incomplete<double, Space>, double, Space>::flops);
-static_assert(dchag::Impl::AggregatorMembers<user::Incomplete<double, Space>, double, Space>::forward);
+using NoFlops = incomplete::NoFlops<double, Space>;
+static_assert(!dchag::is_partial_aggregator<NoFlops, double, Space>::value);
+static_assert(!dchag::Impl::AggregatorMembers<NoFlops, double, Space>::flops);
+static_assert(dchag::Impl::AggregatorMembers<NoFlops, double, Space>::forward);
 static_assert(dchag::is_partitioning_policy<dchag::TensorParallel, double, Space>::value);
 static_assert(dchag::is_partitioning_policy<dchag::DistributedChannels<user::ScaledMean>, double,
                                             Space>::value);
 static_assert(dchag::is_partitioning_policy<user::DistributeWhereDivisible<user::ScaledMean>,
                                             double, Space>::value);
-static_assert(!dchag::is_partitioning_policy<user::NoOwnership, double, Space>::value);
-static_assert(!dchag::is_partitioning_policy<dchag::DistributedChannels<user::Incomplete>, double,
-                                             Space>::value);
+static_assert(!dchag::is_partitioning_policy<incomplete::NoOwnership, double, Space>::value);
+static_assert(!dchag::is_partitioning_policy<dchag::DistributedChannels<incomplete::NoFlops>,
+                                             double, Space>::value);
 
 namespace {
 
