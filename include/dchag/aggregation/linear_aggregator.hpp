@@ -24,37 +24,90 @@ namespace dchag {
 
 namespace Impl {
 
-// dw(g, c) += sum_{n,d} dout(g, n, d) T(g*Gs + c, n, d) and db(g) += sum_{n,d} dout(g, n, d):
-// one team per (g, c) (c = Gs stands for the bias) reduces over all (n, d), so no two threads
-// add to the same element. (A free function: CUDA refuses lambdas in private members.)
+// dw(g, c) += sum_{n,d} dout(g, n, d) T(g*Gs + c, n, d) and db(g) += sum_{n,d} dout(g, n, d).
+// Each (g, c) is one dot product over N*D contiguous elements (c = Gs stands for the bias), and
+// a single work item computes it, so no two threads add to the same element and the sum's
+// order is fixed. On host backends an item is a vectorised loop over the two rows; on GPUs an
+// item is a team reducing over the row. (Free functions: CUDA refuses lambdas in private
+// members.)
 template <class ExecSpace, class XV, class DYV, class GWV, class GBV>
 void linear_aggregator_gradients(const ExecSpace& space, const XV& x, const DYV& dout,
                                  const GWV& gw, const GBV& gb) {
   using T = typename GWV::non_const_value_type;
-  using Policy = Kokkos::TeamPolicy<ExecSpace>;
-  using Member = typename Policy::member_type;
   const std::int64_t Gs = static_cast<std::int64_t>(gw.extent(1));
-  const std::int64_t N = static_cast<std::int64_t>(dout.extent(1));
-  const std::int64_t D = static_cast<std::int64_t>(dout.extent(2));
-  const int league = static_cast<int>(gw.extent(0) * (gw.extent(1) + 1));
-  Kokkos::parallel_for(
-      "dchag::LinearAggregator::dweight", Policy(space, league, Kokkos::AUTO),
-      KOKKOS_LAMBDA(const Member& team) {
-        const std::int64_t g = team.league_rank() / (Gs + 1), c = team.league_rank() % (Gs + 1);
-        T s = 0;
-        Kokkos::parallel_reduce(
-            Kokkos::TeamThreadRange(team, N * D),
-            [&](std::int64_t e, T& acc) {
-              const std::int64_t n = e / D, d = e % D;
-              acc += c < Gs ? dout(g, n, d) * x(g * Gs + c, n, d) : dout(g, n, d);
-            },
-            s);
-        Kokkos::single(Kokkos::PerTeam(team), [&]() {
-          if (c < Gs)
-            gw(g, c) += s;
-          else
-            gb(g) += s;
+  const std::int64_t ND = static_cast<std::int64_t>(dout.extent(1) * dout.extent(2));
+  const int items = static_cast<int>(gw.extent(0) * (gw.extent(1) + 1));
+  if constexpr (Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible) {
+    Kokkos::parallel_for(
+        "dchag::LinearAggregator::dweight", Kokkos::RangePolicy<ExecSpace>(space, 0, items),
+        KOKKOS_LAMBDA(int item) {
+          const std::int64_t g = item / (Gs + 1), c = item % (Gs + 1);
+          const T* dy = dout.data() + g * ND;
+          if (c < Gs) {
+            const T* xr = x.data() + (g * Gs + c) * ND;
+            gw(g, c) += Impl::sum_interleaved<T>(
+                ND, [&](std::int64_t e) { return dy[e] * xr[e]; });
+          } else {
+            gb(g) += Impl::sum_interleaved<T>(ND, [&](std::int64_t e) { return dy[e]; });
+          }
         });
+  } else {
+    using Policy = Kokkos::TeamPolicy<ExecSpace>;
+    using Member = typename Policy::member_type;
+    Kokkos::parallel_for(
+        "dchag::LinearAggregator::dweight", Policy(space, items, Kokkos::AUTO),
+        KOKKOS_LAMBDA(const Member& team) {
+          const std::int64_t g = team.league_rank() / (Gs + 1), c = team.league_rank() % (Gs + 1);
+          const T* dy = dout.data() + g * ND;
+          const T* xr = x.data() + (g * Gs + (c < Gs ? c : 0)) * ND;
+          T s = 0;
+          Kokkos::parallel_reduce(
+              Kokkos::TeamThreadRange(team, ND),
+              [&](std::int64_t e, T& acc) { acc += c < Gs ? dy[e] * xr[e] : dy[e]; }, s);
+          Kokkos::single(Kokkos::PerTeam(team), [&]() {
+            if (c < Gs)
+              gw(g, c) += s;
+            else
+              gb(g) += s;
+          });
+        });
+  }
+}
+
+// out(g, :) = b(g) + sum_c w(g, c) T(g*Gs + c, :), each token slice [N*D] read once.
+template <class ExecSpace, class XV, class YV, class WV, class BV>
+void linear_aggregator_forward(const ExecSpace& space, const XV& x, const YV& y, const WV& w,
+                               const BV& b) {
+  using T = typename YV::non_const_value_type;
+  const std::int64_t Gs = static_cast<std::int64_t>(w.extent(1));
+  const std::int64_t ND = static_cast<std::int64_t>(y.extent(1) * y.extent(2));
+  Impl::for_each_row_segment(
+      "dchag::LinearAggregator::forward", space, y.extent(0), std::size_t(ND),
+      KOKKOS_LAMBDA(std::int64_t g, std::int64_t j0, std::int64_t j1) {
+        T* yr = y.data() + g * ND;
+        for (std::int64_t j = j0; j < j1; ++j) yr[j] = b(g);
+        for (std::int64_t c = 0; c < Gs; ++c) {
+          const T wc = w(g, c);
+          const T* xr = x.data() + (g * Gs + c) * ND;
+          for (std::int64_t j = j0; j < j1; ++j) yr[j] += wc * xr[j];
+        }
+      });
+}
+
+// dT(c, :) = w(c / Gs, c % Gs) * dout(c / Gs, :).
+template <class ExecSpace, class DYV, class DXV, class WV>
+void linear_aggregator_input_grad(const ExecSpace& space, const DYV& dout, const DXV& dx,
+                                  const WV& w) {
+  using T = typename DXV::non_const_value_type;
+  const std::int64_t Gs = static_cast<std::int64_t>(w.extent(1));
+  const std::int64_t ND = static_cast<std::int64_t>(dx.extent(1) * dx.extent(2));
+  Impl::for_each_row_segment(
+      "dchag::LinearAggregator::dx", space, dx.extent(0), std::size_t(ND),
+      KOKKOS_LAMBDA(std::int64_t c, std::int64_t j0, std::int64_t j1) {
+        const T wc = w(c / Gs, c % Gs);
+        const T* dy = dout.data() + (c / Gs) * ND;
+        T* dxr = dx.data() + c * ND;
+        for (std::int64_t j = j0; j < j1; ++j) dxr[j] = wc * dy[j];
       });
 }
 
@@ -101,19 +154,7 @@ class LinearAggregator {
     x_ = tokens;
     const std::size_t N = tokens.extent(1);
     if (out_.extent(1) != N) out_ = tensor(prefix_ + ".out", groups_, N, dim_);
-    const auto x = x_;
-    const auto y = out_;
-    const auto w = weight_;
-    const auto b = bias_;
-    const std::int64_t Gs = group_size_, ND = std::int64_t(N) * dim_, D = dim_;
-    Kokkos::parallel_for(
-        "dchag::LinearAggregator::forward", Impl::flat_policy(space, y.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t g = e / ND, n = (e % ND) / D, d = e % D;
-          T s = b(g);
-          for (std::int64_t c = 0; c < Gs; ++c) s += w(g, c) * x(g * Gs + c, n, d);
-          y(g, n, d) = s;
-        });
+    Impl::linear_aggregator_forward(space, x_, out_, weight_, bias_);
     return out_;
   }
 
@@ -129,15 +170,7 @@ class LinearAggregator {
     Impl::linear_aggregator_gradients(space, x_, dout, grad_weight_, grad_bias_);
     if (!input_grad) return tensor();
     if (dx_.extent(1) != x_.extent(1)) dx_ = tensor(prefix_ + ".dx", x_.extent(0), x_.extent(1), dim_);
-    const auto dx = dx_;
-    const auto w = weight_;
-    const std::int64_t Gs = group_size_, ND = std::int64_t(dout.extent(1)) * dim_, D = dim_;
-    Kokkos::parallel_for(
-        "dchag::LinearAggregator::dx", Impl::flat_policy(space, dx.size()),
-        KOKKOS_LAMBDA(std::int64_t e) {
-          const std::int64_t c = e / ND, n = (e % ND) / D, d = e % D;
-          dx(c, n, d) = w(c / Gs, c % Gs) * dout(c / Gs, n, d);
-        });
+    Impl::linear_aggregator_input_grad(space, dout, dx_, weight_);
     return dx_;
   }
 

@@ -53,12 +53,11 @@ template <class ExecSpace, class YV, class EV>
 void add_channel_rows(const ExecSpace& space, const YV& Y, const EV& E) {
   Impl::check_channel_rows("dchag::add_channel_rows", Y, E);
   const std::int64_t N = static_cast<std::int64_t>(Y.extent(1));
-  const std::int64_t D = static_cast<std::int64_t>(Y.extent(2));
-  Kokkos::parallel_for(
-      "dchag::add_channel_rows", Impl::flat_policy(space, Y.size()),
-      KOKKOS_LAMBDA(std::int64_t k) {
-        const std::int64_t c = k / (N * D), j = k % D;
-        Y(c, (k / D) % N, j) += E(c, j);
+  Impl::for_each_row_segment(
+      "dchag::add_channel_rows", space, Y.extent(0) * Y.extent(1), Y.extent(2),
+      KOKKOS_LAMBDA(std::int64_t r, std::int64_t j0, std::int64_t j1) {
+        const std::int64_t c = r / N, n = r % N;
+        for (std::int64_t j = j0; j < j1; ++j) Y(c, n, j) += E(c, j);
       });
 }
 

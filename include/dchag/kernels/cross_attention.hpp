@@ -42,20 +42,42 @@ void cross_attention_query(const ExecSpace& space, const WV& W, const BV& b, con
       });
 }
 
+// On host backends the forward kernels take one work item per row n, which walks the K key
+// rows of n one after another (each read contiguously, once); an element per thread, as on
+// GPUs, read the keys N rows apart element by element and ran several times slower.
+template <class ExecSpace>
+constexpr bool cross_attention_by_rows() {
+  return Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible;
+}
+
 // attn(n*H + h, c) = sum_j q(h*hd + j) k(c*N + n, h*hd + j)   (unscaled; the softmax scales).
 template <class ExecSpace, class QV, class KVV, class AV>
 void cross_attention_scores(const ExecSpace& space, CrossAttentionShape s, const QV& q,
                             const KVV& kv, const AV& attn) {
   using T = typename AV::non_const_value_type;
-  Kokkos::parallel_for(
-      "dchag::QueryCrossAttention::scores", flat_policy(space, attn.size()),
-      KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
-        T acc = 0;
-        for (std::int64_t j = 0; j < s.hd; ++j)
-          acc += q(h * s.hd + j) * kv(c * s.N + n, h * s.hd + j);
-        attn(nh, c) = acc;
-      });
+  if constexpr (cross_attention_by_rows<ExecSpace>()) {
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::scores", flat_policy(space, std::size_t(s.N)),
+        KOKKOS_LAMBDA(std::int64_t n) {
+          for (std::int64_t c = 0; c < s.K; ++c)
+            for (std::int64_t h = 0; h < s.H; ++h) {
+              const T* k = &kv(c * s.N + n, h * s.hd);
+              const T* qh = &q(h * s.hd);
+              attn(n * s.H + h, c) =
+                  sum_interleaved<T>(s.hd, [&](std::int64_t j) { return qh[j] * k[j]; });
+            }
+        });
+  } else {
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::scores", flat_policy(space, attn.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
+          T acc = 0;
+          for (std::int64_t j = 0; j < s.hd; ++j)
+            acc += q(h * s.hd + j) * kv(c * s.N + n, h * s.hd + j);
+          attn(nh, c) = acc;
+        });
+  }
 }
 
 // ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j).
@@ -63,14 +85,32 @@ template <class ExecSpace, class AV, class KVV, class CV>
 void cross_attention_context(const ExecSpace& space, CrossAttentionShape s, const AV& attn,
                              const KVV& kv, const CV& ctx) {
   using T = typename CV::non_const_value_type;
-  Kokkos::parallel_for(
-      "dchag::QueryCrossAttention::context", flat_policy(space, ctx.size()),
-      KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t I = s.inner(), i = e % I, n = e / I, h = i / s.hd;
-        T acc = 0;
-        for (std::int64_t c = 0; c < s.K; ++c) acc += attn(n * s.H + h, c) * kv(c * s.N + n, I + i);
-        ctx(n, i) = acc;
-      });
+  if constexpr (cross_attention_by_rows<ExecSpace>()) {
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::context", flat_policy(space, std::size_t(s.N)),
+        KOKKOS_LAMBDA(std::int64_t n) {
+          const std::int64_t I = s.inner();
+          T* out = &ctx(n, 0);
+          for (std::int64_t i = 0; i < I; ++i) out[i] = T(0);
+          for (std::int64_t c = 0; c < s.K; ++c) {
+            const T* v = &kv(c * s.N + n, I);
+            for (std::int64_t h = 0; h < s.H; ++h) {
+              const T a = attn(n * s.H + h, c);
+              for (std::int64_t j = h * s.hd; j < (h + 1) * s.hd; ++j) out[j] += a * v[j];
+            }
+          }
+        });
+  } else {
+    Kokkos::parallel_for(
+        "dchag::QueryCrossAttention::context", flat_policy(space, ctx.size()),
+        KOKKOS_LAMBDA(std::int64_t e) {
+          const std::int64_t I = s.inner(), i = e % I, n = e / I, h = i / s.hd;
+          T acc = 0;
+          for (std::int64_t c = 0; c < s.K; ++c)
+            acc += attn(n * s.H + h, c) * kv(c * s.N + n, I + i);
+          ctx(n, i) = acc;
+        });
+  }
 }
 
 // dattn(n*H + h, c) = sum_j dctx(n, h*hd + j) v(c*N + n, h*hd + j).
@@ -91,42 +131,64 @@ void cross_attention_dattn(const ExecSpace& space, CrossAttentionShape s, const 
 
 // Each element of dk | dv has a single source term, so one pass writes both:
 // dk(c*N + n, i) = scale * dS(n*H + h, c) q(i),  dv(c*N + n, i) = attn(n*H + h, c) dctx(n, i).
+// Walked by row segments, a head block at a time (its factor is one value).
 template <class ExecSpace, class QV, class AV, class DSV, class DCV, class DKVV>
 void cross_attention_dkv(const ExecSpace& space, CrossAttentionShape s,
                          typename DKVV::non_const_value_type scale, const QV& q, const AV& attn,
                          const DSV& dS, const DCV& dctx, const DKVV& dkv) {
-  Kokkos::parallel_for(
-      "dchag::QueryCrossAttention::dkv", flat_policy(space, dkv.size()),
-      KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t I = s.inner(), col = e % (2 * I), row = e / (2 * I);
-        const std::int64_t c = row / s.N, n = row % s.N;
-        const std::int64_t i = col < I ? col : col - I, nh = n * s.H + i / s.hd;
-        dkv(row, col) = col < I ? scale * dS(nh, c) * q(i) : attn(nh, c) * dctx(n, i);
+  using T = typename DKVV::non_const_value_type;
+  for_each_row_segment(
+      "dchag::QueryCrossAttention::dkv", space, dkv.extent(0), dkv.extent(1),
+      KOKKOS_LAMBDA(std::int64_t row, std::int64_t j0, std::int64_t j1) {
+        const std::int64_t I = s.inner(), c = row / s.N, n = row % s.N;
+        for (std::int64_t col = j0; col < j1;) {
+          const bool k = col < I;
+          const std::int64_t i0 = k ? col : col - I, nh = n * s.H + i0 / s.hd;
+          const std::int64_t block_end = col + (s.hd - i0 % s.hd);
+          const std::int64_t end = block_end < j1 ? block_end : j1;
+          if (k) {
+            const T a = scale * dS(nh, c);
+            for (; col < end; ++col) dkv(row, col) = a * q(col);
+          } else {
+            const T a = attn(nh, c);
+            for (; col < end; ++col) dkv(row, col) = a * dctx(n, col - I);
+          }
+        }
       });
 }
 
-// dq(i) = scale * sum_{n, c} dS(n*H + h, c) k(c*N + n, i). One team per i reduces over all
-// (n, c): no two threads ever add to the same element, on any backend.
-template <class ExecSpace, class DSV, class KVV, class DQV>
+// dq(i) = scale * sum_{c, n} dS(n*H + h, c) k(c*N + n, i), h = i / hd. The K*N rows of k are
+// split into partial.extent(0) fixed chunks: a chunk adds its rows, in order, into its row of
+// partial[chunks, I], then dq sums the chunks in order. Every k row is read once and
+// contiguously, no two threads add to the same element, and the result does not depend on the
+// number of threads. (A reduction over each column of k instead read all of k once per i.)
+template <class ExecSpace, class DSV, class KVV, class PV, class DQV>
 void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
                         typename DQV::non_const_value_type scale, const DSV& dS, const KVV& kv,
-                        const DQV& dq) {
+                        const PV& partial, const DQV& dq) {
   using T = typename DQV::non_const_value_type;
-  using Policy = Kokkos::TeamPolicy<ExecSpace>;
-  using Member = typename Policy::member_type;
+  const std::int64_t chunks = static_cast<std::int64_t>(partial.extent(0));
+  const std::int64_t rows = s.K * s.N;
   Kokkos::parallel_for(
-      "dchag::QueryCrossAttention::dq", Policy(space, static_cast<int>(dq.extent(0)), Kokkos::AUTO),
-      KOKKOS_LAMBDA(const Member& team) {
-        const std::int64_t i = team.league_rank(), h = i / s.hd;
+      "dchag::QueryCrossAttention::dq_partial", flat_policy(space, std::size_t(chunks)),
+      KOKKOS_LAMBDA(std::int64_t ch) {
+        const std::int64_t I = s.inner();
+        const std::int64_t r0 = rows * ch / chunks, r1 = rows * (ch + 1) / chunks;
+        for (std::int64_t i = 0; i < I; ++i) partial(ch, i) = T(0);
+        for (std::int64_t r = r0; r < r1; ++r) {
+          const std::int64_t c = r / s.N, n = r % s.N;
+          for (std::int64_t h = 0; h < s.H; ++h) {
+            const T w = dS(n * s.H + h, c);
+            for (std::int64_t j = h * s.hd; j < (h + 1) * s.hd; ++j) partial(ch, j) += w * kv(r, j);
+          }
+        }
+      });
+  Kokkos::parallel_for(
+      "dchag::QueryCrossAttention::dq", flat_policy(space, dq.extent(0)),
+      KOKKOS_LAMBDA(std::int64_t i) {
         T acc = 0;
-        Kokkos::parallel_reduce(
-            Kokkos::TeamThreadRange(team, s.N * s.K),
-            [&](std::int64_t e, T& part) {
-              const std::int64_t n = e / s.K, c = e % s.K;
-              part += dS(n * s.H + h, c) * kv(c * s.N + n, i);
-            },
-            acc);
-        Kokkos::single(Kokkos::PerTeam(team), [&]() { dq(i) = scale * acc; });
+        for (std::int64_t ch = 0; ch < chunks; ++ch) acc += partial(ch, i);
+        dq(i) = scale * acc;
       });
 }
 

@@ -125,7 +125,7 @@ class QueryCrossAttention {
     Impl::cross_attention_dattn(space, shape(), dctx, kv_, dattn_);
     softmax_rows_backward(space, attn_, dattn_, dattn_);  // d(scaled scores), in place
     Impl::cross_attention_dkv(space, shape(), scale(), q_, attn_, dattn_, dctx, dkv_);
-    Impl::cross_attention_dq(space, shape(), scale(), dattn_, kv_, dq_);
+    Impl::cross_attention_dq(space, shape(), scale(), dattn_, kv_, dq_partial_, dq_);
     if (holds_part()) Kokkos::deep_copy(space, partial_query_grad_, T(0));
     Impl::cross_attention_query_backward(space, dq_, query_, in_proj_.weight(),
                                          in_proj_.grad_weight(), in_proj_.grad_bias(),
@@ -242,6 +242,9 @@ class QueryCrossAttention {
     if (dkv_.extent(0) == kv_.extent(0) && dattn_.extent(0) == attn_.extent(0)) return;
     dkv_ = matrix(name_ + ".dkv", kv_.extent(0), kv_.extent(1));
     dattn_ = matrix(name_ + ".dattn", attn_.extent(0), attn_.extent(1));
+    // Enough chunks to keep every thread of a host busy, few enough to sum quickly.
+    const std::size_t chunks = kv_.extent(0) < 256 ? kv_.extent(0) : 256;
+    dq_partial_ = matrix(name_ + ".dq_partial", chunks, inner());
   }
 
   std::string name_, query_name_;
@@ -252,7 +255,7 @@ class QueryCrossAttention {
   ConstTensor3<T, ExecSpace> x_;
   std::size_t keys_ = 0, rows_ = 0;
   vector q_, dq_;
-  matrix kv_, attn_, ctx_, dkv_, dattn_;
+  matrix kv_, attn_, ctx_, dkv_, dattn_, dq_partial_;
   tensor dx_;
 };
 

@@ -31,18 +31,23 @@ using ConstImage = Unmanaged<const T****, ExecSpace>;
 
 namespace Impl {
 
-// patches(c, n, i*p + j) = x(b, c, py*p + i, px*p + j) for token n = b*L + py*wp + px.
+// patches(c, n, i*p + j) = x(b, c, py*p + i, px*p + j) for token n = b*L + py*wp + px: a row
+// per (channel, token), copied one patch row of p contiguous pixels at a time.
 template <class ExecSpace, class XV, class PV>
 void im2col_channels(const ExecSpace& space, const XV& x, int patch, std::size_t L,
                      std::size_t wp, const PV& P) {
-  const std::int64_t p = patch, pp = p * p, N = static_cast<std::int64_t>(P.extent(1));
+  const std::int64_t p = patch, N = static_cast<std::int64_t>(P.extent(1));
   const std::int64_t Ls = static_cast<std::int64_t>(L), wps = static_cast<std::int64_t>(wp);
-  Kokkos::parallel_for(
-      "dchag::ChannelPatchEmbed::im2col", flat_policy(space, P.size()),
-      KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t k = e % pp, n = (e / pp) % N, c = e / (pp * N);
-        const std::int64_t b = n / Ls, l = n % Ls;
-        P(c, n, k) = x(b, c, (l / wps) * p + k / p, (l % wps) * p + k % p);
+  for_each_row_segment(
+      "dchag::ChannelPatchEmbed::im2col", space, P.extent(0) * P.extent(1), P.extent(2),
+      KOKKOS_LAMBDA(std::int64_t r, std::int64_t k0, std::int64_t k1) {
+        const std::int64_t c = r / N, n = r % N, b = n / Ls, l = n % Ls;
+        const std::int64_t h0 = (l / wps) * p, w0 = (l % wps) * p;
+        for (std::int64_t k = k0; k < k1;) {
+          const std::int64_t i = k / p;
+          for (std::int64_t j = k - i * p; j < p && k < k1; ++j, ++k)
+            P(c, n, k) = x(b, c, h0 + i, w0 + j);
+        }
       });
 }
 
