@@ -95,10 +95,34 @@ inline std::string cpu_features() {
   return out;
 }
 
-// A function of the running process' BLAS, or null when no loaded library defines it.
+// The file that provides sgemm_ (the Fortran BLAS entry Kokkos Kernels calls), if it can tell.
+inline std::string sgemm_provider() {
+#if DCHAG_HAVE_DLSYM && defined(__GLIBC__)
+  void* f = dlsym(RTLD_DEFAULT, "sgemm_");
+  Dl_info info;
+  if (f && dladdr(f, &info) && info.dli_fname) return info.dli_fname;
+#endif
+  return "";
+}
+
+// A function of the BLAS that runs the GEMMs, or null when it does not define it. Looked up in
+// the library that provides sgemm_ (and the libraries it depends on) where the loader can say
+// which one that is: a process can have OpenBLAS loaded (a direct dependency of LAPACK, say)
+// while sgemm_ resolves to BLIS, and the report must name the one that computes.
 template <class F>
 F blas_symbol(const char* name) {
 #if DCHAG_HAVE_DLSYM
+#if defined(__GLIBC__)
+  const std::string where = sgemm_provider();
+  if (!where.empty()) {
+    void* handle = dlopen(where.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    if (handle) {
+      void* f = dlsym(handle, name);
+      dlclose(handle);  // drops the reference RTLD_NOLOAD took; the library stays loaded
+      return reinterpret_cast<F>(f);
+    }
+  }
+#endif
   return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
 #else
   (void)name;
@@ -112,16 +136,6 @@ inline std::string openblas_corename() {
   const auto f = blas_symbol<Str>("openblas_get_corename");
   const char* s = f ? f() : nullptr;
   return s ? std::string(s) : std::string();
-}
-
-// The file that provides sgemm_ (the Fortran BLAS entry Kokkos Kernels calls), if it can tell.
-inline std::string sgemm_provider() {
-#if DCHAG_HAVE_DLSYM && defined(__GLIBC__)
-  void* f = dlsym(RTLD_DEFAULT, "sgemm_");
-  Dl_info info;
-  if (f && dladdr(f, &info) && info.dli_fname) return info.dli_fname;
-#endif
-  return "";
 }
 
 }  // namespace Impl
@@ -148,8 +162,15 @@ inline std::string blas_description() {
     text = "Intel MKL";
     detail("threads " + std::to_string(threads()));
   } else if (Impl::blas_symbol<void (*)()>("sgemm_")) {
-    // Neither OpenBLAS, BLIS nor MKL: most likely the reference BLAS, single-threaded.
-    text = "a BLAS that is not OpenBLAS, BLIS or MKL (reference BLAS?)";
+    // A BLAS that exports nothing but the BLAS itself (Debian's BLIS libblas.so.3 hides its
+    // bli_* functions): only the file name says which it is.
+    const std::string file = Impl::lower_case(Impl::sgemm_provider());
+    if (file.find("blis") != std::string::npos)
+      text = "BLIS (version not exported)";
+    else if (file.find("mkl") != std::string::npos)
+      text = "Intel MKL";
+    else
+      text = "a BLAS that is not OpenBLAS, BLIS or MKL (reference BLAS?)";
   } else {
     text = "no BLAS found in the process (sgemm_ not loaded)";
   }
