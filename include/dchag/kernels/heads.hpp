@@ -15,19 +15,21 @@
 namespace dchag {
 namespace Impl {
 
-// The index map both directions share: an element of the per-head tensor and its place in the
-// token matrix.
+// The index map both directions share, walked from the token side: columns [j0, j1) of the
+// section in token row `row` split into runs that stay inside one head, and f(bh, l, j, col,
+// len) gets each: per-head elements (bh, l, j .. j+len) are token elements (row, col .. col+len).
 struct HeadLayout {
   std::int64_t L, heads, head_dim, col0;
 
-  KOKKOS_INLINE_FUNCTION void locate(std::int64_t k, std::int64_t& bh, std::int64_t& l,
-                                     std::int64_t& j, std::int64_t& row,
-                                     std::int64_t& col) const {
-    j = k % head_dim;
-    l = (k / head_dim) % L;
-    bh = k / (head_dim * L);
-    row = (bh / heads) * L + l;
-    col = col0 + (bh % heads) * head_dim + j;
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void for_each_run(std::int64_t row, std::int64_t j0, std::int64_t j1,
+                                           const F& f) const {
+    const std::int64_t b = row / L, l = row % L;
+    for (std::int64_t c = j0; c < j1;) {
+      const std::int64_t h = c / head_dim, end = (h + 1) * head_dim < j1 ? (h + 1) * head_dim : j1;
+      f(b * heads + h, l, c - h * head_dim, col0 + c, end - c);
+      c = end;
+    }
   }
 };
 
@@ -68,14 +70,17 @@ void split_heads(const ExecSpace& space, const SrcView& src, int section, int ba
   const std::int64_t L = static_cast<std::int64_t>(dst.extent(1));
   const Impl::HeadLayout map{L, heads, head_dim,
                              std::int64_t(section) * std::int64_t(heads) * head_dim};
-  // Consecutive threads take consecutive j, hence consecutive columns of one src row and of
-  // one dst row: both sides of the copy are coalesced on GPUs.
-  Kokkos::parallel_for(
-      "dchag::split_heads", Impl::flat_policy(space, dst.size()),
-      KOKKOS_LAMBDA(std::int64_t k) {
-        std::int64_t bh, l, j, row, col;
-        map.locate(k, bh, l, j, row, col);
-        dst(bh, l, j) = src(row, col);
+  // Row segments of the token matrix (for_each_row_segment): on GPUs consecutive threads take
+  // consecutive columns of one src row and of one dst row, so both sides of the copy are
+  // coalesced; on the host each run is a contiguous copy.
+  Impl::for_each_row_segment(
+      "dchag::split_heads", space, src.extent(0), std::size_t(heads) * head_dim,
+      KOKKOS_LAMBDA(std::int64_t row, std::int64_t j0, std::int64_t j1) {
+        map.for_each_run(row, j0, j1,
+                         [&](std::int64_t bh, std::int64_t l, std::int64_t j, std::int64_t col,
+                             std::int64_t len) {
+                           for (std::int64_t k = 0; k < len; ++k) dst(bh, l, j + k) = src(row, col + k);
+                         });
       });
 }
 
@@ -99,12 +104,14 @@ void merge_heads(const ExecSpace& space, const SrcView& src, const DstView& dst,
   Impl::check_heads(where, dst, src, section, batch, heads, head_dim);
   const Impl::HeadLayout map{static_cast<std::int64_t>(L), heads, head_dim,
                              std::int64_t(section) * heads * head_dim};
-  Kokkos::parallel_for(
-      "dchag::merge_heads", Impl::flat_policy(space, src.size()),
-      KOKKOS_LAMBDA(std::int64_t k) {
-        std::int64_t bh, l, j, row, col;
-        map.locate(k, bh, l, j, row, col);
-        dst(row, col) = src(bh, l, j);
+  Impl::for_each_row_segment(
+      "dchag::merge_heads", space, dst.extent(0), std::size_t(heads * head_dim),
+      KOKKOS_LAMBDA(std::int64_t row, std::int64_t j0, std::int64_t j1) {
+        map.for_each_run(row, j0, j1,
+                         [&](std::int64_t bh, std::int64_t l, std::int64_t j, std::int64_t col,
+                             std::int64_t len) {
+                           for (std::int64_t k = 0; k < len; ++k) dst(row, col + k) = src(bh, l, j + k);
+                         });
       });
 }
 
