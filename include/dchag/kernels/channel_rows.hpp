@@ -32,8 +32,13 @@ struct SumChannelRows {
     const int w = n - j0 < W ? n - j0 : W;
     T s[W];
     for (int k = 0; k < W; ++k) s[k] = T(0);
-    for (int i = 0; i < rows; ++i)
-      for (int k = 0; k < w; ++k) s[k] += dY(c, i, j0 + k);
+    if (w == W) {  // a whole tile: a fixed-width inner loop, held in vector registers
+      for (int i = 0; i < rows; ++i)
+        for (int k = 0; k < W; ++k) s[k] += dY(c, i, j0 + k);
+    } else {
+      for (int i = 0; i < rows; ++i)
+        for (int k = 0; k < w; ++k) s[k] += dY(c, i, j0 + k);
+    }
     for (int k = 0; k < w; ++k) db(c, j0 + k) += s[k];
   }
 };

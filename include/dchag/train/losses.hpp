@@ -117,17 +117,22 @@ double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, cons
   const double n = static_cast<double>(pred.size());
   const T grad_scale = static_cast<T>(2.0 / n);
   double sum = 0;
+  // One work item per image row (b, c, h): its weight is one value and its W pixels are
+  // contiguous, so the inner loop vectorises and no index is split per element.
   Kokkos::parallel_reduce(
-      "dchag::lat_weighted_mse", Impl::flat_policy(space, pred.size()),
-      KOKKOS_LAMBDA(std::int64_t k, double& s) {
-        const std::int64_t w = k % W, h = (k / W) % H, c = (k / (W * H)) % C,
-                           b = k / (W * H * C);
-        const T d = pred(b, c, h, w) - target(b, c, h, w);
+      "dchag::lat_weighted_mse", Impl::flat_policy(space, pred.size() / W),
+      KOKKOS_LAMBDA(std::int64_t r, double& s) {
+        const std::int64_t h = r % H, c = (r / H) % C, b = r / (H * C);
         const T wh = w_lat(h);
-        dpred(b, c, h, w) = grad_scale * wh * d;
-        const double dd = static_cast<double>(pred(b, c, h, w)) -
-                          static_cast<double>(target(b, c, h, w));
-        s += static_cast<double>(wh) * dd * dd;
+        double row = 0;
+        for (std::int64_t w = 0; w < W; ++w) {
+          const T d = pred(b, c, h, w) - target(b, c, h, w);
+          dpred(b, c, h, w) = grad_scale * wh * d;
+          const double dd = static_cast<double>(pred(b, c, h, w)) -
+                            static_cast<double>(target(b, c, h, w));
+          row += dd * dd;
+        }
+        s += static_cast<double>(wh) * row;
       },
       sum);
   return sum / n;
