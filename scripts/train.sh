@@ -15,7 +15,9 @@ threads=$(( cores / ranks > 0 ? cores / ranks : 1 ))
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$threads}"
 export OMP_PROC_BIND="${OMP_PROC_BIND:-false}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-echo "ranks: $ranks, threads per rank: OMP_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS"
+# Debian's Kokkos is Serial-only, so the cores are used by ranks and by the BLAS threads of each
+# rank (the GEMMs are most of a step); the line says how they are split.
+echo "ranks: $ranks on $cores cores; Kokkos Serial backend, BLAS threads per rank: OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS (OMP_NUM_THREADS=$OMP_NUM_THREADS)"
 mkdir -p runs
 exec mpiexec -np "$ranks" --oversubscribe build/serial/examples/train_dchag \
   --run-dir runs/latest "$@"
