@@ -29,11 +29,11 @@ TEST_CASE_TEMPLATE_DEFINE("add_channel_rows and sum_channel_rows match Eigen; th
   using T = typename C::scalar;
   Space space;
   std::uint64_t seed = 70;
-  // 17 and 129 columns leave a partial column tile on host backends; 300 rows make the sums
-  // long.
+  // 17 and 129 columns leave a partial column tile on host backends, 2100 splits a row into
+  // segments of 1024 + 1024 + 52 (Impl::for_each_row_segment); 300 rows make the sums long.
   for (int channels : {1, 3, 5}) {
     for (int rows : {1, 7, 300}) {
-      for (int n : {1, 5, 17, 129}) {
+      for (int n : {1, 5, 17, 129, 2100}) {
         dchag::View3<T, Space> Y("Y", channels, rows, n);
         dchag::View2<T, Space> E("E", channels, n), G("G", channels, n);
         fill_random(Y, seed++);
