@@ -21,6 +21,7 @@
 #include <Kokkos_Core.hpp>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace dchag {
 namespace Impl {
@@ -33,6 +34,27 @@ KOKKOS_INLINE_FUNCTION To bit_cast(const From& from) {
   To to;
   memcpy(static_cast<void*>(&to), static_cast<const void*>(&from), sizeof(To));
   return to;
+}
+
+template <int Bytes>
+struct UintOf;
+template <>
+struct UintOf<4> {
+  using type = std::uint32_t;
+};
+template <>
+struct UintOf<8> {
+  using type = std::uint64_t;
+};
+
+// c ? a : b through bit masks. A ?: on floating-point values is a branch to the compiler;
+// honouring FP exceptions (the default), it then keeps the arithmetic that feeds one side
+// inside that branch, and a loop with a branch does not vectorise. Masks leave no branch.
+template <class T>
+KOKKOS_INLINE_FUNCTION T select(bool c, T a, T b) {
+  using U = typename UintOf<sizeof(T)>::type;
+  const U m = U(0) - U(c);
+  return bit_cast<T>((bit_cast<U>(a) & m) | (bit_cast<U>(b) & ~m));
 }
 
 template <class T>
@@ -90,7 +112,10 @@ struct ExpTraits<double> {
 template <class T>
 KOKKOS_INLINE_FUNCTION T pow2(typename ExpTraits<T>::Int k) {
   using E = ExpTraits<T>;
-  return bit_cast<T>(static_cast<typename E::Int>((k + E::bias) << E::mantissa));
+  // Shifted unsigned: the k a NaN argument makes may be anything, and a signed shift of it
+  // undefined.
+  using U = std::make_unsigned_t<typename E::Int>;
+  return bit_cast<T>(static_cast<typename E::Int>((static_cast<U>(k) + U(E::bias)) << E::mantissa));
 }
 
 }  // namespace Impl
@@ -105,17 +130,20 @@ KOKKOS_INLINE_FUNCTION T fast_exp(T x) {
   // Clamping keeps k in range; the clamped ends still overflow to Inf and underflow to 0.
   // Constants copied to locals: device code may not take the address of a static member.
   const T lo = E::lo, hi = E::hi, magic = E::magic;
-  const T xc = x < lo ? lo : (x > hi ? hi : x);
+  const T xc = Impl::select(x < lo, lo, Impl::select(x > hi, hi, x));
   const T y = xc * E::log2e + magic;
-  const Int k = Impl::bit_cast<Int>(y) - Impl::bit_cast<Int>(magic);
+  // Unsigned difference, for the same reason as in pow2.
+  using U = std::make_unsigned_t<Int>;
+  const Int k = static_cast<Int>(Impl::bit_cast<U>(y) - Impl::bit_cast<U>(magic));
   const T kf = y - magic;
   const T r = (xc - kf * E::ln2_hi) - kf * E::ln2_lo;
   const T p = E::poly(r);
   // 2^k in two factors, each a normal number, so that results near the ends of the range
   // overflow to Inf or round gradually to subnormals, rounded once, in the last product.
   const Int k1 = k >> 1;
-  const T e = (p * Impl::pow2<T>(k1)) * Impl::pow2<T>(k - k1);
-  return x != x ? x + x : e;  // NaN in, NaN out
+  const Int k2 = static_cast<Int>(static_cast<U>(k) - static_cast<U>(k1));
+  // A NaN passes the clamp (both comparisons are false) and propagates to the result.
+  return (p * Impl::pow2<T>(k1)) * Impl::pow2<T>(k2);
 }
 
 }  // namespace math
@@ -177,17 +205,17 @@ namespace math {
 template <class T>
 KOKKOS_INLINE_FUNCTION T fast_erf(T x) {
   using E = Impl::ErfTraits<T>;
-  const T a = x < T(0) ? -x : x;
+  const T a = Impl::select(x < T(0), -x, x);
   const T s = x * x;
   const T inner = x + x * E::small(T(2) * s - T(1));  // keeps the sign, and -0 for -0
   // Clamped to the interval of the fit, so that the unused piece stays finite.
   const T big = E::big;
-  const T ac = a < T(1) ? T(1) : (a > big ? big : a);
+  const T ac = Impl::select(a < T(1), T(1), Impl::select(a > big, big, a));
   const T outer = T(1) - fast_exp(E::log_erfcx((ac - E::mid) * (T(1) / E::half)) - ac * ac);
-  const T tail = a >= big ? T(1) : outer;
-  const T signed_tail = x < T(0) ? -tail : tail;
-  const T r = a < T(1) ? inner : signed_tail;
-  return x != x ? x + x : r;
+  const T tail = Impl::select(a >= big, T(1), outer);
+  const T signed_tail = Impl::select(x < T(0), -tail, tail);
+  // A NaN fails every comparison and reaches the result through signed_tail.
+  return Impl::select(a < T(1), inner, signed_tail);
 }
 
 }  // namespace math

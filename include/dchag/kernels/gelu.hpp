@@ -3,12 +3,14 @@
 
 // Exact (erf) GELU, y = 0.5 x (1 + erf(x / sqrt(2))), torch.nn.GELU's default and the MLP
 // activation of ClimaX. Element-wise on contiguous views of any rank: the MLP applies it to
-// [tokens, 4D] and the forecast head to [B, L, D] alike.
+// [tokens, 4D] and the forecast head to [B, L, D] alike. erf and exp come from
+// core/fast_math.hpp: with libm's the loops could not vectorise.
 
 #include <Kokkos_Core.hpp>
 #include <cstdint>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/fast_math.hpp>
 #include <dchag/core/kokkos_compat.hpp>
 #include <dchag/kernels/reductions.hpp>
 
@@ -37,7 +39,7 @@ void gelu(const ExecSpace& space, const XV& X, const YV& Y) {
   Kokkos::parallel_for(
       "dchag::gelu", Impl::flat_policy(space, y.size()), KOKKOS_LAMBDA(std::int64_t k) {
         const T v = x(k);
-        y(k) = T(0.5) * v * (T(1) + math::erf(v * T(0.70710678118654752440)));
+        y(k) = T(0.5) * v * (T(1) + math::fast_erf(v * T(0.70710678118654752440)));
       });
 }
 
@@ -56,8 +58,8 @@ void gelu_backward(const ExecSpace& space, const XV& X, const DYV& dY, const DXV
       "dchag::gelu_backward", Impl::flat_policy(space, dx.size()),
       KOKKOS_LAMBDA(std::int64_t k) {
         const T v = x(k);
-        const T cdf = T(0.5) * (T(1) + math::erf(v * T(0.70710678118654752440)));
-        const T pdf = T(0.39894228040143267794) * math::exp(T(-0.5) * v * v);
+        const T cdf = T(0.5) * (T(1) + math::fast_erf(v * T(0.70710678118654752440)));
+        const T pdf = T(0.39894228040143267794) * math::fast_exp(T(-0.5) * v * v);
         dx(k) = dy(k) * (cdf + v * pdf);
       });
 }
