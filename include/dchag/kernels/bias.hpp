@@ -14,7 +14,8 @@
 namespace dchag {
 namespace Impl {
 
-// db(j) += sum_i dY(i, j); see column_tile() for why one thread owns a tile of columns.
+// db(j) += sum_i dY(i, j); see column_tile() and column_chunk() for why one thread owns a tile
+// of columns.
 template <int W, class T, class DYV, class DBV>
 struct SumRows {
   DYV dY;
@@ -77,7 +78,7 @@ template <class ExecSpace, class DYV, class DBV>
 void sum_rows(const ExecSpace& space, const DYV& dY, const DBV& db) {
   using T = typename DBV::non_const_value_type;
   Impl::check_bias("dchag::sum_rows", "dY", dY, "db", db);
-  constexpr int W = Impl::column_tile<ExecSpace>();
+  constexpr int W = Impl::column_chunk<ExecSpace>();
   const int n = static_cast<int>(dY.extent(1));
   Kokkos::parallel_for("dchag::sum_rows", Kokkos::RangePolicy<ExecSpace>(space, 0, (n + W - 1) / W),
                        Impl::SumRows<W, T, DYV, DBV>{dY, db});

@@ -17,7 +17,7 @@ namespace dchag {
 namespace Impl {
 
 // db(c, j) += sum_n dY(c, n, j). One thread per (c, tile of columns), rows summed in order:
-// race-free and bitwise reproducible, as SumRows in kernels/bias.hpp (see column_tile()).
+// race-free and bitwise reproducible, as SumRows in kernels/bias.hpp (see column_chunk()).
 template <int W, class T, class DYV, class DBV>
 struct SumChannelRows {
   DYV dY;
@@ -32,13 +32,8 @@ struct SumChannelRows {
     const int w = n - j0 < W ? n - j0 : W;
     T s[W];
     for (int k = 0; k < W; ++k) s[k] = T(0);
-    if (w == W) {  // a whole tile: a fixed-width inner loop, held in vector registers
-      for (int i = 0; i < rows; ++i)
-        for (int k = 0; k < W; ++k) s[k] += dY(c, i, j0 + k);
-    } else {
-      for (int i = 0; i < rows; ++i)
-        for (int k = 0; k < w; ++k) s[k] += dY(c, i, j0 + k);
-    }
+    for (int i = 0; i < rows; ++i)
+      for (int k = 0; k < w; ++k) s[k] += dY(c, i, j0 + k);
     for (int k = 0; k < w; ++k) db(c, j0 + k) += s[k];
   }
 };
@@ -71,7 +66,7 @@ template <class ExecSpace, class DYV, class GV>
 void sum_channel_rows(const ExecSpace& space, const DYV& dY, const GV& G) {
   using T = typename GV::non_const_value_type;
   Impl::check_channel_rows("dchag::sum_channel_rows", dY, G);
-  constexpr int W = Impl::column_tile<ExecSpace>();
+  constexpr int W = Impl::column_chunk<ExecSpace>();
   const int tiles = static_cast<int>((dY.extent(2) + W - 1) / W);
   Kokkos::parallel_for(
       "dchag::sum_channel_rows",

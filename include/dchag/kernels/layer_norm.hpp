@@ -82,8 +82,8 @@ struct LayerNormBackwardInput {
   }
 };
 
-// dgamma(j) += sum_i dY(i, j) * xhat(i, j), dbeta(j) += sum_i dY(i, j); see column_tile() for
-// why one thread owns a tile of columns.
+// dgamma(j) += sum_i dY(i, j) * xhat(i, j), dbeta(j) += sum_i dY(i, j); see column_tile() and
+// column_chunk() for why one thread owns a tile of columns.
 template <int W, class T, class XV, class MV, class RV, class DYV, class DGV, class DBV>
 struct LayerNormBackwardParams {
   XV X;
@@ -111,6 +111,55 @@ struct LayerNormBackwardParams {
     for (int c = 0; c < w; ++c) {
       dgamma(j0 + c) += sg[c];
       dbeta(j0 + c) += sb[c];
+    }
+  }
+};
+
+// Host versions of the two row kernels above: one row per work item, the reductions in
+// interleaved partial sums and the element loops contiguous, so that both vectorise; the team
+// versions ran at a fifth of the memory bandwidth there.
+template <class T, class XV, class GV, class BV, class YV, class MV, class RV>
+struct LayerNormForwardHost {
+  XV X;
+  GV gamma;
+  BV beta;
+  YV Y;
+  MV mean;
+  RV rstd;
+  T eps;
+
+  KOKKOS_INLINE_FUNCTION void operator()(int i) const {
+    const int n = static_cast<int>(X.extent(1));
+    const T mu = sum_interleaved<T>(n, [&](int j) { return X(i, j); }) / T(n);
+    const T sq = sum_interleaved<T>(n, [&](int j) {
+      const T d = X(i, j) - mu;
+      return d * d;
+    });
+    const T r = T(1) / math::sqrt(sq / T(n) + eps);
+    for (int j = 0; j < n; ++j) Y(i, j) = (X(i, j) - mu) * r * gamma(j) + beta(j);
+    mean(i) = mu;
+    rstd(i) = r;
+  }
+};
+
+template <class T, class XV, class GV, class MV, class RV, class DYV, class DXV>
+struct LayerNormBackwardInputHost {
+  XV X;
+  GV gamma;
+  MV mean;
+  RV rstd;
+  DYV dY;
+  DXV dX;
+
+  KOKKOS_INLINE_FUNCTION void operator()(int i) const {
+    const int n = static_cast<int>(X.extent(1));
+    const T mu = mean(i), r = rstd(i);
+    const T mean_g = sum_interleaved<T>(n, [&](int j) { return dY(i, j) * gamma(j); }) / T(n);
+    const T mean_gx =
+        sum_interleaved<T>(n, [&](int j) { return dY(i, j) * gamma(j) * (X(i, j) - mu) * r; }) / T(n);
+    for (int j = 0; j < n; ++j) {
+      const T xhat = (X(i, j) - mu) * r;
+      dX(i, j) = r * (dY(i, j) * gamma(j) - mean_g - xhat * mean_gx);
     }
   }
 };
@@ -151,6 +200,13 @@ void layer_norm(const ExecSpace& space, const XV& X, const GV& gamma, const BV& 
   Impl::check_layer_norm_param(where, X, "beta", beta);
   Impl::check_layer_norm_stat(where, X, "mean", mean);
   Impl::check_layer_norm_stat(where, X, "rstd", rstd);
+  constexpr bool host = Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible;
+  if constexpr (host) {
+    Kokkos::parallel_for(
+        "dchag::layer_norm", Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(X.extent(0))),
+        Impl::LayerNormForwardHost<T, XV, GV, BV, YV, MV, RV>{X, gamma, beta, Y, mean, rstd, eps});
+    return;
+  }
   Kokkos::parallel_for(
       "dchag::layer_norm",
       Kokkos::TeamPolicy<ExecSpace>(space, static_cast<int>(X.extent(0)), Kokkos::AUTO),
@@ -175,13 +231,21 @@ void layer_norm_backward(const ExecSpace& space, const XV& X, const GV& gamma, c
   Impl::check_layer_norm_stat(where, X, "rstd", rstd);
   // The parameter gradients go first: both kernels are queued on `space`, so they run in order
   // and this one has read dY before the next overwrites it when dX aliases dY.
-  constexpr int W = Impl::column_tile<ExecSpace>();
+  constexpr int W = Impl::column_chunk<ExecSpace>();
   const int n = static_cast<int>(X.extent(1));
   Kokkos::parallel_for(
       "dchag::layer_norm_backward_params",
       Kokkos::RangePolicy<ExecSpace>(space, 0, (n + W - 1) / W),
       Impl::LayerNormBackwardParams<W, T, XV, MV, RV, DYV, DGV, DBV>{X, mean, rstd, dY, dgamma,
                                                                      dbeta});
+  if constexpr (Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible) {
+    Kokkos::parallel_for(
+        "dchag::layer_norm_backward",
+        Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(X.extent(0))),
+        Impl::LayerNormBackwardInputHost<T, XV, GV, MV, RV, DYV, DXV>{X, gamma, mean, rstd, dY,
+                                                                      dX});
+    return;
+  }
   Kokkos::parallel_for(
       "dchag::layer_norm_backward",
       Kokkos::TeamPolicy<ExecSpace>(space, static_cast<int>(X.extent(0)), Kokkos::AUTO),

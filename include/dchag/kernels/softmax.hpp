@@ -2,13 +2,17 @@
 #define DCHAG_KERNELS_SOFTMAX_HPP
 
 // Row-wise softmax of [rows, n] views (attention scores: rows = batch x heads x queries,
-// n = keys) and its backward. One team per row, with team reductions for the row max and sum,
-// so that a long row is spread over a GPU's threads instead of one thread walking it.
+// n = keys) and its backward. On GPUs one team per row, with team reductions for the row max
+// and sum, so that a long row is spread over a GPU's threads instead of one thread walking it.
+// On host backends one thread per row, whose passes over the row (in L1) are plain loops the
+// compiler vectorises: the team version ran there at a few per cent of the memory bandwidth.
 
 #include <Kokkos_Core.hpp>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/fast_math.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
 namespace Impl {
@@ -38,7 +42,7 @@ struct SoftmaxRows {
     Kokkos::parallel_reduce(
         Kokkos::TeamThreadRange(team, n),
         [&](int j, T& s) {
-          const T e = math::exp(scale * X(i, j) - row_max);
+          const T e = math::fast_exp(scale * X(i, j) - row_max);
           Y(i, j) = e;
           s += e;
         },
@@ -49,6 +53,41 @@ struct SoftmaxRows {
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), [&](int j) { Y(i, j) *= inv; });
   }
 };
+
+// The host version of SoftmaxRows: one row per work item.
+template <class T, class XV, class YV>
+struct SoftmaxRowsHost {
+  XV X;
+  YV Y;
+  T scale;
+
+  KOKKOS_INLINE_FUNCTION void operator()(int i) const {
+    const int n = static_cast<int>(X.extent(1));
+    const T row_max = lane_max<T>(n, [&](int j) { return scale * X(i, j); });
+    // exp() first into Y, in its own loop, then summed: a loop of exp alone vectorises best.
+    for (int j = 0; j < n; ++j) Y(i, j) = math::fast_exp(scale * X(i, j) - row_max);
+    const T inv = T(1) / sum_interleaved<T>(n, [&](int j) { return Y(i, j); });
+    for (int j = 0; j < n; ++j) Y(i, j) *= inv;
+  }
+};
+
+template <class T, class YV, class DYV, class DXV>
+struct SoftmaxRowsBackwardHost {
+  YV Y;
+  DYV dY;
+  DXV dX;
+
+  KOKKOS_INLINE_FUNCTION void operator()(int i) const {
+    const int n = static_cast<int>(Y.extent(1));
+    const T dot = sum_interleaved<T>(n, [&](int j) { return dY(i, j) * Y(i, j); });
+    for (int j = 0; j < n; ++j) dX(i, j) = Y(i, j) * (dY(i, j) - dot);
+  }
+};
+
+template <class ExecSpace>
+constexpr bool host_rows() {
+  return Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible;
+}
 
 template <class T, class YV, class DYV, class DXV>
 struct SoftmaxRowsBackward {
@@ -86,6 +125,12 @@ void softmax_rows(const ExecSpace& space, const XV& X, const YV& Y,
                   typename YV::non_const_value_type scale = 1) {
   using T = typename YV::non_const_value_type;
   Impl::check_softmax("dchag::softmax_rows", "X", X, "Y", Y);
+  if constexpr (Impl::host_rows<ExecSpace>()) {
+    Kokkos::parallel_for("dchag::softmax_rows",
+                         Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(X.extent(0))),
+                         Impl::SoftmaxRowsHost<T, XV, YV>{X, Y, scale});
+    return;
+  }
   Kokkos::parallel_for(
       "dchag::softmax_rows",
       Kokkos::TeamPolicy<ExecSpace>(space, static_cast<int>(X.extent(0)), Kokkos::AUTO),
@@ -100,6 +145,12 @@ void softmax_rows_backward(const ExecSpace& space, const YV& Y, const DYV& dY, c
   const char* where = "dchag::softmax_rows_backward";
   Impl::check_softmax(where, "Y", Y, "dY", dY);
   Impl::check_softmax(where, "Y", Y, "dX", dX);
+  if constexpr (Impl::host_rows<ExecSpace>()) {
+    Kokkos::parallel_for("dchag::softmax_rows_backward",
+                         Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(Y.extent(0))),
+                         Impl::SoftmaxRowsBackwardHost<T, YV, DYV, DXV>{Y, dY, dX});
+    return;
+  }
   Kokkos::parallel_for(
       "dchag::softmax_rows_backward",
       Kokkos::TeamPolicy<ExecSpace>(space, static_cast<int>(Y.extent(0)), Kokkos::AUTO),
