@@ -14,7 +14,7 @@
 namespace dchag {
 namespace Impl {
 
-// db(j) += sum_i dY(i, j); see column_tile() and column_chunk() for why one thread owns a tile
+// db(j) += sum_i dY(i, j); see column_chunk() for why one thread owns a chunk
 // of columns.
 template <int W, class T, class DYV, class DBV>
 struct SumRows {

@@ -82,8 +82,8 @@ struct LayerNormBackwardInput {
   }
 };
 
-// dgamma(j) += sum_i dY(i, j) * xhat(i, j), dbeta(j) += sum_i dY(i, j); see column_tile() and
-// column_chunk() for why one thread owns a tile of columns.
+// dgamma(j) += sum_i dY(i, j) * xhat(i, j), dbeta(j) += sum_i dY(i, j); see
+// column_chunk() for why one thread owns a chunk of columns.
 template <int W, class T, class XV, class MV, class RV, class DYV, class DGV, class DBV>
 struct LayerNormBackwardParams {
   XV X;

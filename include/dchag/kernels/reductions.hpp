@@ -55,18 +55,6 @@ constexpr bool same_flat_order() {
          (std::is_same<LA, LB>::value && !std::is_same<LA, Kokkos::LayoutStride>::value);
 }
 
-// Column sums over the rows of a [rows, n] view (dbias, dgamma, dbeta) run as one thread per
-// tile of adjacent columns, each summing its rows in order: no atomics, and the result is
-// bitwise the same on every backend and thread count (partition invariance is checked to
-// float rounding, and this removes one source of it). On host backends a tile is a cache line
-// wide, so a thread uses whole lines row by row; on GPUs it is one column, so adjacent threads
-// read adjacent addresses of a row (coalesced). The cost is parallelism of only n threads on a
-// GPU; a row-chunked two-pass version is the upgrade if profiles show it.
-template <class ExecSpace>
-constexpr int column_tile() {
-  return Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible ? 16 : 1;
-}
-
 // Calls f(i, j0, j1) for row i and columns [j0, j1) of a rows x n index space, the calls
 // together covering every (i, j) once. On host backends a call takes a segment of up to 1024
 // columns, so the kernel's inner loop over j is contiguous and vectorises and the index is
@@ -110,11 +98,15 @@ KOKKOS_INLINE_FUNCTION T sum_interleaved(std::int64_t n, const Term& term) {
   return s[0];
 }
 
-// The same column sums on host backends, with wider chunks: a thread walks its rows over
-// `column_chunk` contiguous columns, an inner loop long enough to vectorise and to keep the
-// hardware prefetcher streaming, where a 16-column tile made it hop between rows every 64
-// bytes. The summation order per column is unchanged, so are the bits. Kernels whose results
-// other code expects bitwise equal to a column_tile() kernel keep using column_tile().
+// Column sums over the rows of a [rows, n] view (dbias, dgamma, dbeta, per-channel sums) run
+// as one thread per chunk of adjacent columns, each summing its rows in order: no atomics, and
+// the result is bitwise the same on every backend and thread count (partition invariance is
+// checked to float rounding, and this removes one source of it). On host backends a chunk is
+// 256 columns, an inner loop long enough to vectorise and to keep the prefetcher streaming (a
+// 16-column tile hopped between rows every 64 bytes and ran at half the speed); on GPUs it is
+// one column, so adjacent threads read adjacent addresses of a row (coalesced). The cost is
+// parallelism of only n threads on a GPU; a row-chunked two-pass version is the upgrade if
+// profiles show it.
 template <class ExecSpace>
 constexpr int column_chunk() {
   return Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible ? 256 : 1;
