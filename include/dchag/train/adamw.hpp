@@ -103,9 +103,8 @@ struct AdamWMultiUpdate {
     T* const vt = v.data() + t.offset;
     const T decay = t.decay ? c.decay_factor : T(1);
     const AdamWCoefficients<T> cc = c;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, k.begin, k.end), [&](std::int64_t i) {
-      cc.update(p[i], g[i], mt[i], vt[i], decay);
-    });
+    team_for<ExecSpace>(team, k.begin, k.end,
+                        [&](std::int64_t i) { cc.update(p[i], g[i], mt[i], vt[i], decay); });
   }
 };
 

@@ -59,6 +59,12 @@ std::vector<std::int64_t> packed_offsets(const ParameterList<T, ExecSpace>& para
   return offsets;
 }
 
+// Whether a space's teams run on the host (where a one-thread team's loop may be a plain loop).
+template <class ExecSpace>
+KOKKOS_INLINE_FUNCTION constexpr bool host_team() {
+  return Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible;
+}
+
 }  // namespace Impl
 
 template <class T, class ExecSpace>
@@ -177,6 +183,32 @@ class ParameterTable {
 
 namespace Impl {
 
+// f(i) for i in [begin, end) over the threads of a team. A host team of one thread takes a
+// plain loop: Kokkos's team range steps by the run-time team size, which keeps the compiler
+// from vectorising the loop (AdamW's sqrt and division then run one element at a time).
+template <class ExecSpace, class Member, class F>
+KOKKOS_INLINE_FUNCTION void team_for(const Member& team, std::int64_t begin, std::int64_t end,
+                                     const F& f) {
+  if (host_team<ExecSpace>() && team.team_size() == 1) {
+    for (std::int64_t i = begin; i < end; ++i) f(i);
+  } else {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, begin, end), f);
+  }
+}
+
+// The same for a sum in double, which every thread of the team receives.
+template <class ExecSpace, class Member, class F>
+KOKKOS_INLINE_FUNCTION double team_sum(const Member& team, std::int64_t begin, std::int64_t end,
+                                       const F& f) {
+  double sum = 0;
+  if (host_team<ExecSpace>() && team.team_size() == 1) {
+    for (std::int64_t i = begin; i < end; ++i) f(i, sum);
+  } else {
+    Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, begin, end), f, sum);
+  }
+  return sum;
+}
+
 // Gradients (or values) of every tensor of a table, one launch. The operations are functors,
 // not lambdas, because they run inside member functions on device backends.
 template <class T, class ExecSpace>
@@ -190,8 +222,7 @@ struct TableFill {
     const TableChunk c = chunks(team.league_rank());
     T* const g = tensors(c.tensor).grad;
     const T x = value;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, c.begin, c.end),
-                         [&](std::int64_t i) { g[i] = x; });
+    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { g[i] = x; });
   }
 };
 
@@ -206,8 +237,7 @@ struct TableScale {
     const TableChunk c = chunks(team.league_rank());
     T* const g = tensors(c.tensor).grad;
     const T a = alpha;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, c.begin, c.end),
-                         [&](std::int64_t i) { g[i] *= a; });
+    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { g[i] *= a; });
   }
 };
 
@@ -218,7 +248,6 @@ template <class T, class ExecSpace>
 struct TableSquaresByKind {
   using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
   using value_type = double[];
-  using size_type = unsigned;
   static constexpr unsigned kinds = 4;
   unsigned value_count = kinds;
   typename ParameterTable<T, ExecSpace>::TensorView tensors;
@@ -239,14 +268,10 @@ struct TableSquaresByKind {
     const TableChunk c = chunks(team.league_rank());
     const TableTensor<T> t = tensors(c.tensor);
     const T* const g = t.grad;
-    double part = 0;
-    Kokkos::parallel_reduce(
-        Kokkos::TeamThreadRange(team, c.begin, c.end),
-        [&](std::int64_t i, double& a) {
-          const double e = static_cast<double>(g[i]);
-          a += e * e;
-        },
-        part);
+    const double part = team_sum<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i, double& a) {
+      const double e = static_cast<double>(g[i]);
+      a += e * e;
+    });
     Kokkos::single(Kokkos::PerTeam(team), [&]() { s[t.kind] += part; });
   }
 };
@@ -264,8 +289,7 @@ struct TablePack {
     const TableTensor<T> t = tensors(c.tensor);
     const T* const g = t.grad;
     T* const b = buffer.data() + t.offset;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, c.begin, c.end),
-                         [&](std::int64_t i) { b[i] = g[i]; });
+    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { b[i] = g[i]; });
   }
 };
 
@@ -284,8 +308,7 @@ struct TableUnpackScaled {
     T* const g = t.grad;
     const T* const b = buffer.data() + t.offset;
     const T a = alpha;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, c.begin, c.end),
-                         [&](std::int64_t i) { g[i] = b[i] * a; });
+    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { g[i] = b[i] * a; });
   }
 };
 
