@@ -2,7 +2,9 @@
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/parameter_table.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -107,54 +109,61 @@ TEST_CASE_TEMPLATE_DEFINE("AdamW updates every element of tensors spanning many 
   using Space = typename C::space;
   using T = typename C::scalar;
   Space space;
-  ChunkedModel<T, Space> model;
-  auto params = model.parameters();
-  dchag::AdamWConfig config;
-  config.weight_decay = 0.1;
-  dchag::AdamW<T, Space> opt(params, config);
+  // beta1 = 0.3: torch's lerp takes its other formula at a weight of 1 - beta1 >= 0.5.
+  for (const double beta1 : {0.9, 0.3}) {
+    CAPTURE(beta1);
+    ChunkedModel<T, Space> model;
+    auto params = model.parameters();
+    dchag::AdamWConfig config;
+    config.weight_decay = 0.1;
+    config.beta1 = beta1;
+    dchag::AdamW<T, Space> opt(params, config);
 
-  // The update of torch's single-tensor AdamW, element by element in T.
-  std::vector<std::vector<T>> p, m, v;
-  for (const auto& q : params) {
-    std::vector<T> x;
-    for (double e : flatten(q.value)) x.push_back(T(e));
-    p.push_back(x);
-    m.emplace_back(x.size(), T(0));
-    v.emplace_back(x.size(), T(0));
-  }
-  const double lrs[] = {1e-2, 3e-2, 5e-3};
-  for (int s = 0; s < 3; ++s) {
-    for (std::size_t i = 0; i < model.tensors.size(); ++i)
-      fill_random(model.tensors[i].grad, 1000 * s + i, -2.0, 2.0);
-    // Every other step the list comes in another order: the moments follow the names.
-    if (s == 1) std::reverse(params.begin(), params.end());
-    opt.step(space, params, lrs[s]);
-    const double lr = lrs[s], t = s + 1;
-    const T neg_step = T(-(lr / (1.0 - std::pow(config.beta1, t))));
-    const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(config.beta2, t)));
-    for (std::size_t i = 0; i < model.tensors.size(); ++i) {
-      const auto& tensor = model.tensors[i];
-      const auto g = flatten(tensor.grad);
-      const T decay = tensor.decay ? T(1.0 - lr * config.weight_decay) : T(1);
-      for (std::size_t k = 0; k < g.size(); ++k) {
-        const T gk = T(g[k]);
-        const T pk = p[i][k] * decay;
-        m[i][k] = m[i][k] + T(1.0 - config.beta1) * (gk - m[i][k]);
-        v[i][k] = v[i][k] * T(config.beta2) + T(1.0 - config.beta2) * gk * gk;
-        p[i][k] = pk + neg_step * m[i][k] / (T(std::sqrt(v[i][k])) / bc2_sqrt + T(config.eps));
+    // The update of torch's single-tensor AdamW, element by element in T.
+    std::vector<std::vector<T>> p, m, v;
+    for (const auto& q : params) {
+      std::vector<T> x;
+      for (double e : flatten(q.value)) x.push_back(T(e));
+      p.push_back(x);
+      m.emplace_back(x.size(), T(0));
+      v.emplace_back(x.size(), T(0));
+    }
+    const double lrs[] = {1e-2, 3e-2, 5e-3};
+    for (int s = 0; s < 3; ++s) {
+      for (std::size_t i = 0; i < model.tensors.size(); ++i)
+        fill_random(model.tensors[i].grad, 1000 * s + i, -2.0, 2.0);
+      // Every other step the list comes in another order: the moments follow the names.
+      if (s == 1) std::reverse(params.begin(), params.end());
+      opt.step(space, params, lrs[s]);
+      const double lr = lrs[s], t = s + 1;
+      const T neg_step = T(-(lr / (1.0 - std::pow(config.beta1, t))));
+      const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(config.beta2, t)));
+      for (std::size_t i = 0; i < model.tensors.size(); ++i) {
+        const auto& tensor = model.tensors[i];
+        const auto g = flatten(tensor.grad);
+        const T decay = tensor.decay ? T(1.0 - lr * config.weight_decay) : T(1);
+        for (std::size_t k = 0; k < g.size(); ++k) {
+          const T gk = T(g[k]);
+          const T pk = p[i][k] * decay;
+          const T w = T(1.0 - config.beta1);
+          m[i][k] = 1.0 - config.beta1 < 0.5 ? m[i][k] + w * (gk - m[i][k])
+                                              : gk - (gk - m[i][k]) * (T(1) - w);
+          v[i][k] = v[i][k] * T(config.beta2) + T(1.0 - config.beta2) * gk * gk;
+          p[i][k] = pk + neg_step * m[i][k] / (T(std::sqrt(v[i][k])) / bc2_sqrt + T(config.eps));
+        }
+        const auto got_p = flatten(tensor.value);
+        const auto got_m = flatten(opt.state(tensor.name).m);
+        const auto got_v = flatten(opt.state(tensor.name).v);
+        REQUIRE(got_p.size() == p[i].size());
+        double worst = 0;
+        for (std::size_t k = 0; k < got_p.size(); ++k) {
+          worst = std::max(worst, std::abs(got_p[k] - double(p[i][k])));
+          worst = std::max(worst, std::abs(got_m[k] - double(m[i][k])));
+          worst = std::max(worst, std::abs(got_v[k] - double(v[i][k])));
+        }
+        CAPTURE(tensor.name);
+        CHECK(worst <= 4 * std::numeric_limits<T>::epsilon());
       }
-      const auto got_p = flatten(tensor.value);
-      const auto got_m = flatten(opt.state(tensor.name).m);
-      const auto got_v = flatten(opt.state(tensor.name).v);
-      REQUIRE(got_p.size() == p[i].size());
-      double worst = 0;
-      for (std::size_t k = 0; k < got_p.size(); ++k) {
-        worst = std::max(worst, std::abs(got_p[k] - double(p[i][k])));
-        worst = std::max(worst, std::abs(got_m[k] - double(m[i][k])));
-        worst = std::max(worst, std::abs(got_v[k] - double(v[i][k])));
-      }
-      CAPTURE(tensor.name);
-      CHECK(worst <= 4 * std::numeric_limits<T>::epsilon());
     }
   }
 }

@@ -82,6 +82,36 @@ struct AdamWCoefficients {
     v = vi;
     p = pi + neg_step_size * mi / denom;
   }
+
+  // The same update of n consecutive elements in three passes, for host loops: a square root
+  // that may set errno (the default, -fmath-errno) is a call the compiler cannot vectorise, and
+  // in one loop it keeps the whole update scalar. Apart, only the square roots are; the
+  // operations and their order per element are update()'s, so the results are bit for bit the
+  // same.
+  KOKKOS_INLINE_FUNCTION void update_block(T* p, const T* g, T* m, T* v, const T decay,
+                                           const std::int64_t n, T* root) const {
+    for (std::int64_t j = 0; j < n; ++j) {
+      const T vi = v[j] * beta2 + v_weight * g[j] * g[j];
+      v[j] = vi;
+      root[j] = vi;
+    }
+    for (std::int64_t j = 0; j < n; ++j) root[j] = math::sqrt(root[j]);
+    if (small_weight) {
+      for (std::int64_t j = 0; j < n; ++j) {
+        const T pi = p[j] * decay;
+        const T mi = m[j] + m_weight * (g[j] - m[j]);
+        m[j] = mi;
+        p[j] = pi + neg_step_size * mi / (root[j] / bc2_sqrt + eps);
+      }
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) {
+        const T pi = p[j] * decay;
+        const T mi = g[j] - (g[j] - m[j]) * (T(1) - m_weight);
+        m[j] = mi;
+        p[j] = pi + neg_step_size * mi / (root[j] / bc2_sqrt + eps);
+      }
+    }
+  }
 };
 
 // The step of every parameter in one launch: a team per chunk of the table, the moments of a
@@ -103,6 +133,16 @@ struct AdamWMultiUpdate {
     T* const vt = v.data() + t.offset;
     const T decay = t.decay ? c.decay_factor : T(1);
     const AdamWCoefficients<T> cc = c;
+    if constexpr (host_team<ExecSpace>()) {
+      if (team.team_size() == 1) {
+        constexpr std::int64_t block = 256;
+        T root[block];
+        for (std::int64_t b = k.begin; b < k.end; b += block)
+          cc.update_block(p + b, g + b, mt + b, vt + b, decay,
+                          k.end - b < block ? k.end - b : block, root);
+        return;
+      }
+    }
     team_for<ExecSpace>(team, k.begin, k.end,
                         [&](std::int64_t i) { cc.update(p[i], g[i], mt[i], vt[i], decay); });
   }
