@@ -3,8 +3,11 @@
 
 // AdamW with decoupled weight decay, step for step what torch.optim.AdamW does (single-tensor
 // path, amsgrad off), so that a run here and a PyTorch run from the same checkpoint stay
-// together. The moments live per parameter under its name, which is how a checkpoint stores
-// them; under FSDP each rank holds the moments of its local slice only, sized by the slice.
+// together. The moments are found per parameter under its name, which is how a checkpoint
+// stores them; under FSDP each rank holds the moments of its local slice only, sized by the
+// slice. They are stored in two flat buffers and a step is one kernel over every parameter
+// (train/parameter_table.hpp): a model has over a thousand tensors at C = 512 channels, and a
+// launch per tensor cost more than the arithmetic.
 
 #include <Kokkos_Core.hpp>
 #include <cmath>

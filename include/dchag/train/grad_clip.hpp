@@ -81,8 +81,9 @@ double clip_grad_norm(const ExecSpace& space, const ParameterList<T, ExecSpace>&
                       double max_norm) {
   const char* where = "dchag::clip_grad_norm";
   Impl::check_max_norm(where, max_norm);
-  // One reduction over all of them; only a non-finite result pays for one per parameter, to
-  // name the culprits.
+  // One reduction over all of them (through a table built here: this is the single-call
+  // convenience, the trainers keep theirs); only a non-finite result pays for one reduction per
+  // parameter, to name the culprits.
   const ParameterTable<T, ExecSpace> table(params);
   const double total = grad_sum_squares(space, table);
   std::vector<std::string> bad;

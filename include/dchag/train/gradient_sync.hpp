@@ -87,6 +87,8 @@ double global_grad_norm(const ExecSpace& space, const ProcessGrid& grid,
   return Impl::global_norm_from_kinds(grid, kinds);
 }
 
+// The same for a list: builds its table first (two small allocations); a training loop keeps
+// the table instead (Impl::OptimizerLoop).
 template <class T, class ExecSpace>
 double global_grad_norm(const ExecSpace& space, const ProcessGrid& grid,
                         const ParameterList<T, ExecSpace>& params) {
