@@ -14,6 +14,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
@@ -44,6 +45,9 @@ void randomize(const View& v, unsigned seed) {
 
 struct Timing {
   double best = 0, median = 0, gflops = 0, peak_mib = 0;
+  // Most Kokkos allocations of one timed step: a warmed-up step reuses its buffers, so this
+  // is 0 unless something allocates per step.
+  std::uint64_t allocations = 0;
 };
 
 template <class Policy>
@@ -67,9 +71,14 @@ Timing time_case(const Case& c, int warmup, int steps, const std::string& checkp
   // Warm-up: the first step allocates the activations.
   for (int s = 0; s < std::max(warmup, 1); ++s) trainer.step(space, x, y, lead, w);
   std::vector<double> seconds;
-  for (int s = 0; s < steps; ++s) seconds.push_back(trainer.step(space, x, y, lead, w).seconds);
-  std::sort(seconds.begin(), seconds.end());
   Timing t;
+  for (int s = 0; s < steps; ++s) {
+    const std::uint64_t before = dchag::MemoryTracker::allocation_count();
+    seconds.push_back(trainer.step(space, x, y, lead, w).seconds);
+    t.allocations =
+        std::max(t.allocations, dchag::MemoryTracker::allocation_count() - before);
+  }
+  std::sort(seconds.begin(), seconds.end());
   t.best = seconds.front();
   const std::size_t k = seconds.size();
   t.median = k % 2 ? seconds[k / 2] : 0.5 * (seconds[k / 2 - 1] + seconds[k / 2]);
@@ -85,7 +94,7 @@ Timing run_case(const Case& c, const std::string& aggregation, int warmup, int s
   table.add({c.name, aggregation, c.model.describe(), std::to_string(c.batch),
              fmt(t.best * 1e3, "%.1f"), fmt(t.median * 1e3, "%.1f"), fmt(c.batch / t.median, "%.1f"),
              fmt(t.gflops, "%.1f"), fmt(100.0 * t.gflops / ceiling, "%.0f%%"),
-             fmt(t.peak_mib, "%.1f")});
+             fmt(t.peak_mib, "%.1f"), std::to_string(t.allocations)});
   return t;
 }
 
@@ -172,7 +181,8 @@ int main(int argc, char* argv[]) {
     dchag_bench::print_blas();
 
     dchag_bench::Table table{{"config", "aggregation", "model", "batch", "best ms", "median ms",
-                              "samples/s", "GFLOP/s", "of sgemm", "peak MiB"}};
+                              "samples/s", "GFLOP/s", "of sgemm", "peak MiB",
+                              "allocs/step"}};
     if (!config.empty()) {
       Case c;
       if (config == "gemm-heavy") c = gemm_heavy(4);
@@ -183,9 +193,11 @@ int main(int argc, char* argv[]) {
       const Timing t = run_named(c, aggregation, warmup, steps, ceiling, checkpoint, table);
       table.print();
       std::printf("result: config=%s aggregation=%s batch=%d steps=%d median_ms=%.4f "
-                  "best_ms=%.4f samples_per_s=%.3f gflops=%.2f sgemm_gflops=%.2f\n",
+                  "best_ms=%.4f samples_per_s=%.3f gflops=%.2f sgemm_gflops=%.2f "
+                  "allocs_per_step=%llu\n",
                   config.c_str(), aggregation.c_str(), c.batch, steps, t.median * 1e3,
-                  t.best * 1e3, c.batch / t.median, t.gflops, ceiling);
+                  t.best * 1e3, c.batch / t.median, t.gflops, ceiling,
+                  static_cast<unsigned long long>(t.allocations));
     } else {
       for (const Case& c : {gemm_heavy(4), channel_heavy()})
         for (const char* a : {"baseline", "dchag-l", "dchag-c"})

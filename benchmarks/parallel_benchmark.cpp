@@ -35,7 +35,8 @@
 //                  the slowest rank's; samples/s = batch / best step (on a shared machine the
 //                  best step is the least disturbed one; the median is reported beside it);
 //   communication  payload bytes this rank sent through dchag's collectives in one step
-//                  (dchag::CommStats, ring-algorithm model), and the number of collective calls.
+//                  (dchag::CommStats, ring-algorithm model), and the number of collective calls;
+//   allocations    Kokkos allocations in one timed step (the most of any step and rank).
 //
 // --report reads the rows of a sweep and prints them with the ratios to the baseline at the same
 // tp and C (memory: D-CHAG / baseline, lower is better; throughput: D-CHAG / baseline, higher is
@@ -45,6 +46,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -146,7 +148,7 @@ const std::vector<std::string> kColumns = {
     "samples_per_s_median",
     "gflop_per_step_rank", "comm_MiB_per_step_rank", "comm_calls_per_step",
     "token_tensor_MiB_rank", "kokkos_static_MiB", "kokkos_peak_MiB", "rss_start_MiB",
-    "rss_peak_MiB", "fsdp", "dp"};
+    "rss_peak_MiB", "fsdp", "dp", "allocs_per_step"};
 
 template <class Policy>
 int run(const Options& o) {
@@ -199,10 +201,16 @@ int run(const Options& o) {
 
   std::vector<double> seconds;
   double comm_bytes = 0, comm_calls = 0;
+  // Kokkos allocations of the timed steps (the warm-up sized every buffer): 0 unless something
+  // allocates per step. FSDP gathers each unit's full parameters into buffers it frees after.
+  double allocations = 0;
   for (int s = 0; s < o.steps; ++s) {
     MPI_Barrier(world.get());
     dchag::CommStats::reset();
+    const std::uint64_t allocated_before = dchag::MemoryTracker::allocation_count();
     const dchag::StepReport r = trainer.step(space, x, y, lead, lat);
+    allocations = std::max(
+        allocations, double(dchag::MemoryTracker::allocation_count() - allocated_before));
     // Bytes first: the max below goes through the counted collectives too.
     comm_bytes = std::max(comm_bytes, double(dchag::CommStats::bytes()));
     comm_calls = std::max(comm_calls, double(dchag::CommStats::calls()));
@@ -226,6 +234,7 @@ int run(const Options& o) {
   const double rss_peak = max_over(world, double(dchag::MemoryTracker::peak_rss_bytes()));
   comm_bytes = max_over(world, comm_bytes);
   comm_calls = max_over(world, comm_calls);
+  allocations = max_over(world, allocations);
   if (!root) return 0;
 
   const std::vector<std::string> row = {
@@ -238,14 +247,16 @@ int run(const Options& o) {
       fmt(o.batch / median, "%.2f"), fmt(gflop, "%.2f"), fmt(comm_bytes / MiB, "%.2f"),
       fmt(comm_calls, "%.0f"), fmt(token_mib, "%.1f"), fmt(kokkos_static_max / MiB, "%.1f"),
       fmt(kokkos_peak / MiB, "%.1f"), fmt(rss_start_max / MiB, "%.1f"),
-      fmt(rss_peak / MiB, "%.1f"), std::to_string(grid.fsdp()), std::to_string(grid.dp())};
+      fmt(rss_peak / MiB, "%.1f"), std::to_string(grid.fsdp()), std::to_string(grid.dp()),
+      fmt(allocations, "%.0f")};
   std::printf("  loss %.4f; step %.1f ms median (%.1f best) of", loss, median * 1e3, best * 1e3);
   for (double s : seconds) std::printf(" %.1f", s * 1e3);
   std::printf(" ms; %.2f samples/s (best); %.1f GFLOP/step/rank; comm %.2f MiB/step/rank in "
               "%.0f calls\n  Kokkos peak %.1f MiB (static %.1f); RSS peak %.1f MiB (start %.1f); "
-              "token tensor %.1f MiB\n",
+              "token tensor %.1f MiB; %.0f allocations/step\n",
               o.batch / best, gflop, comm_bytes / MiB, comm_calls, kokkos_peak / MiB,
-              kokkos_static_max / MiB, rss_peak / MiB, rss_start_max / MiB, token_mib);
+              kokkos_static_max / MiB, rss_peak / MiB, rss_start_max / MiB, token_mib,
+              allocations);
   if (!o.csv.empty()) {
     std::ifstream probe(o.csv);
     const bool header =
@@ -359,7 +370,7 @@ int report(const std::string& in, const std::string& out_csv) {
                    "median",       "samples/s",   "comm MiB/step",   "T MiB",
                    "Kokkos static MiB", "Kokkos peak MiB", "RSS peak MiB",
                    "Kokkos ratio", "Kokkos saved", "RSS ratio",       "throughput ratio",
-                   "(median)",     "comm ratio"};
+                   "(median)",     "comm ratio",  "allocs/step"};
   const std::vector<std::string> ratio_columns = {"kokkos_peak_ratio", "rss_peak_ratio",
                                                   "rss_growth_ratio", "throughput_ratio",
                                                   "throughput_ratio_median", "comm_ratio"};
@@ -387,7 +398,8 @@ int report(const std::string& in, const std::string& out_csv) {
                get(r, "comm_MiB_per_step_rank"), get(r, "token_tensor_MiB_rank"),
                get(r, "kokkos_static_MiB"), get(r, "kokkos_peak_MiB"), get(r, "rss_peak_MiB"),
                ratio(0), b ? fmt(100.0 * (1.0 - std::stod(ratios[0])), "%.0f%%") : "-",
-               ratio(1), ratio(3, "x"), ratio(4, "x"), ratio(5)});
+               ratio(1), ratio(3, "x"), ratio(4, "x"), ratio(5),
+               col.count("allocs_per_step") ? get(r, "allocs_per_step") : "-"});
     auto full = r;
     full.insert(full.end(), ratios.begin(), ratios.end());
     with_ratios.push_back(full);

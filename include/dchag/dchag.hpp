@@ -59,6 +59,7 @@
 #include <dchag/train/losses.hpp>
 #include <dchag/train/mae_trainer.hpp>
 #include <dchag/train/optimizer_loop.hpp>
+#include <dchag/train/parameter_table.hpp>
 #include <dchag/train/schedule.hpp>
 #include <dchag/train/trainer.hpp>
 

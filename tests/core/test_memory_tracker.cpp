@@ -75,6 +75,26 @@ TEST_CASE_TEMPLATE_DEFINE("MemoryTracker: current and peak bytes per memory spac
 }
 TEST_CASE_TEMPLATE_APPLY(tracker, AllCases);
 
+TEST_CASE_TEMPLATE_DEFINE("MemoryTracker: allocation_count counts every allocation, freed or not",
+                          C, tracker_count) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  MemoryTracker::install();
+  const std::string name = dchag::MemorySpace<Space>::name();
+  const std::uint64_t before = MemoryTracker::allocation_count();
+  const std::uint64_t space_before = MemoryTracker::usage(name).allocations;
+  for (int i = 0; i < 3; ++i) dchag::View1<T, Space> v("counted", 100);
+  CHECK(MemoryTracker::allocation_count() == before + 3);
+  CHECK(MemoryTracker::usage(name).allocations == space_before + 3);
+  // Copies and unmanaged views of existing memory allocate nothing.
+  dchag::View1<T, Space> a("counted", 10);
+  const auto copy = a;
+  dchag::Unmanaged<T*, Space> view(a.data(), a.size());
+  CHECK(MemoryTracker::allocation_count() == before + 4);
+  CHECK(copy.data() == view.data());
+}
+TEST_CASE_TEMPLATE_APPLY(tracker_count, AllCases);
+
 TEST_CASE("MemoryTracker: views from before install() are ignored when freed") {
   set_foreign_callbacks(nullptr, nullptr);
   CHECK(!MemoryTracker::active());

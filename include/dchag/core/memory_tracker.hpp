@@ -32,6 +32,9 @@ struct MemoryUsage {
   std::uint64_t current_bytes = 0;
   std::uint64_t peak_bytes = 0;
   std::uint64_t live_allocations = 0;
+  // Allocations made since install(), freed or not: a training step that is meant to reuse its
+  // buffers shows up here as a count that stops growing.
+  std::uint64_t allocations = 0;
 };
 
 namespace Impl {
@@ -64,9 +67,11 @@ inline void memory_tracker_on_allocate(const Kokkos::Tools::SpaceHandle handle, 
     auto& u = s.spaces[handle.name];
     u.current_bytes += size;
     u.live_allocations += 1;
+    u.allocations += 1;
     if (u.current_bytes > u.peak_bytes) u.peak_bytes = u.current_bytes;
     s.total.current_bytes += size;
     s.total.live_allocations += 1;
+    s.total.allocations += 1;
     if (s.total.current_bytes > s.total.peak_bytes) s.total.peak_bytes = s.total.current_bytes;
     s.live[ptr] = {&u, size};
   }
@@ -149,6 +154,9 @@ class MemoryTracker {
   // Over all spaces together.
   static std::uint64_t current_total_bytes() { return total().current_bytes; }
   static std::uint64_t peak_total_bytes() { return total().peak_bytes; }
+  // Allocations in every space since install() (0 while not installed): the difference over a
+  // training step is how many Views the step allocated.
+  static std::uint64_t allocation_count() { return total().allocations; }
   static MemoryUsage total() {
     auto& s = Impl::memory_tracker_state();
     std::lock_guard<std::mutex> lock(s.mutex);

@@ -3,8 +3,11 @@
 
 // AdamW with decoupled weight decay, step for step what torch.optim.AdamW does (single-tensor
 // path, amsgrad off), so that a run here and a PyTorch run from the same checkpoint stay
-// together. The moments live per parameter under its name, which is how a checkpoint stores
-// them; under FSDP each rank holds the moments of its local slice only, sized by the slice.
+// together. The moments are found per parameter under its name, which is how a checkpoint
+// stores them; under FSDP each rank holds the moments of its local slice only, sized by the
+// slice. They are stored in two flat buffers and a step is one kernel over every parameter
+// (train/parameter_table.hpp): a model has over a thousand tensors at C = 512 channels, and a
+// launch per tensor cost more than the arithmetic.
 
 #include <Kokkos_Core.hpp>
 #include <cmath>
@@ -19,6 +22,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
+#include <dchag/train/parameter_table.hpp>
 
 namespace dchag {
 
@@ -58,15 +62,12 @@ inline void check_adamw_config(const AdamWConfig& c) {
           "dchag::AdamW: weight_decay is ", c.weight_decay, ", expected a finite value >= 0");
 }
 
-// One parameter's update. The order of operations is torch's, so that float results round the
+// One element's update. The order of operations is torch's, so that float results round the
 // same way: p *= 1 - lr wd; m.lerp_(g, 1 - b1); v = v b2 + (1 - b2) g g;
 // p += -(lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
-template <class T, class ExecSpace>
-struct AdamWUpdate {
-  Unmanaged<T*, ExecSpace> p;
-  Unmanaged<T*, ExecSpace> g;
-  View1<T, ExecSpace> m, v;
-  T decay_factor;      // 1 - lr * weight_decay, or 1 when the parameter does not decay
+template <class T>
+struct AdamWCoefficients {
+  T decay_factor;      // 1 - lr * weight_decay, for the parameters that decay
   T m_weight;          // 1 - beta1, the lerp weight
   bool small_weight;   // torch's lerp switches formula at weight 0.5 for accuracy
   T beta2, v_weight;   // beta2, 1 - beta2
@@ -74,16 +75,79 @@ struct AdamWUpdate {
   T bc2_sqrt;          // sqrt(1 - beta2^t)
   T eps;
 
-  KOKKOS_INLINE_FUNCTION void operator()(std::int64_t i) const {
-    const T gi = g(i);
-    const T pi = p(i) * decay_factor;
-    const T m0 = m(i);
-    const T mi = small_weight ? m0 + m_weight * (gi - m0) : gi - (gi - m0) * (T(1) - m_weight);
-    const T vi = v(i) * beta2 + v_weight * gi * gi;
+  KOKKOS_INLINE_FUNCTION void update(T& p, const T g, T& m, T& v, const T decay) const {
+    const T pi = p * decay;
+    const T m0 = m;
+    const T mi = small_weight ? m0 + m_weight * (g - m0) : g - (g - m0) * (T(1) - m_weight);
+    const T vi = v * beta2 + v_weight * g * g;
     const T denom = math::sqrt(vi) / bc2_sqrt + eps;
-    m(i) = mi;
-    v(i) = vi;
-    p(i) = pi + neg_step_size * mi / denom;
+    m = mi;
+    v = vi;
+    p = pi + neg_step_size * mi / denom;
+  }
+
+  // The same update of n consecutive elements in three passes, for host loops: a square root
+  // that may set errno (the default, -fmath-errno) is a call the compiler cannot vectorise, and
+  // in one loop it keeps the whole update scalar. Apart, only the square roots are; the
+  // operations and their order per element are update()'s, so the results are bit for bit the
+  // same.
+  KOKKOS_INLINE_FUNCTION void update_block(T* p, const T* g, T* m, T* v, const T decay,
+                                           const std::int64_t n, T* root) const {
+    for (std::int64_t j = 0; j < n; ++j) {
+      const T vi = v[j] * beta2 + v_weight * g[j] * g[j];
+      v[j] = vi;
+      root[j] = vi;
+    }
+    for (std::int64_t j = 0; j < n; ++j) root[j] = math::sqrt(root[j]);
+    if (small_weight) {
+      for (std::int64_t j = 0; j < n; ++j) {
+        const T pi = p[j] * decay;
+        const T mi = m[j] + m_weight * (g[j] - m[j]);
+        m[j] = mi;
+        p[j] = pi + neg_step_size * mi / (root[j] / bc2_sqrt + eps);
+      }
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) {
+        const T pi = p[j] * decay;
+        const T mi = g[j] - (g[j] - m[j]) * (T(1) - m_weight);
+        m[j] = mi;
+        p[j] = pi + neg_step_size * mi / (root[j] / bc2_sqrt + eps);
+      }
+    }
+  }
+};
+
+// The step of every parameter in one launch: a team per chunk of the table, the moments of a
+// tensor at its offset in the flat moment buffers.
+template <class T, class ExecSpace>
+struct AdamWMultiUpdate {
+  using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
+  typename ParameterTable<T, ExecSpace>::TensorView tensors;
+  typename ParameterTable<T, ExecSpace>::ChunkView chunks;
+  View1<T, ExecSpace> m, v;
+  AdamWCoefficients<T> c;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const member_type& team) const {
+    const TableChunk k = chunks(team.league_rank());
+    const TableTensor<T> t = tensors(k.tensor);
+    T* const p = t.value;
+    const T* const g = t.grad;
+    T* const mt = m.data() + t.offset;
+    T* const vt = v.data() + t.offset;
+    const T decay = t.decay ? c.decay_factor : T(1);
+    const AdamWCoefficients<T> cc = c;
+    if constexpr (host_team<ExecSpace>()) {
+      if (team.team_size() == 1) {
+        constexpr std::int64_t block = 256;
+        T root[block];
+        for (std::int64_t b = k.begin; b < k.end; b += block)
+          cc.update_block(p + b, g + b, mt + b, vt + b, decay,
+                          k.end - b < block ? k.end - b : block, root);
+        return;
+      }
+    }
+    team_for<ExecSpace>(team, k.begin, k.end,
+                        [&](std::int64_t i) { cc.update(p[i], g[i], mt[i], vt[i], decay); });
   }
 };
 
@@ -92,7 +156,8 @@ struct AdamWUpdate {
 template <class T, class ExecSpace>
 class AdamW {
  public:
-  // First and second moment of one parameter, flat like its value and gradient.
+  // First and second moment of one parameter, flat like its value and gradient: views into
+  // the optimizer's flat moment buffers.
   struct Moments {
     View1<T, ExecSpace> m, v;
   };
@@ -107,22 +172,38 @@ class AdamW {
     initialize(params);
   }
 
-  // (Re)allocates zero moments for exactly these parameters and restarts the step count.
+  // (Re)allocates zero moments for exactly these parameters and restarts the step count. All
+  // moments live in two flat buffers (one allocation each, one kernel per step), each
+  // parameter's at its own offset.
   void initialize(const ParameterList<T, ExecSpace>& params) {
     std::map<std::string, std::size_t> index;
-    std::vector<Moments> state;
+    std::vector<std::int64_t> offsets;
+    std::int64_t total = 0;
     for (const auto& p : params) {
-      Impl::require(index.emplace(p.name, state.size()).second, "dchag::AdamW: parameter '",
+      Impl::require(index.emplace(p.name, offsets.size()).second, "dchag::AdamW: parameter '",
                     p.name, "' appears twice in the parameter list");
       Impl::require(p.grad.size() == p.size(), "dchag::AdamW: parameter '", p.name, "' has ",
                     p.size(), " values but ", p.grad.size(), " gradient entries");
-      state.push_back({View1<T, ExecSpace>("adamw.m." + p.name, p.size()),
-                       View1<T, ExecSpace>("adamw.v." + p.name, p.size())});
+      offsets.push_back(total);
+      // 64-byte boundaries, as separate allocations had them.
+      total += static_cast<std::int64_t>((p.size() + 15) / 16 * 16);
+    }
+    View1<T, ExecSpace> m("adamw.m", static_cast<std::size_t>(total));
+    View1<T, ExecSpace> v("adamw.v", static_cast<std::size_t>(total));
+    std::vector<Moments> state;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const auto range = Kokkos::make_pair(static_cast<std::size_t>(offsets[i]),
+                                           static_cast<std::size_t>(offsets[i]) + params[i].size());
+      state.push_back({Kokkos::subview(m, range), Kokkos::subview(v, range)});
     }
     index_ = std::move(index);
     state_ = std::move(state);
+    offsets_ = std::move(offsets);
+    m_ = m;
+    v_ = v;
     names_.clear();
     for (const auto& p : params) names_.push_back(p.name);
+    table_.invalidate();
     initialized_ = true;
     step_count_ = 0;
   }
@@ -135,17 +216,17 @@ class AdamW {
   void step(const ExecSpace& space, const ParameterList<T, ExecSpace>& params, double lr) {
     Impl::check_adamw_lr(lr);
     if (!initialized_) initialize(params);
-    const std::vector<std::size_t> slot = match(params);
+    prepare(params);
 
     const std::int64_t t = step_count_ + 1;
     const double b1 = config_.beta1, b2 = config_.beta2;
     const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(b2, static_cast<double>(t));
-    Impl::AdamWUpdate<T, ExecSpace> update;
-    update.m_weight = static_cast<T>(1.0 - b1);
-    update.small_weight = (1.0 - b1) < 0.5;
-    update.beta2 = static_cast<T>(b2);
-    update.v_weight = static_cast<T>(1.0 - b2);
+    Impl::AdamWCoefficients<T> c;
+    c.m_weight = static_cast<T>(1.0 - b1);
+    c.small_weight = (1.0 - b1) < 0.5;
+    c.beta2 = static_cast<T>(b2);
+    c.v_weight = static_cast<T>(1.0 - b2);
     // Checked before the conversion to T, in which the update runs (an out-of-range conversion
     // is undefined): a rate that is finite as a double can still overflow a float and turn
     // every parameter into NaN in one step.
@@ -155,20 +236,15 @@ class AdamW {
                   "dchag::AdamW: learning rate ", lr, " overflows the ",
                   sizeof(T) == 4 ? "float" : "double", " parameters (step size ", lr / bc1,
                   ", decay factor ", 1.0 - lr * config_.weight_decay, ")");
-    update.neg_step_size = static_cast<T>(-(lr / bc1));
-    update.bc2_sqrt = static_cast<T>(std::sqrt(bc2));
-    update.eps = static_cast<T>(config_.eps);
-    const T decay_factor = static_cast<T>(1.0 - lr * config_.weight_decay);
+    c.neg_step_size = static_cast<T>(-(lr / bc1));
+    c.bc2_sqrt = static_cast<T>(std::sqrt(bc2));
+    c.eps = static_cast<T>(config_.eps);
+    c.decay_factor = static_cast<T>(1.0 - lr * config_.weight_decay);
 
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      const auto& p = params[i];
-      update.p = p.value;
-      update.g = p.grad;
-      update.m = state_[slot[i]].m;
-      update.v = state_[slot[i]].v;
-      update.decay_factor = p.decay ? decay_factor : T(1);
-      Kokkos::parallel_for("dchag::AdamW::step", Impl::flat_policy(space, p.size()), update);
-    }
+    if (table_.chunk_count() > 0)
+      Kokkos::parallel_for("dchag::AdamW::step", table_.policy(space),
+                           Impl::AdamWMultiUpdate<T, ExecSpace>{table_.tensors(),
+                                                                 table_.chunks(), m_, v_, c});
     step_count_ = t;
   }
 
@@ -198,9 +274,27 @@ class AdamW {
   }
 
  private:
-  // The slot of each parameter's moments. The list is rebuilt from the model before every
-  // step, so it is matched by name (order may change), and must cover the state exactly: a
-  // missing or resized parameter would otherwise silently train with someone else's moments.
+  // Points the table at this list's tensors and their moments. The list is rebuilt from the
+  // model before every step, so it is matched by name (order may change) whenever it is not the
+  // list of the last step (same names, pointers and sizes: then nothing is done, and nothing
+  // allocated).
+  void prepare(const ParameterList<T, ExecSpace>& params) {
+    if (table_.matches(params) && table_names_.size() == params.size()) {
+      bool same = true;
+      for (std::size_t i = 0; i < params.size() && same; ++i)
+        same = table_names_[i] == params[i].name;
+      if (same) return;
+    }
+    const std::vector<std::size_t> slot = match(params);
+    std::vector<std::int64_t> offsets(params.size());
+    for (std::size_t i = 0; i < params.size(); ++i) offsets[i] = offsets_[slot[i]];
+    table_.build(params, offsets, static_cast<std::int64_t>(m_.extent(0)));
+    table_names_.clear();
+    for (const auto& p : params) table_names_.push_back(p.name);
+  }
+
+  // The slot of each parameter's moments. The list must cover the state exactly: a missing or
+  // resized parameter would otherwise silently train with someone else's moments.
   std::vector<std::size_t> match(const ParameterList<T, ExecSpace>& params) const {
     const char* where = "dchag::AdamW::step";
     std::vector<std::size_t> slot(params.size());
@@ -231,7 +325,12 @@ class AdamW {
   std::int64_t step_count_ = 0;
   std::map<std::string, std::size_t> index_;
   std::vector<Moments> state_;
+  std::vector<std::int64_t> offsets_;  // of each slot's moments in m_ and v_
+  View1<T, ExecSpace> m_, v_;
   std::vector<std::string> names_;
+  // The last step's list, as a table into m_ and v_, and its names.
+  ParameterTable<T, ExecSpace> table_;
+  std::vector<std::string> table_names_;
 };
 
 // Sets every gradient to zero (parameter gradients accumulate across backward calls).

@@ -17,6 +17,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/kernels/reductions.hpp>
+#include <dchag/train/parameter_table.hpp>
 
 namespace dchag {
 namespace Impl {
@@ -37,19 +38,39 @@ double grad_sum_squares(const ExecSpace& space, const ParameterList<T, ExecSpace
   return total;
 }
 
-// Scales every gradient by max_norm / (total_norm + 1e-6) when that is below 1 (torch's rule,
-// the 1e-6 keeping a zero norm harmless) and returns the factor applied (1 when not clipped).
-// total_norm is the global norm, already reduced over ranks when the model is sharded.
+namespace Impl {
+
+// torch's factor max_norm / (total_norm + 1e-6), or 1 when that is not below 1 (the 1e-6
+// keeping a zero norm harmless).
+inline double grad_clip_factor(const char* where, double max_norm, double total_norm) {
+  check_max_norm(where, max_norm);
+  require(std::isfinite(total_norm), where, ": the global gradient norm is ", total_norm,
+          " (NaN or Inf gradients: the step diverged)");
+  const double coef = max_norm / (total_norm + 1e-6);
+  return coef >= 1.0 ? 1.0 : coef;
+}
+
+}  // namespace Impl
+
+// Scales every gradient by max_norm / (total_norm + 1e-6) when that is below 1 (torch's rule)
+// and returns the factor applied (1 when not clipped). total_norm is the global norm, already
+// reduced over ranks when the model is sharded.
 template <class T, class ExecSpace>
 double apply_grad_clip(const ExecSpace& space, const ParameterList<T, ExecSpace>& params,
                        double max_norm, double total_norm) {
-  const char* where = "dchag::apply_grad_clip";
-  Impl::check_max_norm(where, max_norm);
-  Impl::require(std::isfinite(total_norm), where, ": the global gradient norm is ", total_norm,
-                " (NaN or Inf gradients: the step diverged)");
-  const double coef = max_norm / (total_norm + 1e-6);
+  const double coef = Impl::grad_clip_factor("dchag::apply_grad_clip", max_norm, total_norm);
   if (coef >= 1.0) return 1.0;
   for (const auto& p : params) scale(space, p.grad, static_cast<T>(coef));
+  return coef;
+}
+
+// The same over a table of the parameters: one launch for all of them.
+template <class T, class ExecSpace>
+double apply_grad_clip(const ExecSpace& space, const ParameterTable<T, ExecSpace>& table,
+                       double max_norm, double total_norm) {
+  const double coef = Impl::grad_clip_factor("dchag::apply_grad_clip", max_norm, total_norm);
+  if (coef >= 1.0) return 1.0;
+  scale_grads(space, table, static_cast<T>(coef));
   return coef;
 }
 
@@ -60,15 +81,15 @@ double clip_grad_norm(const ExecSpace& space, const ParameterList<T, ExecSpace>&
                       double max_norm) {
   const char* where = "dchag::clip_grad_norm";
   Impl::check_max_norm(where, max_norm);
-  // One reduction per parameter, which is what the norm costs anyway, so the culprits of a
-  // non-finite norm come for free.
-  double total = 0;
+  // One reduction over all of them (through a table built here: this is the single-call
+  // convenience, the trainers keep theirs); only a non-finite result pays for one reduction per
+  // parameter, to name the culprits.
+  const ParameterTable<T, ExecSpace> table(params);
+  const double total = grad_sum_squares(space, table);
   std::vector<std::string> bad;
-  for (const auto& p : params) {
-    const double s = sum_squares(space, p.grad);
-    if (!std::isfinite(s)) bad.push_back(p.name);
-    total += s;
-  }
+  if (!std::isfinite(total))
+    for (const auto& p : params)
+      if (!std::isfinite(sum_squares(space, p.grad))) bad.push_back(p.name);
   if (!bad.empty()) {
     std::string names;
     const std::size_t shown = bad.size() < 5 ? bad.size() : 5;
@@ -80,7 +101,7 @@ double clip_grad_norm(const ExecSpace& space, const ParameterList<T, ExecSpace>&
   const double norm = std::sqrt(total);
   Impl::require(std::isfinite(norm), where, ": the global gradient norm is ", norm,
                 " (the sum of squares overflowed)");
-  apply_grad_clip(space, params, max_norm, norm);
+  apply_grad_clip(space, table, max_norm, norm);
   return norm;
 }
 

@@ -17,6 +17,7 @@
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/parallel/collectives.hpp>
 #include <dchag/parallel/process_grid.hpp>
+#include <dchag/train/parameter_table.hpp>
 
 namespace dchag {
 
@@ -25,6 +26,8 @@ class GradientSync {
  public:
   // Averages the gradients over the data-parallel ranks (nothing to do for dp = fsdp = 1).
   // The gradients of sharded parameters must hold the sum over the fsdp group already.
+  // One pack kernel, one all-reduce and one unpack kernel for all parameters; the table and
+  // the buffer are kept for the next step's (same) list.
   void average(const ExecSpace& space, const ProcessGrid& grid,
                const ParameterList<T, ExecSpace>& params) {
     const T inverse = T(1) / T(grid.data_size());
@@ -32,47 +35,64 @@ class GradientSync {
       Impl::require(p.sharded == (grid.fsdp() > 1), "dchag::GradientSync: parameter '", p.name,
                     "' is ", p.sharded ? "" : "not ", "sharded but the grid has fsdp = ",
                     grid.fsdp());
+    if (grid.data_size() == 1) return;
+    table_.update(params);
     if (grid.dp() == 1) {
-      if (grid.fsdp() > 1)
-        for (const auto& p : params) scale(space, p.grad, inverse);
+      scale_grads(space, table_, inverse);
       return;
     }
-    std::size_t total = 0;
-    for (const auto& p : params) total += p.size();
+    const auto total = static_cast<std::size_t>(table_.packed_size());
     if (buffer_.extent(0) != total) buffer_ = View1<T, ExecSpace>("dp_gradient_buffer", total);
-    std::size_t offset = 0;
-    for (const auto& p : params) {
-      Kokkos::deep_copy(space, Kokkos::subview(buffer_, Kokkos::make_pair(offset, offset + p.size())),
-                        p.grad);
-      offset += p.size();
-    }
+    if (table_.chunk_count() > 0)
+      Kokkos::parallel_for("dchag::GradientSync::pack", table_.policy(space),
+                           Impl::TablePack<T, ExecSpace>{table_.tensors(), table_.chunks(),
+                                                         buffer_});
     all_reduce_sum(space, grid.dp_comm(), buffer_);
-    scale(space, buffer_, inverse);
-    offset = 0;
-    for (const auto& p : params) {
-      Kokkos::deep_copy(space, p.grad,
-                        Kokkos::subview(buffer_, Kokkos::make_pair(offset, offset + p.size())));
-      offset += p.size();
-    }
+    // The sum times 1 / (dp x fsdp), as a scaling of the buffer followed by a copy would give.
+    if (table_.chunk_count() > 0)
+      Kokkos::parallel_for("dchag::GradientSync::unpack", table_.policy(space),
+                           Impl::TableUnpackScaled<T, ExecSpace>{table_.tensors(),
+                                                                 table_.chunks(), buffer_,
+                                                                 inverse});
   }
 
  private:
+  ParameterTable<T, ExecSpace> table_;
   View1<T, ExecSpace> buffer_;
 };
 
-// The 2-norm of the whole model's gradient, identical on every rank. NaN or Inf anywhere makes
-// it non-finite on every rank (the reduction carries it), so every rank fails the same way.
-template <class T, class ExecSpace>
-double global_grad_norm(const ExecSpace& space, const ProcessGrid& grid,
-                        const ParameterList<T, ExecSpace>& params) {
-  // [sharded][partitioned]: sum over tp what is partitioned, then over fsdp what is sharded.
-  double sums[2][2] = {{0, 0}, {0, 0}};
-  for (const auto& p : params) sums[p.sharded][p.partitioned] += sum_squares(space, p.grad);
+namespace Impl {
+
+// [sharded][partitioned] sums of squares -> the global norm: sum over tp what is partitioned,
+// then over fsdp what is sharded.
+inline double global_norm_from_kinds(const ProcessGrid& grid, const double (&kinds)[4]) {
+  double sums[2][2] = {{kinds[0], kinds[1]}, {kinds[2], kinds[3]}};
   if (grid.tp() > 1)
     for (auto& s : sums) s[1] = all_reduce_sum(grid.tp_comm(), s[1]);
   double sharded = sums[1][0] + sums[1][1];
   if (grid.fsdp() > 1) sharded = all_reduce_sum(grid.fsdp_comm(), sharded);
   return std::sqrt(sums[0][0] + sums[0][1] + sharded);
+}
+
+}  // namespace Impl
+
+// The 2-norm of the whole model's gradient, identical on every rank. NaN or Inf anywhere makes
+// it non-finite on every rank (the reduction carries it), so every rank fails the same way.
+// One reduction over all local gradients (in double), then at most two scalar all-reduces.
+template <class T, class ExecSpace>
+double global_grad_norm(const ExecSpace& space, const ProcessGrid& grid,
+                        const ParameterTable<T, ExecSpace>& table) {
+  double kinds[4];
+  grad_squares_by_kind(space, table, kinds);
+  return Impl::global_norm_from_kinds(grid, kinds);
+}
+
+// The same for a list: builds its table first (two small allocations); a training loop keeps
+// the table instead (Impl::OptimizerLoop).
+template <class T, class ExecSpace>
+double global_grad_norm(const ExecSpace& space, const ProcessGrid& grid,
+                        const ParameterList<T, ExecSpace>& params) {
+  return global_grad_norm(space, grid, ParameterTable<T, ExecSpace>(params));
 }
 
 }  // namespace dchag

@@ -17,6 +17,7 @@
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/losses.hpp>
+#include <dchag/train/parameter_table.hpp>
 #include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/schedule.hpp>
 
@@ -60,6 +61,7 @@ class OptimizerLoop {
   OptimizerLoop(ParameterList<T, ExecSpace> params, const TrainConfig& config)
       : config_(config),
         params_(std::move(params)),
+        table_(params_),
         optimizer_(adamw_from_train_config(config)),
         schedule_(config.lr, config.warmup_steps, config.steps, config.warmup_start_lr,
                   config.min_lr) {
@@ -78,7 +80,7 @@ class OptimizerLoop {
     StepReport r;
     r.step = step_;
     r.lr = schedule_.lr(step_);
-    zero_grad(space, params_);
+    zero_grad(space, table_);
     return r;
   }
 
@@ -91,8 +93,8 @@ class OptimizerLoop {
     // The same value on every rank now (the loss is replicated over tp), so a NaN on one rank
     // stops them all here; the trainers do not check their ranks' losses alone.
     require_finite_loss("dchag training step", r.loss);
-    r.grad_norm = global_grad_norm(space, grid, params_);
-    apply_grad_clip(space, params_, config_.max_grad_norm, r.grad_norm);
+    r.grad_norm = global_grad_norm(space, grid, table_);
+    apply_grad_clip(space, table_, config_.max_grad_norm, r.grad_norm);
     optimizer_.step(space, params_, r.lr);
     space.fence();
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
@@ -116,6 +118,9 @@ class OptimizerLoop {
  private:
   TrainConfig config_;
   ParameterList<T, ExecSpace> params_;
+  // params_ as one table (its pointers are fixed with the list), for the one-launch zeroing,
+  // norm and clipping.
+  ParameterTable<T, ExecSpace> table_;
   AdamW<T, ExecSpace> optimizer_;
   WarmupCosine schedule_;
   GradientSync<T, ExecSpace> sync_;
