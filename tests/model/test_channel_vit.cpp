@@ -195,14 +195,29 @@ TEST_CASE("ChannelViT refuses nonsense definitions before allocating anything") 
                  Zero{"width", &dchag::ModelConfig::width},
                  Zero{"patch", &dchag::ModelConfig::patch}, Zero{"dim", &dchag::ModelConfig::dim},
                  Zero{"depth", &dchag::ModelConfig::depth},
-                 Zero{"heads", &dchag::ModelConfig::heads},
-                 Zero{"mlp_ratio", &dchag::ModelConfig::mlp_ratio}}) {
+                 Zero{"heads", &dchag::ModelConfig::heads}}) {
     CAPTURE(z.field);
     c = tiny_forecast();
     c.*z.member = 0;
     refused(c, {std::string(z.field) + " must be positive, got 0"});
     c.*z.member = -3;
     refused(c, {std::string(z.field) + " must be positive, got -3"});
+  }
+  for (const double ratio : {0.0, -3.0, 65.0, std::nan("")}) {
+    c = tiny_forecast();
+    c.mlp_ratio = ratio;
+    refused(c, {"mlp_ratio must be a number in (0, 64]"});
+  }
+  c = tiny_forecast();
+  c.mlp_ratio = 0.01;  // int(dim * 0.01) = 0 hidden units
+  refused(c, {"MLP hidden width int(dim * mlp_ratio)"});
+  for (const double rate : {-0.1, 1.0, std::nan("")}) {
+    c = tiny_forecast();
+    c.drop_rate = rate;
+    refused(c, {"drop_rate is a probability in [0, 1), got"});
+    c = tiny_forecast();
+    c.drop_path_rate = rate;
+    refused(c, {"drop_path_rate is a probability in [0, 1), got"});
   }
   c = tiny_forecast();
   c.decoder_depth = -1;

@@ -52,7 +52,7 @@ class ChannelViT {
         grid_(grid),
         stem_(config, grid),
         pos_embed_(config.patches(), config.dim, config.grid_h(), config.grid_w()),
-        encoder_(config.dim, config.depth, config.heads, double(config.mlp_ratio), "", 1e-5,
+        encoder_(config.dim, config.depth, config.heads, config.mlp_ratio, "", 1e-5,
                  grid.tp_comm(), grid.fsdp_comm()),
         head_(config.dim, config.out_channels, config.patch, config.decoder_depth) {
     if (config_.lead_time) lead_embed_ = LeadTimeEmbedding<T, ExecSpace>(config.dim);

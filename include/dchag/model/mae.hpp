@@ -181,7 +181,7 @@ class ChannelMAE {
         kept_(mae.kept(config.patches())),
         stem_(config, grid),
         pos_embed_(L_, config.dim, config.grid_h(), config.grid_w()),
-        encoder_(config.dim, config.depth, config.heads, double(config.mlp_ratio), "", 1e-5,
+        encoder_(config.dim, config.depth, config.heads, config.mlp_ratio, "", 1e-5,
                  grid.tp_comm(), grid.fsdp_comm()),
         decoder_embed_("decoder_embed", config.dim, mae.decoder_dim),
         mask_token_("mask_token", mae.decoder_dim),
