@@ -85,7 +85,8 @@ void check_every_parameter(const dchag::ParameterList<T, Space>& params, Loss&& 
 }
 
 template <class Policy, class T, class Space>
-void check_forecast_gradients(const dchag::ModelConfig& cfg) {
+void check_forecast_gradients(const dchag::ModelConfig& cfg,
+                              dchag::ForwardMode mode = dchag::ForwardMode::evaluation()) {
   CAPTURE(cfg.describe());
   CAPTURE(Policy::name());
   Space space;
@@ -102,8 +103,14 @@ void check_forecast_gradients(const dchag::ModelConfig& cfg) {
   fill_random(lead, 3, 0.2, 1.0);
   fill_random(w, 4, 0.5, 1.5);
   auto loss = [&] {
-    return dchag::lat_weighted_mse(space, model.forward(space, x, lead), y, w, dpred);
+    return dchag::lat_weighted_mse(space, model.forward(space, x, lead, mode), y, w, dpred);
   };
+  if (mode.training && (cfg.drop_rate > 0 || cfg.drop_path_rate > 0)) {
+    // Dropout is on in training only.
+    const double train = loss();
+    const double eval = dchag::lat_weighted_mse(space, model.forward(space, x, lead), y, w, dpred);
+    CHECK(std::abs(train - eval) > 1e-6 * std::abs(eval));
+  }
   check_every_parameter(params, loss, [&] { model.backward(space, dpred); });
 }
 
@@ -152,6 +159,16 @@ TEST_CASE_TEMPLATE_DEFINE("ChannelViT: every gradient matches finite differences
     cfg.decoder_depth = 0;
     cfg.depth = 2;
     check_forecast_gradients<DistributedChannels<LinearAggregator>, T, Space>(cfg);
+  }
+  SUBCASE("training with dropout and drop-path (masks fixed by the step)") {
+    auto cfg = tiny_forecast({2, 1});
+    cfg.depth = 2;
+    cfg.drop_rate = 0.2;
+    cfg.drop_path_rate = 0.3;
+    check_forecast_gradients<DistributedChannels<LinearAggregator>, T, Space>(
+        cfg, ForwardMode::train(7));
+    check_forecast_gradients<TensorParallel, T, Space>(dchag::climax_dropout(tiny_forecast({1})),
+                                                       ForwardMode::train(3));
   }
 }
 TEST_CASE_TEMPLATE_APPLY(vit_grad, DoubleCases);

@@ -46,7 +46,7 @@ struct ModelConfig {
   std::vector<int> levels = {1};
   bool lead_time = true;
   std::uint64_t seed = 0;
-  // Regularisation in training (model/dropout_schedule.hpp; never in evaluation). drop_rate: the
+  // Regularisation in training (model/dropout_context.hpp; never in evaluation). drop_rate: the
   // dropout after the position embedding (pos_drop), the attention projection and both MLP
   // layers (timm's proj_drop, Mlp drop1 / drop2); drop_path_rate: stochastic depth of the last
   // block, rising linearly from 0 at block 0. 0 leaves the network deterministic; ClimaX

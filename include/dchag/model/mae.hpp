@@ -86,6 +86,11 @@ struct MaeConfig {
                   " is not divisible by decoder_heads ", decoder_heads);
     Impl::require(decoder_dim % 4 == 0, "MaeConfig: decoder_dim ", decoder_dim,
                   " must be divisible by 4 (2-D sin-cos decoder position embedding)");
+    // The masked autoencoder has no dropout path (MAE pre-training does without): refuse the
+    // rates rather than ignore them.
+    Impl::require(model.drop_rate == 0 && model.drop_path_rate == 0,
+                  "MaeConfig: the masked autoencoder trains without dropout; got drop_rate = ",
+                  model.drop_rate, ", drop_path_rate = ", model.drop_path_rate, " (expected 0)");
     const int k = kept(L);
     Impl::require(k >= 1 && k < L, "MaeConfig: mask_ratio ", mask_ratio, " keeps ", k, " of the ",
                   L, " patches (", model.grid_h(), " x ", model.grid_w(),
