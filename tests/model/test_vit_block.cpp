@@ -168,9 +168,9 @@ TEST_CASE_TEMPLATE_DEFINE("Block with dropout and drop-path: masks fixed by the 
     CHECK(gradient_error(p.value, p.grad, loss) < 1e-6);
   }
   // Refused rates name the value.
-  CHECK_THROWS_WITH_AS(dchag::Block<T, Space>("b", dim, heads, 4.0, 1e-5,
-                                              dchag::Communicator(MPI_COMM_SELF),
-                                              dchag::DropoutRates{1.0, 0}),
+  using B = dchag::Block<T, Space>;
+  CHECK_THROWS_WITH_AS(B("b", dim, heads, 4.0, 1e-5, dchag::Communicator(MPI_COMM_SELF),
+                         dchag::DropoutRates{1.0, 0}),
                        doctest::Contains("drop_rate is a probability in [0, 1), got 1"),
                        dchag::Error);
 }
