@@ -310,6 +310,10 @@ bool parse_shared_option(const char* program, const std::string& a, Value&& valu
   else if (a == "--dim") o.model.dim = positive();
   else if (a == "--depth") o.model.depth = positive();
   else if (a == "--heads") o.model.heads = positive();
+  else if (a == "--mlp-ratio") o.model.mlp_ratio = parse_real(program, a, value(), 0.0, false);
+  else if (a == "--drop-rate") o.model.drop_rate = parse_real(program, a, value(), 0.0, true);
+  else if (a == "--drop-path-rate")
+    o.model.drop_path_rate = parse_real(program, a, value(), 0.0, true);
   else if (a == "--groups") o.groups = positive();
   else if (a == "--levels") o.levels = parse_levels(program, a, value());
   else if (a == "--aggregator") o.aggregator = value();
@@ -452,6 +456,8 @@ dchag::CheckpointInfo adopt_checkpoint(const char* program, Options& o, const st
   conflicts.check("--dim", to_string(m.dim), "dim", to_string(file.dim));
   conflicts.check("--depth", to_string(m.depth), "depth", to_string(file.depth));
   conflicts.check("--heads", to_string(m.heads), "heads", to_string(file.heads));
+  conflicts.check("--mlp-ratio", dchag::Impl::round_trip_text(m.mlp_ratio), "mlp_ratio",
+                  dchag::Impl::round_trip_text(file.mlp_ratio));
   conflicts.check("--seed", to_string(m.seed), "seed", to_string(file.seed));
   conflicts.check("--aggregator", o.aggregator, "aggregator", aggregator);
   for (const char* flag : {"--groups", "--levels"})
@@ -459,7 +465,11 @@ dchag::CheckpointInfo adopt_checkpoint(const char* program, Options& o, const st
   more(conflicts, info);
   dchag::Impl::require(conflicts.text().empty(), program, ": ", conflicts.text(), " (", from,
                        "); the checkpoint defines the model: drop the flag, or start a new run");
+  // Dropout shapes the run, not the model: flags given now override what the file recorded.
+  const double drop_rate = o.model.drop_rate, drop_path_rate = o.model.drop_path_rate;
   o.model = file;
+  if (o.given.count("--drop-rate")) o.model.drop_rate = drop_rate;
+  if (o.given.count("--drop-path-rate")) o.model.drop_path_rate = drop_path_rate;
   o.aggregator = aggregator;
   return info;
 }

@@ -3,7 +3,8 @@
 //
 //   mpirun -np 2 train_dchag [--policy dchag|tp] [--tp 2] [--fsdp 1] [--dp 1]
 //               [--channels 16] [--height 32] [--width 64] [--patch 4] [--dim 128] [--depth 2]
-//               [--heads 4] [--groups 4 | --levels 8,2,1] [--aggregator linear|cross|baseline]
+//               [--heads 4] [--mlp-ratio 4] [--groups 4 | --levels 8,2,1]
+//               [--aggregator linear|cross|baseline] [--drop-rate 0] [--drop-path-rate 0]
 //               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
 //               [--run-dir runs/latest] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
 //               [--no-save] [--timeout-minutes M]
@@ -28,7 +29,9 @@
 // part of the batch. --tp defaults to all ranks / (fsdp x dp). --batch is the global batch, split
 // over the fsdp x dp ranks. --groups G gives the two-level D-CHAG tree {G, 1};
 // --levels takes any tree; --aggregator baseline is the ClimaX cross-attention over all
-// channels (levels {1}).
+// channels (levels {1}). --mlp-ratio sets the MLP width int(dim * ratio) (a float, as in
+// ClimaX). --drop-rate and --drop-path-rate turn on dropout and stochastic depth in training
+// (ClimaX trains with 0.1 and 0.1; the default 0 keeps the network deterministic).
 #include <dchag/dchag.hpp>
 #include <mpi.h>
 
@@ -265,7 +268,8 @@ void print_usage() {
       "       examples/train_dchag.cpp says what each does)\n"
       "  grid:     --policy dchag|tp  --tp N  --fsdp N  --dp N\n"
       "  model:    --channels C  --height H  --width W  --patch P  --dim D  --depth N\n"
-      "            --heads N  --groups G | --levels 8,2,1  --aggregator linear|cross|baseline\n"
+      "            --heads N  --mlp-ratio X  --groups G | --levels 8,2,1\n"
+      "            --aggregator linear|cross|baseline  --drop-rate P  --drop-path-rate P\n"
       "  training: --steps N  --batch B  --lr X  --seed S  --timeout-minutes M\n"
       "  files:    --run-dir DIR  --csv FILE  --save-every K  --no-save  --resume CHECKPOINT\n"
       "            --eval CHECKPOINT\n");

@@ -16,6 +16,7 @@
 #include <dchag/kernels/blas_info.hpp>
 #include <dchag/kernels/channel_rows.hpp>
 #include <dchag/kernels/cross_attention.hpp>
+#include <dchag/kernels/dropout.hpp>
 #include <dchag/kernels/gelu.hpp>
 #include <dchag/kernels/gemm.hpp>
 #include <dchag/kernels/heads.hpp>
@@ -47,6 +48,7 @@
 #include <dchag/model/channel_stem.hpp>
 #include <dchag/model/channel_vit.hpp>
 #include <dchag/model/config.hpp>
+#include <dchag/model/dropout_context.hpp>
 #include <dchag/model/encoder.hpp>
 #include <dchag/model/forecast_head.hpp>
 #include <dchag/model/mae.hpp>

@@ -227,10 +227,31 @@ TEST_CASE_TEMPLATE_DEFINE("truncated_normal: bounds, moments and distribution", 
   const double sigma = 0.02;
   dchag::View1<T, Space> v("v", n);
 
-  // The ViT default: cut at +-2 sigma. Analytic std of the truncated normal: sigma * 0.8796.
+  // The default is timm's trunc_normal_(std=0.02, a=-2, b=2): absolute bounds, 100 sigma away,
+  // so the values are a normal of std 0.02 for all practical purposes (as in ClimaX).
   dchag::truncated_normal(v, 1, 2, sigma);
   auto x = values(v);
   Moments m = moments(x);
+  CHECK(m.min >= -2.0);
+  CHECK(m.max <= 2.0);
+  CHECK(std::abs(m.mean) < 0.012 * sigma);  // 5 standard errors
+  CHECK(m.stddev == doctest::Approx(sigma).epsilon(0.01));
+  // Beyond 2 sigma: 4.55% of a normal; a cut there would leave none.
+  const auto beyond = std::count_if(x.begin(), x.end(),
+                                    [&](double t) { return std::abs(t) > 2 * sigma; });
+  CHECK(double(beyond) / double(n) == doctest::Approx(2 * normal_cdf(-2)).epsilon(0.05));
+  CHECK(std::max(-m.min, m.max) > 4 * sigma);  // ~13 of 200000 lie beyond 4 sigma
+  auto cdf = [&](double a, double b) {
+    return [=](double t) {
+      return (normal_cdf(t / sigma) - normal_cdf(a)) / (normal_cdf(b) - normal_cdf(a));
+    };
+  };
+  CHECK(ks_distance(x, cdf(-2 / sigma, 2 / sigma)) < 1.95 / std::sqrt(double(n)));
+
+  // A cut at +-2 sigma (bounds given explicitly). Analytic std: sigma * 0.8796.
+  dchag::truncated_normal(v, 1, 2, sigma, -2 * sigma, 2 * sigma);
+  x = values(v);
+  m = moments(x);
   CHECK(m.min >= double(T(-2 * sigma)));
   CHECK(m.max <= double(T(2 * sigma)));
   CHECK(m.min < -1.95 * sigma);  // the whole interval is used
@@ -240,11 +261,6 @@ TEST_CASE_TEMPLATE_DEFINE("truncated_normal: bounds, moments and distribution", 
   CHECK(analytic_std / sigma == doctest::Approx(0.8796).epsilon(1e-4));
   CHECK(std::abs(m.mean) < 0.01 * sigma);  // 5 standard errors
   CHECK(m.stddev == doctest::Approx(analytic_std).epsilon(0.01));
-  auto cdf = [&](double a, double b) {
-    return [=](double t) {
-      return (normal_cdf(t / sigma) - normal_cdf(a)) / (normal_cdf(b) - normal_cdf(a));
-    };
-  };
   CHECK(ks_distance(x, cdf(-2, 2)) < 1.95 / std::sqrt(double(n)));  // KS at the 0.1% level
 
   // An asymmetric cut [-1 sigma, 3 sigma]: mean sigma (phi(a) - phi(b)) / Z.

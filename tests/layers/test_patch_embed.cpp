@@ -103,6 +103,41 @@ TEST_CASE_TEMPLATE_DEFINE("ChannelPatchEmbed holding channels 2..4 equals them i
 }
 TEST_CASE_TEMPLATE_APPLY(patch_slice, AllCases);
 
+TEST_CASE_TEMPLATE_DEFINE("ChannelPatchEmbed biases start as PyTorch's Conv2d default", C,
+                          patch_bias_init) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  // uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = p * p: bound 1/p, per global channel.
+  const int p = 4, D = 256;
+  dchag::ChannelPatchEmbed<T, Space> full(6, p, D), part(2, p, D, /*channel_begin=*/3);
+  full.init(5);
+  part.init(5);
+  auto bf = to_host(full.bias());
+  auto bp = to_host(part.bias());
+  double lo = 1, hi = -1, mean = 0, sq = 0;
+  for (std::size_t c = 0; c < bf.extent(0); ++c)
+    for (std::size_t d = 0; d < bf.extent(1); ++d) {
+      const double b = double(bf(c, d));
+      lo = std::min(lo, b);
+      hi = std::max(hi, b);
+      mean += b;
+      sq += b * b;
+    }
+  const double n = double(bf.size()), bound = 1.0 / p;
+  CHECK(lo >= -bound);
+  CHECK(hi <= bound);
+  CHECK(lo < -0.95 * bound);
+  CHECK(hi > 0.95 * bound);
+  CHECK(std::abs(mean / n) < 5 * bound / std::sqrt(3 * n));
+  CHECK(std::sqrt(sq / n) == doctest::Approx(bound / std::sqrt(3.0)).epsilon(0.05));
+  // Channels 3 and 4 of the part hold the values of channels 3 and 4 of the whole.
+  for (std::size_t c = 0; c < 2; ++c)
+    for (std::size_t d = 0; d < std::size_t(D); ++d) CHECK(bp(c, d) == bf(c + 3, d));
+  // Each channel its own stream.
+  CHECK(bf(0, 0) != bf(1, 0));
+}
+TEST_CASE_TEMPLATE_APPLY(patch_bias_init, AllCases);
+
 TEST_CASE_TEMPLATE_DEFINE("ChannelPatchEmbed backward matches finite differences", C, patch_bwd) {
   using Space = typename C::space;
   using T = typename C::scalar;

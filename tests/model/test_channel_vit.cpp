@@ -85,7 +85,8 @@ void check_every_parameter(const dchag::ParameterList<T, Space>& params, Loss&& 
 }
 
 template <class Policy, class T, class Space>
-void check_forecast_gradients(const dchag::ModelConfig& cfg) {
+void check_forecast_gradients(const dchag::ModelConfig& cfg,
+                              dchag::ForwardMode mode = dchag::ForwardMode::evaluation()) {
   CAPTURE(cfg.describe());
   CAPTURE(Policy::name());
   Space space;
@@ -102,8 +103,14 @@ void check_forecast_gradients(const dchag::ModelConfig& cfg) {
   fill_random(lead, 3, 0.2, 1.0);
   fill_random(w, 4, 0.5, 1.5);
   auto loss = [&] {
-    return dchag::lat_weighted_mse(space, model.forward(space, x, lead), y, w, dpred);
+    return dchag::lat_weighted_mse(space, model.forward(space, x, lead, mode), y, w, dpred);
   };
+  if (mode.training && (cfg.drop_rate > 0 || cfg.drop_path_rate > 0)) {
+    // Dropout is on in training only.
+    const double train = loss();
+    const double eval = dchag::lat_weighted_mse(space, model.forward(space, x, lead), y, w, dpred);
+    CHECK(std::abs(train - eval) > 1e-6 * std::abs(eval));
+  }
   check_every_parameter(params, loss, [&] { model.backward(space, dpred); });
 }
 
@@ -153,6 +160,16 @@ TEST_CASE_TEMPLATE_DEFINE("ChannelViT: every gradient matches finite differences
     cfg.depth = 2;
     check_forecast_gradients<DistributedChannels<LinearAggregator>, T, Space>(cfg);
   }
+  SUBCASE("training with dropout and drop-path (masks fixed by the step)") {
+    auto cfg = tiny_forecast({2, 1});
+    cfg.depth = 2;
+    cfg.drop_rate = 0.2;
+    cfg.drop_path_rate = 0.3;
+    check_forecast_gradients<DistributedChannels<LinearAggregator>, T, Space>(
+        cfg, ForwardMode::train(7));
+    check_forecast_gradients<TensorParallel, T, Space>(dchag::climax_dropout(tiny_forecast({1})),
+                                                       ForwardMode::train(3));
+  }
 }
 TEST_CASE_TEMPLATE_APPLY(vit_grad, DoubleCases);
 
@@ -195,14 +212,29 @@ TEST_CASE("ChannelViT refuses nonsense definitions before allocating anything") 
                  Zero{"width", &dchag::ModelConfig::width},
                  Zero{"patch", &dchag::ModelConfig::patch}, Zero{"dim", &dchag::ModelConfig::dim},
                  Zero{"depth", &dchag::ModelConfig::depth},
-                 Zero{"heads", &dchag::ModelConfig::heads},
-                 Zero{"mlp_ratio", &dchag::ModelConfig::mlp_ratio}}) {
+                 Zero{"heads", &dchag::ModelConfig::heads}}) {
     CAPTURE(z.field);
     c = tiny_forecast();
     c.*z.member = 0;
     refused(c, {std::string(z.field) + " must be positive, got 0"});
     c.*z.member = -3;
     refused(c, {std::string(z.field) + " must be positive, got -3"});
+  }
+  for (const double ratio : {0.0, -3.0, 65.0, std::nan("")}) {
+    c = tiny_forecast();
+    c.mlp_ratio = ratio;
+    refused(c, {"mlp_ratio must be a number in (0, 64]"});
+  }
+  c = tiny_forecast();
+  c.mlp_ratio = 0.01;  // int(dim * 0.01) = 0 hidden units
+  refused(c, {"MLP hidden width int(dim * mlp_ratio)"});
+  for (const double rate : {-0.1, 1.0, std::nan("")}) {
+    c = tiny_forecast();
+    c.drop_rate = rate;
+    refused(c, {"drop_rate is a probability in [0, 1), got"});
+    c = tiny_forecast();
+    c.drop_path_rate = rate;
+    refused(c, {"drop_path_rate is a probability in [0, 1), got"});
   }
   c = tiny_forecast();
   c.decoder_depth = -1;

@@ -130,6 +130,82 @@ TEST_CASE_TEMPLATE_DEFINE("Block backward matches finite differences", C, block_
 }
 TEST_CASE_TEMPLATE_APPLY(block_bwd, DoubleCases);
 
+TEST_CASE_TEMPLATE_DEFINE("Block with dropout and drop-path: masks fixed by the step, "
+                          "gradients match finite differences", C, block_dropout) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const int batch = 4, L = 5, dim = 12, heads = 3;
+  dchag::Block<T, Space> block("blocks.1", dim, heads, 4.0, 1e-5,
+                               dchag::Communicator(MPI_COMM_SELF), dchag::DropoutRates{0.2, 0.4});
+  dchag::Block<T, Space> plain("blocks.1", dim, heads);
+  block.init(7);
+  plain.init(7);
+  const auto params = params_of(block);
+  randomise(params, 8);
+  copy_by_name(params, params_of(plain));
+  dchag::View2<T, Space> x("x", batch * L, dim), r("r", batch * L, dim);
+  fill_random(x, 9);
+  fill_random(r, 10);
+  // Evaluation (the default, or a context that does not train) is the block without dropout.
+  const auto ref = to_eigen(plain.forward(space, x, batch, L));
+  CHECK((to_eigen(block.forward(space, x, batch, L)) - ref).cwiseAbs().maxCoeff() == 0);
+  dchag::DropoutContext eval{false, 3, 11, 0};
+  CHECK((to_eigen(block.forward(space, x, batch, L, eval)) - ref).cwiseAbs().maxCoeff() == 0);
+  // Training at a fixed step: deterministic, and different from evaluation.
+  const dchag::DropoutContext train{true, 3, 11, 8};
+  const auto y1 = to_eigen(block.forward(space, x, batch, L, train));
+  CHECK((to_eigen(block.forward(space, x, batch, L, train)) - y1).cwiseAbs().maxCoeff() == 0);
+  CHECK((y1 - ref).cwiseAbs().maxCoeff() > 1e-3);
+
+  auto loss = [&] { return dot(block.forward(space, x, batch, L, train), r); };
+  loss();
+  for (const auto& p : params) Kokkos::deep_copy(p.grad, T(0));
+  auto dx = block.backward(space, r);
+  CHECK(gradient_error(x, dx, loss, 60) < 1e-6);
+  for (const auto& p : params) {
+    CAPTURE(p.name);
+    CHECK(gradient_error(p.value, p.grad, loss) < 1e-6);
+  }
+  // Refused rates name the value.
+  using B = dchag::Block<T, Space>;
+  CHECK_THROWS_WITH_AS(B("b", dim, heads, 4.0, 1e-5, dchag::Communicator(MPI_COMM_SELF),
+                         dchag::DropoutRates{1.0, 0}),
+                       doctest::Contains("drop_rate is a probability in [0, 1), got 1"),
+                       dchag::Error);
+}
+TEST_CASE_TEMPLATE_APPLY(block_dropout, DoubleCases);
+
+TEST_CASE("Encoder: ClimaX's linear drop-path schedule, gradients with dropout") {
+  using Space = Kokkos::DefaultExecutionSpace;
+  using T = double;
+  Space space;
+  const int batch = 3, L = 3, dim = 8, heads = 2, depth = 3;
+  dchag::Encoder<T, Space> enc(dim, depth, heads, 2.0, "", 1e-5,
+                               dchag::Communicator(MPI_COMM_SELF),
+                               dchag::Communicator(MPI_COMM_SELF), dchag::DropoutRates{0.1, 0.3});
+  for (int i = 0; i < depth; ++i) {
+    CHECK(enc.block(i).dropout_rates().drop == 0.1);
+    CHECK(enc.block(i).dropout_rates().path == doctest::Approx(0.15 * i));
+  }
+  enc.init(31);
+  dchag::ParameterList<T, Space> params;
+  enc.parameters(params);
+  randomise(params, 32);
+  dchag::View2<T, Space> x("x", batch * L, dim), r("r", batch * L, dim);
+  fill_random(x, 33);
+  fill_random(r, 34);
+  const dchag::DropoutContext train{true, 1, 4, 0};
+  auto loss = [&] { return dot(enc.forward(space, x, batch, L, train), r); };
+  loss();
+  auto dx = enc.backward(space, r);
+  CHECK(gradient_error(x, dx, loss, 48) < 1e-6);
+  for (const auto& p : params) {
+    CAPTURE(p.name);
+    CHECK(gradient_error(p.value, p.grad, loss, 12) < 1e-6);
+  }
+}
+
 TEST_CASE_TEMPLATE_DEFINE("Encoder forward chains its blocks and the final norm", C, enc_fwd) {
   using Space = typename C::space;
   using T = typename C::scalar;

@@ -338,6 +338,49 @@ TEST_CASE("a checkpoint file does not depend on the grid that wrote it") {
   CHECK(!info.has_optimizer);
 }
 
+TEST_CASE("a checkpoint records a float mlp_ratio and the dropout rates; older integer ratios "
+          "still read") {
+  using Model = dchag::ChannelViT<T, Space, DchagL>;
+  const dchag::Communicator world;
+  auto cfg = config_for<DchagL>();
+  cfg.mlp_ratio = 2.5;  // hidden 40: splits over tp = 1, 2 and 4
+  cfg.drop_rate = 0.1;
+  cfg.drop_path_rate = 0.2;
+  Model model(cfg, dchag::ProcessGrid(world, world.size(), 1, 1));
+  const std::string path = in_dir("float_ratio.safetensors");
+  dchag::save_checkpoint(path, model, 0);
+  const auto info = dchag::read_checkpoint_info(path);
+  CHECK(info.config.mlp_ratio == 2.5);
+  CHECK(info.config.drop_rate == 0.1);
+  CHECK(info.config.drop_path_rate == 0.2);
+  CHECK(info.metadata.at("config.mlp_ratio") == "2.5");
+  // Dropout is a training setting: a model without it loads the file.
+  auto plain = cfg;
+  plain.drop_rate = plain.drop_path_rate = 0;
+  Model other(plain, dchag::ProcessGrid(world, world.size(), 1, 1));
+  dchag::load_checkpoint(path, other);
+
+  // A file of an older version: mlp_ratio "4", no dropout fields; or "4.0" from Python.
+  auto meta = info.metadata;
+  meta.erase("config.drop_rate");
+  meta.erase("config.drop_path_rate");
+  for (const char* text : {"4", "4.0"}) {
+    meta["config.mlp_ratio"] = text;
+    const auto old = dchag::Impl::config_from_metadata(meta, "old.safetensors");
+    CHECK(old.mlp_ratio == 4.0);
+    CHECK(old.drop_rate == 0);
+    CHECK(old.drop_path_rate == 0);
+    auto four = cfg;
+    four.mlp_ratio = 4;
+    CHECK_NOTHROW(dchag::Impl::check_checkpoint_config(meta, "old.safetensors", "channel_vit",
+                                                       four, {}, "linear"));
+  }
+  meta["config.mlp_ratio"] = "four";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "bad.safetensors"),
+                       doctest::Contains("'config.mlp_ratio' is 'four', not a number"),
+                       dchag::Error);
+}
+
 TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupted run", Policy,
                    DchagL, DchagC) {
   using Model = dchag::ChannelViT<T, Space, Policy>;

@@ -1,6 +1,7 @@
 // Partition invariance, the correctness contract of the parallel model: for a fixed model
 // definition, seed and data, the losses and every parameter after a few training steps are the
 // same on every grid that divides the work as on one rank.
+#include <cmath>
 #include <vector>
 
 #include "forecast_invariance.hpp"
@@ -47,6 +48,28 @@ TEST_CASE("partition invariance: D-CHAG-C with a three-level tree") {
 
 TEST_CASE("partition invariance: D-CHAG over raw channel tokens (levels {1})") {
   check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(tiny_config({1}));
+}
+
+// Dropout and drop-path in training (ClimaX's regularisation, stronger here so that every site
+// drops something in a tiny model): the masks are keyed by global sample and logical feature,
+// so every grid drops the same elements as one rank.
+TEST_CASE("partition invariance with dropout and drop-path: tensor-parallel baseline") {
+  auto cfg = tiny_config({1});
+  cfg.drop_rate = 0.2;
+  cfg.drop_path_rate = 0.3;
+  // Dropout is on at all: the single-rank losses differ from those without it.
+  std::vector<dchag::Parameter<double, Space>> a, b;
+  const Run with = train<dchag::TensorParallel>(cfg, dchag::ProcessGrid::single(), 4, 2, a);
+  const Run without =
+      train<dchag::TensorParallel>(tiny_config({1}), dchag::ProcessGrid::single(), 4, 2, b);
+  CHECK(std::abs(with.losses[0] - without.losses[0]) > 1e-6 * std::abs(without.losses[0]));
+  check_all_grids<dchag::TensorParallel>(cfg);
+}
+
+TEST_CASE("partition invariance with dropout and drop-path: D-CHAG-L") {
+  auto cfg = dchag::climax_dropout(tiny_config({4, 1}));
+  cfg.drop_rate = 0.25;
+  check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(cfg);
 }
 
 TEST_CASE("impossible splits are refused on every rank") {

@@ -90,13 +90,15 @@ def save_safetensors(path, tensors, metadata=None):
 
 CONFIG_FIELDS = ("channels", "out_channels", "height", "width", "patch", "dim", "depth", "heads",
                  "mlp_ratio", "decoder_depth")
+# ClimaX's mlp_ratio is a float (hidden = int(dim * mlp_ratio)); older dchag files hold "4".
+FLOAT_FIELDS = ("mlp_ratio",)
 
 
 def config_from_metadata(meta):
     """The model configuration and aggregator a dchag checkpoint records."""
     if meta.get("format") != "dchag.checkpoint":
         raise ValueError("not a dchag checkpoint (metadata 'format' is not 'dchag.checkpoint')")
-    cfg = {k: int(meta["config." + k]) for k in CONFIG_FIELDS}
+    cfg = {k: (float if k in FLOAT_FIELDS else int)(meta["config." + k]) for k in CONFIG_FIELDS}
     cfg["levels"] = [int(v) for v in meta["config.levels"].split(",")]
     cfg["lead_time"] = meta["config.lead_time"] == "true"
     return cfg, meta.get("aggregator", "none")

@@ -39,7 +39,7 @@ dchag::ModelConfig test_config(const std::string& aggregator) {
   c.dim = 16;
   c.depth = 2;
   c.heads = 4;
-  c.mlp_ratio = 4;
+  c.mlp_ratio = 2.5;  // a fractional ratio, as ClimaX allows: hidden int(16 * 2.5) = 40
   c.decoder_depth = 2;
   c.lead_time = true;
   c.seed = 11;

@@ -1,7 +1,9 @@
 #ifndef DCHAG_LAYERS_MLP_HPP
 #define DCHAG_LAYERS_MLP_HPP
 
-// timm's Mlp: fc1 (dim -> hidden), exact GELU, fc2 (hidden -> dim).
+// timm's Mlp: fc1 (dim -> hidden), exact GELU, drop1, fc2 (hidden -> dim). drop1 is the
+// dropout after the activation (kernels/dropout.hpp), given per forward and off unless asked
+// for; timm's drop2 after fc2 belongs to the caller, which adds fc2's bias (Block).
 
 #include <cstdint>
 #include <string>
@@ -12,6 +14,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/bias.hpp>
+#include <dchag/kernels/dropout.hpp>
 #include <dchag/kernels/gelu.hpp>
 #include <dchag/layers/linear.hpp>
 #include <dchag/layers/parallel_linear.hpp>
@@ -52,12 +55,23 @@ class Mlp {
     fc2_.init_truncated_normal(seed, std);
   }
 
-  matrix forward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& x) {
+  // drop1: the dropout after GELU, on rows of `tokens` tokens per sample, the first of global
+  // sample sample_begin; its masks are keyed by the logical hidden unit, so that a slice of the
+  // hidden layer (tensor parallelism) drops what the whole layer drops there.
+  matrix forward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& x,
+                 const DropoutSite& drop1 = {}, std::size_t tokens = 1,
+                 std::uint64_t sample_begin = 0) {
     Impl::require(x.extent(1) == std::size_t(dim()), "Mlp '", name_, "': input ",
                   Impl::shape_of(x), " has ", x.extent(1), " features, expected ", dim());
     h_ = fc1_.forward(space, x);
     if (a_.extent(0) != h_.extent(0)) a_ = matrix(name_ + ".act", h_.extent(0), hidden());
     gelu(space, h_, a_);
+    drop1_ = drop1;
+    tokens_ = tokens;
+    sample_begin_ = sample_begin;
+    // In place: fc2's weight gradient needs the dropped activations, not the GELU output.
+    if (drop1_.active())
+      dropout(space, drop1_, a_, a_, tokens_, sample_begin_, std::uint64_t(hidden_begin_));
     return fc2_.forward(space, a_);
   }
 
@@ -71,7 +85,10 @@ class Mlp {
   matrix backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dy,
                   bool input_grad = true) {
     matrix da = fc2_.backward(space, dy);  // checks dy against the forward shape first
-    // fc2 hands out its own dx buffer, free until its next backward: take it for dL/dh.
+    // The forward's drop1 mask, regenerated; then fc2's own dx buffer, free until its next
+    // backward, takes dL/dh.
+    if (drop1_.active())
+      dropout(space, drop1_, da, da, tokens_, sample_begin_, std::uint64_t(hidden_begin_));
     gelu_backward(space, h_, da, da);
     return fc1_.backward(space, da, input_grad);
   }
@@ -111,6 +128,9 @@ class Mlp {
   ColumnParallelLinear<T, ExecSpace> fc1_;
   RowParallelLinear<T, ExecSpace> fc2_;
   matrix h_, a_;
+  DropoutSite drop1_;  // of the last forward
+  std::size_t tokens_ = 1;
+  std::uint64_t sample_begin_ = 0;
 };
 
 }  // namespace dchag

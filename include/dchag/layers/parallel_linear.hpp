@@ -69,11 +69,12 @@ class ColumnParallelLinear {
                   " must be positive");
   }
 
-  // trunc_normal(std) over the logical weight (timm / ClimaX), bias zero.
+  // trunc_normal(std, a = -2, b = 2) over the logical weight (timm / ClimaX), bias zero.
   void init_truncated_normal(std::uint64_t seed, double std) {
     const std::uint64_t stream = stream_id(local_.weight_name());
     for (int s = 0; s < sections_; ++s)
-      truncated_normal(section(s), seed, stream, std, -2 * std, 2 * std, logical_offset(s));
+      truncated_normal(section(s), seed, stream, std, trunc_normal_default_a,
+                       trunc_normal_default_b, logical_offset(s));
     Kokkos::deep_copy(local_.bias(), T(0));
   }
   // uniform [lo, hi) over the logical weight (PyTorch's xavier_uniform_), bias zero.
@@ -159,12 +160,12 @@ class RowParallelLinear {
         bias_(bias_name_, out_features),
         grad_bias_(name + ".bias.grad", out_features) {}
 
-  // trunc_normal(std) over the logical weight [out, in.total], bias zero.
+  // trunc_normal(std, a = -2, b = 2) over the logical weight [out, in.total], bias zero.
   void init_truncated_normal(std::uint64_t seed, double std) {
     const LogicalSlice columns{{std::size_t(out_features()), std::size_t(split_.total)},
                                {0, std::size_t(split_.begin)}};
-    truncated_normal(local_.weight(), seed, stream_id(local_.weight_name()), std, -2 * std,
-                     2 * std, columns);
+    truncated_normal(local_.weight(), seed, stream_id(local_.weight_name()), std,
+                     trunc_normal_default_a, trunc_normal_default_b, columns);
     Kokkos::deep_copy(bias_, T(0));
   }
 

@@ -77,13 +77,17 @@ class ChannelPatchEmbed {
     grad_bias_ = matrix(name_ + ".bias.grad", channels_, dim_);
   }
 
-  // ClimaX / timm: conv weights ~ trunc_normal(std 0.02) (as the Linear they are), biases zero.
-  // Channel c's values come from the stream of its global name only.
+  // ClimaX: the conv weights ~ trunc_normal(std 0.02) (its initialize_weights treats them as
+  // the Linear they are); the biases keep PyTorch's Conv2d default, since ClimaX never resets
+  // them: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_chans * p * p = p * p.
+  // Channel c's values come from the streams of its global names only.
   void init(std::uint64_t seed, double std = 0.02) {
-    for (int c = 0; c < channels_; ++c)
+    const double bound = 1.0 / patch_;  // 1 / sqrt(p * p)
+    for (int c = 0; c < channels_; ++c) {
       truncated_normal(weight_slice(weight_, c), seed,
                        stream_id(param_name(c, "weight")), std);
-    Kokkos::deep_copy(bias_, T(0));
+      uniform(bias_slice(bias_, c), seed, stream_id(param_name(c, "bias")), -bound, bound);
+    }
   }
 
   // x[B, channels, H, W] -> T[channels, B*L, D]. The patches are copied, so x may be freed.

@@ -26,7 +26,9 @@
 #include <dchag/core/view.hpp>
 #include <dchag/layers/embeddings.hpp>
 #include <dchag/model/channel_stem.hpp>
+#include <dchag/kernels/dropout.hpp>
 #include <dchag/model/config.hpp>
+#include <dchag/model/dropout_context.hpp>
 #include <dchag/model/encoder.hpp>
 #include <dchag/model/forecast_head.hpp>
 #include <dchag/parallel/agreement.hpp>
@@ -52,8 +54,9 @@ class ChannelViT {
         grid_(grid),
         stem_(config, grid),
         pos_embed_(config.patches(), config.dim, config.grid_h(), config.grid_w()),
-        encoder_(config.dim, config.depth, config.heads, double(config.mlp_ratio), "", 1e-5,
-                 grid.tp_comm(), grid.fsdp_comm()),
+        encoder_(config.dim, config.depth, config.heads, config.mlp_ratio, "", 1e-5,
+                 grid.tp_comm(), grid.fsdp_comm(),
+                 DropoutRates{config.drop_rate, config.drop_path_rate}),
         head_(config.dim, config.out_channels, config.patch, config.decoder_depth) {
     if (config_.lead_time) lead_embed_ = LeadTimeEmbedding<T, ExecSpace>(config.dim);
     if (grid.fsdp() > 1) {
@@ -77,11 +80,18 @@ class ChannelViT {
     Impl::assign_values(head_unit_, head_storage(), [&] { head_.init(s); });
   }
 
-  // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W]
-  image forward(const ExecSpace& space, const image& x, const View1<T, ExecSpace>& lead_times) {
+  // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W]. mode: evaluation
+  // (the default) or a training step, which applies the configuration's dropout and drop-path
+  // with masks keyed by (seed, step, site, global sample, token, logical feature), the same on
+  // every grid; sample b of this rank is global sample grid().data_rank() * B + b.
+  image forward(const ExecSpace& space, const image& x, const View1<T, ExecSpace>& lead_times,
+                const ForwardMode& mode = ForwardMode::evaluation()) {
     check_input(x, lead_times);
     batch_ = static_cast<int>(x.extent(0));
     const int L = config_.patches();
+    dropout_ = DropoutContext{mode.training, config_.seed, mode.step,
+                              std::uint64_t(grid_.data_rank()) * std::uint64_t(batch_)};
+    pos_drop_ = dropout_.site("pos_drop", config_.drop_rate);
     {
       Impl::GatheredScope embed(embed_unit_, space, embedding_storage());
       auto agg = stem_.forward(space, x);
@@ -90,8 +100,11 @@ class ChannelViT {
       Kokkos::deep_copy(space, x_, agg);
       pos_embed_.forward(space, x_);
       if (config_.lead_time) lead_embed_.forward(space, x_, lead_times);
+      // ClimaX's pos_drop, after the position and lead-time embeddings.
+      if (pos_drop_.active())
+        dropout(space, pos_drop_, x_, x_, std::size_t(L), dropout_.sample_begin);
     }
-    auto encoded = encoder_.forward(space, x_, batch_, L);
+    auto encoded = encoder_.forward(space, x_, batch_, L, dropout_);
     Impl::GatheredScope head(head_unit_, space, head_storage());
     auto y = head_.forward(space, encoded, batch_, config_.height, config_.width);
     head.keep();  // backward() follows and uses the gathered head
@@ -105,6 +118,8 @@ class ChannelViT {
     auto d = head_.backward(space, dpred);
     head.finish();
     d = encoder_.backward(space, d);
+    if (pos_drop_.active())  // the encoder's own gradient buffer, masked in place
+      dropout(space, pos_drop_, d, d, std::size_t(config_.patches()), dropout_.sample_begin);
     Impl::BackwardScope embed(embed_unit_, space, embedding_storage());
     if (config_.lead_time) lead_embed_.backward(space, d);
     pos_embed_.backward(space, d);
@@ -190,6 +205,8 @@ class ChannelViT {
   std::optional<ShardedUnit<T, ExecSpace>> embed_unit_, head_unit_;  // only when sharded
   matrix x_;
   int batch_ = 0;
+  DropoutContext dropout_;  // of the last forward, for the backward
+  DropoutSite pos_drop_;
 };
 
 }  // namespace dchag

@@ -4,14 +4,32 @@
 // The model definition: everything that fixes the set of parameters and the function the
 // network computes. It never depends on how many ranks run it.
 
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <dchag/core/error.hpp>
 
 namespace dchag {
+namespace Impl {
+
+// The shortest decimal text that reads back as exactly x ("4", "2.5", "0.1"): configuration
+// descriptions are compared between ranks and stored in checkpoints.
+inline std::string round_trip_text(double x) {
+  char text[32];
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, x);
+    if (std::strtod(text, nullptr) == x) break;
+  }
+  return text;
+}
+
+}  // namespace Impl
 
 struct ModelConfig {
   int channels = 16;      // input variables / spectral bands, C
@@ -21,13 +39,20 @@ struct ModelConfig {
   int dim = 128;  // embedding width D
   int depth = 2;
   int heads = 4;
-  int mlp_ratio = 4;
+  double mlp_ratio = 4.0;  // MLP hidden width int(dim * mlp_ratio), as timm / ClimaX
   int decoder_depth = 1;  // forecast head: hidden Linear+GELU layers
   // Channel aggregation: token count after each level, ending in 1. {1} is the ClimaX baseline
   // (one cross-attention over all channels); {G, 1} is D-CHAG with G channel groups.
   std::vector<int> levels = {1};
   bool lead_time = true;
   std::uint64_t seed = 0;
+  // Regularisation in training (model/dropout_context.hpp; never in evaluation). drop_rate: the
+  // dropout after the position embedding (pos_drop), the attention projection and both MLP
+  // layers (timm's proj_drop, Mlp drop1 / drop2); drop_path_rate: stochastic depth of the last
+  // block, rising linearly from 0 at block 0. 0 leaves the network deterministic; ClimaX
+  // trains with 0.1 and 0.1 (climax_dropout() below).
+  double drop_rate = 0.0;
+  double drop_path_rate = 0.0;
 
   // Valid once validate() passed (which bounds the product to fit an int).
   int patches() const { return (height / patch) * (width / patch); }
@@ -45,7 +70,7 @@ struct ModelConfig {
   static constexpr long max_patches = 1L << 24;
   static constexpr long max_dim = 1L << 16;
   static constexpr long max_depth = 1L << 12;
-  static constexpr long max_mlp_ratio = 64;
+  static constexpr double max_mlp_ratio = 64;
   static constexpr long max_levels = 64;
 
   // Refuses nonsense before anything is allocated.
@@ -62,7 +87,15 @@ struct ModelConfig {
     in_range("dim", dim, max_dim);
     in_range("depth", depth, max_depth);
     in_range("heads", heads, max_dim);
-    in_range("mlp_ratio", mlp_ratio, max_mlp_ratio);
+    Impl::require(std::isfinite(mlp_ratio) && mlp_ratio > 0 && mlp_ratio <= max_mlp_ratio,
+                  "ModelConfig: mlp_ratio must be a number in (0, ", max_mlp_ratio, "], got ",
+                  mlp_ratio);
+    Impl::require(static_cast<long long>(dim * mlp_ratio) >= 1, "ModelConfig: the MLP hidden "
+                  "width int(dim * mlp_ratio) = int(", dim, " * ", mlp_ratio, ") must be at least 1");
+    for (const auto& [what, rate] : {std::pair<const char*, double>{"drop_rate", drop_rate},
+                                     {"drop_path_rate", drop_path_rate}})
+      Impl::require(rate >= 0 && rate < 1, "ModelConfig: ", what,
+                    " is a probability in [0, 1), got ", rate);
     Impl::require(decoder_depth <= max_depth, "ModelConfig: decoder_depth = ", decoder_depth,
                   " exceeds the limit of ", max_depth);
     Impl::require(decoder_depth >= 0, "ModelConfig: decoder_depth must be >= 0, got ",
@@ -103,11 +136,23 @@ struct ModelConfig {
     std::ostringstream s;
     s << "C=" << channels << " out=" << out_channels << " image=" << height << "x" << width
       << " patch=" << patch << " L=" << patches() << " D=" << dim << " depth=" << depth
-      << " heads=" << heads << " mlp_ratio=" << mlp_ratio << " decoder_depth=" << decoder_depth
-      << " lead_time=" << (lead_time ? "yes" : "no") << " levels=" << levels_string();
+      << " heads=" << heads << " mlp_ratio=" << Impl::round_trip_text(mlp_ratio)
+      << " decoder_depth=" << decoder_depth << " lead_time=" << (lead_time ? "yes" : "no")
+      << " levels=" << levels_string();
+    // Only when set, so that the description of a deterministic model reads as it always did.
+    if (drop_rate != 0 || drop_path_rate != 0)
+      s << " drop_rate=" << Impl::round_trip_text(drop_rate)
+        << " drop_path_rate=" << Impl::round_trip_text(drop_path_rate);
     return s.str();
   }
 };
+
+// ClimaX's regularisation (its defaults drop_rate = 0.1, drop_path = 0.1) on a definition.
+inline ModelConfig climax_dropout(ModelConfig c) {
+  c.drop_rate = 0.1;
+  c.drop_path_rate = 0.1;
+  return c;
+}
 
 }  // namespace dchag
 

@@ -20,6 +20,7 @@
 #include <dchag/core/view.hpp>
 #include <dchag/layers/layer_norm.hpp>
 #include <dchag/layers/linear.hpp>
+#include <dchag/model/dropout_context.hpp>
 #include <dchag/model/vit_block.hpp>
 #include <dchag/parallel/agreement.hpp>
 #include <dchag/parallel/communicator.hpp>
@@ -40,15 +41,19 @@ class Encoder {
   // more than one rank. heads and int(dim * mlp_ratio) must divide by its size.
   // fsdp: the group the parameters are sharded over (each rank then trains on its own samples);
   // collective over it when it has more than one rank.
+  // rates: dropout of every block and drop-path of the last one in training; block i gets
+  // drop-path rates.path * i / (depth - 1), ClimaX's linear schedule (none by default).
   Encoder(int dim, int depth, int heads, double mlp_ratio = 4.0, std::string prefix = "",
           double eps = 1e-5, Communicator tp = Communicator(MPI_COMM_SELF),
-          Communicator fsdp = Communicator(MPI_COMM_SELF))
+          Communicator fsdp = Communicator(MPI_COMM_SELF), DropoutRates rates = {})
       : prefix_(std::move(prefix)), tp_(std::move(tp)) {
     // The depth decides how many blocks, hence how many collectives, follow: agree on it (and
     // on the rest) before anything can throw on some ranks only.
     const std::string config =
         Impl::concat("dim = ", dim, ", depth = ", depth, ", heads = ", heads, ", mlp_ratio = ",
-                     Impl::exact_text(mlp_ratio), ", eps = ", Impl::exact_text(eps));
+                     Impl::exact_text(mlp_ratio), ", eps = ", Impl::exact_text(eps),
+                     ", drop_rate = ", Impl::exact_text(rates.drop), ", drop_path_rate = ",
+                     Impl::exact_text(rates.path));
     const std::string what = "the configuration of Encoder '" + prefix_ + "blocks'";
     if (tp_->size() > 1) check_agreement(*tp_, what, config);
     if (fsdp.size() > 1) check_agreement(fsdp, what, config);
@@ -57,8 +62,10 @@ class Encoder {
     const bool sharded = fsdp.size() > 1;
     blocks_.reserve(depth);
     for (int i = 0; i < depth; ++i) {
+      const DropoutRates block_rates{rates.drop,
+                                     Impl::block_drop_path_rate(rates.path, depth, i)};
       blocks_.emplace_back(prefix_ + "blocks." + std::to_string(i), dim, heads, mlp_ratio, eps,
-                           *tp_);
+                           *tp_, block_rates);
       // Sharded at once, so that no more than one block is ever whole on a rank.
       if (sharded)
         units_.emplace_back(blocks_[i].name(), fsdp, block_storage(i),
@@ -77,13 +84,15 @@ class Encoder {
   }
 
   // x holds `batch` samples of L tokens (row b*L + l); x must stay alive until backward().
-  matrix forward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& x, int batch, int L) {
+  // ctx: training or evaluation, and the keys of the dropout masks (evaluation by default).
+  matrix forward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& x, int batch, int L,
+                 const DropoutContext& ctx = {}) {
     Impl::require(x.extent(1) == std::size_t(dim()), "Encoder: input ", Impl::shape_of(x),
                   " has ", x.extent(1), " features, expected ", dim());
     ConstMatrix<T, ExecSpace> h = x;
     for (int i = 0; i < depth(); ++i) {
       if (sharded()) units_[i].gather(space, block_storage(i));
-      h = blocks_[i].forward(space, h, batch, L);
+      h = blocks_[i].forward(space, h, batch, L, ctx);
       if (sharded()) units_[i].release(block_storage(i));
     }
     // The norm stays gathered until its backward, which comes next but for the head's.

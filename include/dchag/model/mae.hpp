@@ -86,6 +86,11 @@ struct MaeConfig {
                   " is not divisible by decoder_heads ", decoder_heads);
     Impl::require(decoder_dim % 4 == 0, "MaeConfig: decoder_dim ", decoder_dim,
                   " must be divisible by 4 (2-D sin-cos decoder position embedding)");
+    // The masked autoencoder has no dropout path (MAE pre-training does without): refuse the
+    // rates rather than ignore them.
+    Impl::require(model.drop_rate == 0 && model.drop_path_rate == 0,
+                  "MaeConfig: the masked autoencoder trains without dropout; got drop_rate = ",
+                  model.drop_rate, ", drop_path_rate = ", model.drop_path_rate, " (expected 0)");
     const int k = kept(L);
     Impl::require(k >= 1 && k < L, "MaeConfig: mask_ratio ", mask_ratio, " keeps ", k, " of the ",
                   L, " patches (", model.grid_h(), " x ", model.grid_w(),
@@ -181,7 +186,7 @@ class ChannelMAE {
         kept_(mae.kept(config.patches())),
         stem_(config, grid),
         pos_embed_(L_, config.dim, config.grid_h(), config.grid_w()),
-        encoder_(config.dim, config.depth, config.heads, double(config.mlp_ratio), "", 1e-5,
+        encoder_(config.dim, config.depth, config.heads, config.mlp_ratio, "", 1e-5,
                  grid.tp_comm(), grid.fsdp_comm()),
         decoder_embed_("decoder_embed", config.dim, mae.decoder_dim),
         mask_token_("mask_token", mae.decoder_dim),

@@ -9,6 +9,7 @@
 // damaged header is refused with a message naming the field, before any tensor is read.
 
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -97,7 +98,7 @@ inline std::vector<std::pair<std::string, std::string>> config_fields(const Mode
           {"dim", std::to_string(c.dim)},
           {"depth", std::to_string(c.depth)},
           {"heads", std::to_string(c.heads)},
-          {"mlp_ratio", std::to_string(c.mlp_ratio)},
+          {"mlp_ratio", round_trip_text(c.mlp_ratio)},
           {"decoder_depth", std::to_string(c.decoder_depth)},
           {"levels", levels_text(c.levels)},
           {"lead_time", c.lead_time ? "true" : "false"}};
@@ -128,6 +129,22 @@ inline std::int64_t metadata_int(const std::map<std::string, std::string>& meta,
   return v;
 }
 
+// A finite number from metadata text: the whole string ("4", "2.5", "1e-3").
+inline bool parse_number(const std::string& s, double& out) {
+  if (s.empty() || s.find_first_of(" \t\n") != std::string::npos) return false;
+  char* end = nullptr;
+  out = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size() && std::isfinite(out);
+}
+
+// Metadata values that mean the same number ("4" written by an older version for the integer
+// mlp_ratio, "4.0" by Python) are the same value.
+inline bool same_metadata_value(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  double x = 0, y = 0;
+  return parse_number(a, x) && parse_number(b, y) && x == y;
+}
+
 inline ModelConfig config_from_metadata(const std::map<std::string, std::string>& meta,
                                         const std::string& label) {
   auto get_int = [&](const char* field) {
@@ -145,7 +162,10 @@ inline ModelConfig config_from_metadata(const std::map<std::string, std::string>
   c.dim = get_int("dim");
   c.depth = get_int("depth");
   c.heads = get_int("heads");
-  c.mlp_ratio = get_int("mlp_ratio");
+  // A number: older checkpoints wrote an integer ("4"), which reads as one too.
+  const std::string& ratio = require_metadata(meta, "config.mlp_ratio", label);
+  require(parse_number(ratio, c.mlp_ratio), label, ": metadata 'config.mlp_ratio' is '", ratio,
+          "', not a number");
   c.decoder_depth = get_int("decoder_depth");
   const std::string& levels = require_metadata(meta, "config.levels", label);
   c.levels.clear();
@@ -161,6 +181,14 @@ inline ModelConfig config_from_metadata(const std::map<std::string, std::string>
   require(lead == "true" || lead == "false", label, ": metadata 'config.lead_time' = '", lead,
           "', expected true or false");
   c.lead_time = lead == "true";
+  // Regularisation of the run that wrote the file (absent before it existed: none).
+  for (const auto& [key, rate] : {std::pair<const char*, double*>{"config.drop_rate", &c.drop_rate},
+                                  {"config.drop_path_rate", &c.drop_path_rate}}) {
+    const auto it = meta.find(key);
+    if (it == meta.end()) continue;
+    require(parse_number(it->second, *rate), label, ": metadata '", key, "' is '", it->second,
+            "', not a number");
+  }
   const auto seed = meta.find("config.seed");
   if (seed != meta.end()) {
     std::int64_t v = 0;
@@ -233,7 +261,7 @@ inline void check_checkpoint_config(const std::map<std::string, std::string>& me
   std::string differences;
   for (const auto& field : config_fields(model)) {
     const std::string& file = require_metadata(meta, "config." + field.first, label);
-    if (file != field.second)
+    if (!same_metadata_value(file, field.second))
       differences += concat(differences.empty() ? "" : "; ", field.first, " = ", file,
                             " in the file, ", field.second, " in the model");
   }
@@ -268,6 +296,9 @@ std::map<std::string, std::string> checkpoint_metadata(
   meta["config"] = c.describe();
   for (const auto& f : config_fields(c)) meta["config." + f.first] = f.second;
   meta["config.seed"] = std::to_string(c.seed);
+  // Not checked on loading: they shape training, not the parameters or the evaluated function.
+  meta["config.drop_rate"] = round_trip_text(c.drop_rate);
+  meta["config.drop_path_rate"] = round_trip_text(c.drop_path_rate);
   meta["aggregator"] = aggregator_name<T, ExecSpace, Policy>(c);
   meta["policy"] = Policy::name();
   meta["scalar"] = safetensors_dtype_of<T>();

@@ -4,13 +4,14 @@
 // One optimisation step of a forecasting model, and what it cost:
 //   zero grads -> forward -> latitude-weighted MSE -> backward -> average over data-parallel
 //   ranks -> clip to the global norm -> AdamW.
-// The model is any type with forward(space, x, lead_times), backward(space, dpred),
+// The model is any type with forward(space, x, lead_times, ForwardMode), backward(space, dpred),
 // parameters(), grid() and forward_flops(batch) (dchag::ChannelViT). Each rank passes its own
 // part of the global batch (its dp share of the samples, its own input channels) and the full
 // targets of those samples.
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/view.hpp>
+#include <dchag/model/dropout_context.hpp>
 #include <dchag/train/losses.hpp>
 #include <dchag/train/optimizer_loop.hpp>
 
@@ -31,7 +32,8 @@ class ForecastTrainer {
                   const View4<T, ExecSpace>& y, const View1<T, ExecSpace>& lead_times,
                   const View1<T, ExecSpace>& lat_weights) {
     StepReport r = loop_.begin(space);
-    auto pred = model_.forward(space, x, lead_times);
+    // A training forward (dropout on, if the model has any), its masks keyed by the step.
+    auto pred = model_.forward(space, x, lead_times, ForwardMode::train(std::uint64_t(r.step)));
     if (dpred_.extent(0) != pred.extent(0))
       dpred_ = View4<T, ExecSpace>("dprediction", pred.extent(0), pred.extent(1), pred.extent(2),
                                    pred.extent(3));
