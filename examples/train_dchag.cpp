@@ -1,5 +1,6 @@
 // The main job: trains a D-CHAG channel vision transformer on the built-in weather data
-// (forecast t + Delta from t) and reports loss, throughput and memory per step.
+// (forecast t + Delta from t), reports loss, throughput and memory per step, and at the end
+// scores the model on held-out data against persistence and climatology.
 //
 //   mpirun -np 2 train_dchag [--policy dchag|tp] [--tp 2] [--fsdp 1] [--dp 1]
 //               [--channels 16] [--height 32] [--width 64] [--patch 4] [--dim 128] [--depth 2]
@@ -15,8 +16,12 @@
 // continues a run from a checkpoint up to --steps in total (the schedule spans --steps, so pass
 // the original run's value), with the same losses as the run that never stopped, and continues
 // the run dir's train_metrics.csv from there. The checkpoint defines the model: a model flag
-// given with --resume or --eval must agree with it. --eval loads a checkpoint (saved on any
-// grid) and reports the forecast RMSE on held-out data. A run never writes weights that are
+// given with --resume or --eval must agree with it. After training, and alone with --eval
+// (a checkpoint saved on any grid), the job scores the forecast on held-out (Test) samples:
+// latitude-weighted RMSE and ACC per output variable for the model, for persistence (x(t) as
+// the forecast of x(t + Delta)) and for the climatology (the mean Train state), printed as a
+// table and written to eval.csv in the run dir (with --eval only when --run-dir is given).
+// A run never writes weights that are
 // not finite: a diverged run stops with an error and leaves the last good checkpoint as it
 // was. Temporaries that a killed run left in the run dir are removed at the next start.
 // --timeout-minutes M ends the job with an error when no step completes for M minutes (a rank
@@ -122,6 +127,179 @@ void resolve(Options& o) {
   o.model.validate();
 }
 
+// ---- held-out evaluation against the two baselines a forecaster checks first ----------------
+
+// Samples of the Test split scored per evaluation (rounded up to whole global batches), spread
+// evenly over the split: consecutive times are strongly correlated, so a block of neighbours
+// would measure one weather situation.
+constexpr int kEvalSamples = 64;
+// Training states the climatology averages, spread evenly over the Train split (all of them
+// when the split is shorter). The synthetic split has 100000 times whose waves average out
+// over a few hundred; a pass over every one of them would cost more than the training.
+constexpr std::size_t kClimatologyStates = 1024;
+
+struct Skill {
+  std::vector<double> model_rmse, persistence_rmse, climatology_rmse;
+  std::vector<double> model_acc, persistence_acc;
+  double samples = 0, climatology_states = 0, lead_hours = 0;
+};
+
+double mean_of(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m += x / double(v.size());
+  return m;
+}
+
+// The climatology of the output variables: the mean Train state per grid point, in the units
+// the model sees. The ranks share the states and sum their parts.
+dchag::View3<T, Space> training_climatology(const dchag::Communicator& world, const Space& space,
+                                            const dchag::WeatherGenerator<T>& data, int channels,
+                                            double& states) {
+  const std::size_t n_train = data.size(dchag::Split::Train);
+  const std::size_t n = std::min(n_train, kClimatologyStates);
+  constexpr std::size_t chunk = 16;
+  dchag::Climatology<Space> clim(channels, data.height(), data.width());
+  dchag::View4<T, Space> buffer("climatology_states", chunk, channels, data.height(),
+                                data.width());
+  std::size_t filled = 0;
+  auto flush = [&] {
+    if (filled > 0)
+      clim.add(space, Kokkos::subview(buffer, Kokkos::make_pair(std::size_t(0), filled),
+                                      Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
+    filled = 0;
+  };
+  for (std::size_t j = world.rank(); j < n; j += world.size()) {
+    const std::size_t index = j * n_train / n;
+    data.state(data.time_index(dchag::Split::Train, index),
+               Kokkos::subview(buffer, filled, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
+    if (++filled == chunk) flush();
+  }
+  flush();
+  clim.all_reduce(space, world);
+  states = clim.samples();
+  return clim.template mean<T>(space);
+}
+
+// RMSE and ACC of the model, of persistence (x(t + lead) = x(t): the input channels of the
+// output variables) and of the climatology, on the same held-out samples. Every TP rank holds
+// the whole forecast (the head is replicated), so the parts are summed over the data ranks
+// only. `diverged` turns a non-finite forecast of the model into the job's error.
+template <class Model, class Load, class Diverged>
+Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid& grid,
+                     const Space& space, Model& model, const dchag::WeatherGenerator<T>& data,
+                     Load& load, const dchag::View4<T, Space>& x, const dchag::View4<T, Space>& y,
+                     const dchag::View4<T, Space>& x_all, const dchag::View1<T, Space>& lead,
+                     const dchag::View1<T, Space>& lat, int batch, Diverged&& diverged) {
+  const int C = static_cast<int>(y.extent(1));
+  // Output variable c is input channel c of the weather data (the model forecasts its inputs).
+  dchag::Impl::require(C <= static_cast<int>(x_all.extent(1)), program, ": ", C,
+                       " output variables but only ", x_all.extent(1),
+                       " input channels: no persistence forecast");
+  Skill s;
+  const dchag::View3<T, Space> clim =
+      training_climatology(world, space, data, C, s.climatology_states);
+  dchag::View4<T, Space> clim_forecast;
+  dchag::on_every_rank(world, [&] {
+    clim_forecast = dchag::View4<T, Space>("climatology_forecast", y.extent(0), C, y.extent(2),
+                                           y.extent(3));
+    dchag::climatology_forecast(space, clim_forecast, clim);
+  });
+  const auto persistence =
+      Kokkos::subview(x_all, Kokkos::ALL, Kokkos::make_pair(0, C), Kokkos::ALL, Kokkos::ALL);
+  dchag::ForecastSkill model_skill(C), persistence_skill(C), climatology_skill(C);
+
+  const std::size_t n_test = data.size(dchag::Split::Test);
+  const int batches = (kEvalSamples + batch - 1) / batch;
+  const std::size_t n = std::size_t(batches) * batch;
+  std::vector<std::size_t> indices(batch);
+  for (int k = 0; k < batches; ++k) {
+    for (int i = 0; i < batch; ++i) indices[i] = (std::size_t(k) * batch + i) * n_test / n;
+    load(dchag::Split::Test, indices);
+    auto pred = model.forward(space, x, lead);
+    dchag::on_every_rank(world, [&] {
+      try {
+        model_skill.add(space, pred, y, clim, lat);
+      } catch (const dchag::Error& e) {
+        throw diverged(e);
+      }
+      persistence_skill.add(space, persistence, y, clim, lat);
+      climatology_skill.add(space, clim_forecast, y, clim, lat);
+    });
+    dchag_example::watchdog().beat();
+  }
+  model_skill.all_reduce(grid.data_comm());
+  persistence_skill.all_reduce(grid.data_comm());
+  climatology_skill.all_reduce(grid.data_comm());
+  s.model_rmse = model_skill.rmse();
+  s.persistence_rmse = persistence_skill.rmse();
+  s.climatology_rmse = climatology_skill.rmse();
+  s.model_acc = model_skill.acc();
+  s.persistence_acc = persistence_skill.acc();
+  s.samples = model_skill.samples();
+  s.lead_hours = data.lead_steps(dchag::Split::Test, 0) * data.config().hours_per_step;
+  return s;
+}
+
+// The table, per output variable: RMSE in the model's normalised units and, through the data
+// set's per-channel standard deviation, in its raw units; ACC (the same in either unit).
+void print_skill(const Skill& s, const dchag::WeatherGenerator<T>& data) {
+  const std::vector<double>& sd = data.channel_std();
+  std::printf("\nheld-out evaluation: %.0f Test samples, lead %.0f h; latitude-weighted RMSE "
+              "(normalised units, and raw = normalised x std) and ACC against the climatology\n"
+              "(the mean of %.0f Train states); the climatology's own ACC is 0 by definition (it "
+              "has no anomaly)\n",
+              s.samples, s.lead_hours, s.climatology_states);
+  std::printf("  var   RMSE: model persist   clim |  ACC: model persist |      std  raw RMSE: "
+              "model  persist     clim\n");
+  for (std::size_t c = 0; c < s.model_rmse.size(); ++c)
+    std::printf("  %3zu        %6.4f  %6.4f %6.4f |       %6.4f  %6.4f | %8.4g       %8.4g %8.4g "
+                "%8.4g\n",
+                c, s.model_rmse[c], s.persistence_rmse[c], s.climatology_rmse[c], s.model_acc[c],
+                s.persistence_acc[c], sd[c], s.model_rmse[c] * sd[c],
+                s.persistence_rmse[c] * sd[c], s.climatology_rmse[c] * sd[c]);
+  std::printf("  mean        %6.4f  %6.4f %6.4f |       %6.4f  %6.4f |\n", mean_of(s.model_rmse),
+              mean_of(s.persistence_rmse), mean_of(s.climatology_rmse), mean_of(s.model_acc),
+              mean_of(s.persistence_acc));
+  const double model = mean_of(s.model_rmse), persistence = mean_of(s.persistence_rmse);
+  int wins = 0;
+  for (std::size_t c = 0; c < s.model_rmse.size(); ++c)
+    wins += s.model_rmse[c] < s.persistence_rmse[c];
+  std::printf("held-out lat-weighted RMSE (normalised units), mean over %zu variables: %.4f "
+              "(persistence %.4f, climatology %.4f): the model %s persistence (better on %d of "
+              "%zu variables)\n",
+              s.model_rmse.size(), model, persistence, mean_of(s.climatology_rmse),
+              model < persistence ? "beats" : "does not beat", wins, s.model_rmse.size());
+}
+
+bool write_skill_csv(const std::string& path, const Skill& s,
+                     const dchag::WeatherGenerator<T>& data) {
+  std::error_code ec;
+  const auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  std::ofstream out(path);
+  if (!out) return false;
+  const std::vector<double>& sd = data.channel_std();
+  char line[512];
+  out << "variable,samples,lead_hours,model_rmse,persistence_rmse,climatology_rmse,model_acc,"
+         "persistence_acc,climatology_acc,std,model_rmse_raw,persistence_rmse_raw,"
+         "climatology_rmse_raw\n";
+  for (std::size_t c = 0; c < s.model_rmse.size(); ++c) {
+    std::snprintf(line, sizeof line, "%zu,%.0f,%.0f,%.6g,%.6g,%.6g,%.6g,%.6g,0,%.6g,%.6g,%.6g,%.6g\n",
+                  c, s.samples, s.lead_hours, s.model_rmse[c], s.persistence_rmse[c],
+                  s.climatology_rmse[c], s.model_acc[c], s.persistence_acc[c], sd[c],
+                  s.model_rmse[c] * sd[c], s.persistence_rmse[c] * sd[c],
+                  s.climatology_rmse[c] * sd[c]);
+    out << line;
+  }
+  // Raw units differ between variables, so the mean row has normalised scores only.
+  std::snprintf(line, sizeof line, "mean,%.0f,%.0f,%.6g,%.6g,%.6g,%.6g,%.6g,0,,,,\n", s.samples,
+                s.lead_hours, mean_of(s.model_rmse), mean_of(s.persistence_rmse),
+                mean_of(s.climatology_rmse), mean_of(s.model_acc), mean_of(s.persistence_acc));
+  out << line;
+  out.close();
+  return bool(out);
+}
+
 template <class Policy>
 int run(const dchag::Communicator& world, const Options& o) {
   Space space;
@@ -216,22 +394,18 @@ int run(const dchag::Communicator& world, const Options& o) {
   // are finite but have diverged (a rate far too large) forecast NaN, and must not replace the
   // last good checkpoint either.
   const std::string checkpoint = o.run_dir + "/checkpoint.safetensors";
-  std::vector<std::size_t> test(o.batch);
-  for (std::size_t i = 0; i < test.size(); ++i) test[i] = i;
-  load(dchag::Split::Test, test);
-  auto pred = model.forward(space, x, lead);
-  std::vector<double> rmse;
-  dchag::on_every_rank(world, [&] {
-    try {
-      rmse = dchag::lat_weighted_rmse(space, pred, y, lat);
-    } catch (const dchag::Error& e) {
-      throw dchag::Error(dchag::Impl::concat(
-          program, ": the model's forecast is not finite, the training diverged",
-          evaluate || !o.save ? "" : "; it was not saved (" + checkpoint + " is unchanged)",
-          ": ", e.what()));
-    }
-  });
-  for (auto& v : rmse) v = dchag::all_reduce_sum(grid.data_comm(), v) / grid.data_size();
+  const Skill skill = evaluate_skill(world, grid, space, model, data, load, x, y, x_all, lead, lat,
+                                     o.batch, [&](const dchag::Error& e) {
+                                       return dchag::Error(dchag::Impl::concat(
+                                           program,
+                                           ": the model's forecast is not finite, the training "
+                                           "diverged",
+                                           evaluate || !o.save
+                                               ? ""
+                                               : "; it was not saved (" + checkpoint +
+                                                     " is unchanged)",
+                                           ": ", e.what()));
+                                     });
   if (!evaluate && o.save)
     dchag::save_checkpoint(checkpoint, model, &trainer.optimizer(), trainer.step_count());
   dchag_example::watchdog().beat();
@@ -249,10 +423,16 @@ int run(const dchag::Communicator& world, const Options& o) {
     std::printf("loss: first %zu steps %.5f, last %zu steps %.5f (ratio %.3f)\n", k, first, k,
                 last, last / first);
   }
-  double mean_rmse = 0;
-  for (double v : rmse) mean_rmse += v / rmse.size();
-  std::printf("held-out lat-weighted RMSE (normalised units), mean over %zu variables: %.4f\n",
-              rmse.size(), mean_rmse);
+  print_skill(skill, data);
+  // Training writes the table into its run dir; --eval only where --run-dir asks for it (many
+  // evaluations of one run's checkpoints may run at once).
+  if (!evaluate || o.given.count("--run-dir")) {
+    const std::string path = o.run_dir + "/eval.csv";
+    if (write_skill_csv(path, skill, data))
+      std::printf("evaluation table written to %s\n", path.c_str());
+    else
+      std::printf("warning: cannot write %s\n", path.c_str());
+  }
   if (evaluate) return 0;
   std::printf("per-step metrics written to %s\n", o.csv.c_str());
   if (o.save) std::printf("checkpoint written to %s\n", checkpoint.c_str());
