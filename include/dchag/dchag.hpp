@@ -56,10 +56,12 @@
 
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/checkpoint.hpp>
+#include <dchag/train/climatology.hpp>
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/gradient_sync.hpp>
 #include <dchag/train/losses.hpp>
 #include <dchag/train/mae_trainer.hpp>
+#include <dchag/train/metrics.hpp>
 #include <dchag/train/optimizer_loop.hpp>
 #include <dchag/train/parameter_table.hpp>
 #include <dchag/train/schedule.hpp>
