@@ -59,3 +59,37 @@ if(NOT TARGET dchag::deps)
     message(STATUS "dchag: Kokkos ${Kokkos_VERSION} (${DCHAG_KOKKOS_FLAVOUR}), devices: ${Kokkos_DEVICES}")
   endif()
 endif()
+
+# Optional: the netCDF C library, for reading real data (dchag/io/weatherbench.hpp). When it is
+# found, dchag::netcdf carries its include directory, library and the compile definition
+# DCHAG_HAVE_NETCDF=1; link it next to dchag::dchag. Nothing else in the library needs it.
+# We look for the header and the library directly: Debian's netCDFConfig.cmake names the
+# static libpthread.a and libdl.a, which must not end up in a shared link.
+if(NOT DEFINED DCHAG_ENABLE_NETCDF)
+  set(DCHAG_ENABLE_NETCDF ON)
+endif()
+if(DCHAG_ENABLE_NETCDF AND NOT TARGET dchag::netcdf)
+  find_path(DCHAG_NETCDF_INCLUDE_DIR netcdf.h)
+  find_library(DCHAG_NETCDF_LIBRARY netcdf)
+  if(DCHAG_NETCDF_INCLUDE_DIR AND DCHAG_NETCDF_LIBRARY)
+    add_library(dchag::netcdf INTERFACE IMPORTED)
+    set_target_properties(dchag::netcdf PROPERTIES
+      INTERFACE_INCLUDE_DIRECTORIES "${DCHAG_NETCDF_INCLUDE_DIR}"
+      INTERFACE_LINK_LIBRARIES "${DCHAG_NETCDF_LIBRARY}"
+      INTERFACE_COMPILE_DEFINITIONS "DCHAG_HAVE_NETCDF=1")
+  endif()
+endif()
+if(TARGET dchag::netcdf)
+  set(DCHAG_HAVE_NETCDF ON)
+else()
+  set(DCHAG_HAVE_NETCDF OFF)
+endif()
+if(NOT DCHAG_NETCDF_REPORTED AND NOT Kokkos_FIND_QUIETLY)
+  set(DCHAG_NETCDF_REPORTED ON)
+  if(DCHAG_HAVE_NETCDF)
+    message(STATUS "dchag: netCDF found (${DCHAG_NETCDF_LIBRARY}): dchag::netcdf, WeatherBench reader")
+  else()
+    message(STATUS "dchag: netCDF not found or disabled: no WeatherBench reader "
+                   "(scripts/install_deps.sh installs libnetcdf-dev)")
+  endif()
+endif()

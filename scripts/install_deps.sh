@@ -5,6 +5,7 @@
 #
 # Groups (the base group is always installed):
 #   base    cmake g++ Kokkos/KokkosKernels (Debian, Serial) Eigen doctest OpenMPI OpenBLAS
+#           netCDF (optional for the build: the WeatherBench reader and its tests need it)
 #   source  what scripts/build_kokkos.sh needs to fetch and build trilinos' Kokkos from source
 #           (dpkg-dev for apt-get source, xz-utils, OpenBLAS headers/link library)
 #   hip     Debian's hipcc (ROCm 5.2) and what it needs to compile Kokkos for HIP
@@ -19,10 +20,10 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 pkgs_base=(cmake g++ libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libeigen3-dev
-           doctest-dev libopenmpi-dev openmpi-bin libopenblas0-pthread)
+           doctest-dev libopenmpi-dev openmpi-bin libopenblas0-pthread libnetcdf-dev)
 # libopenblas-pthread-dev gives an unversioned libopenblas.so to link KokkosKernels' BLAS TPL
 # against OpenBLAS directly (without it, -lblas resolves to the reference BLAS at link time).
 pkgs_source=(dpkg-dev xz-utils tar make libopenblas-pthread-dev libopenblas-dev)

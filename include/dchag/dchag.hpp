@@ -70,5 +70,9 @@
 #include <dchag/io/hyperspectral.hpp>
 #include <dchag/io/safetensors.hpp>
 #include <dchag/io/weather.hpp>
+#if defined(DCHAG_HAVE_NETCDF)
+#include <dchag/io/netcdf_file.hpp>
+#include <dchag/io/weatherbench.hpp>
+#endif
 
 #endif

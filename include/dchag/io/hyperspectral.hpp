@@ -88,6 +88,8 @@ class HyperspectralGenerator {
   int num_endmembers() const { return cfg_.endmembers; }
 
   std::size_t size(Split split) const {
+    Impl::require(split != Split::Validation, "HyperspectralGenerator: no validation split, expected "
+                  "Train or Test");
     return split == Split::Train ? cfg_.train_size : cfg_.test_size;
   }
 

@@ -110,11 +110,14 @@ class WeatherGenerator {
   }
 
   const WeatherConfig& config() const { return cfg_; }
+  double hours_per_step() const { return cfg_.hours_per_step; }
   int channels() const { return cfg_.channels; }
   int height() const { return cfg_.height; }
   int width() const { return cfg_.width; }
 
   std::size_t size(Split split) const {
+    Impl::require(split != Split::Validation, "WeatherGenerator: no validation split, expected "
+                  "Train or Test");
     return split == Split::Train ? cfg_.train_size : cfg_.test_size;
   }
 
