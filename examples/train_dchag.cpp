@@ -10,7 +10,16 @@
 //               [--run-dir runs/latest] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
 //               [--no-save] [--timeout-minutes M]
 //   train_dchag --eval CHECKPOINT [--batch 8] [--lead-steps 12]
+//   mpirun -np 2 train_dchag --data DIR --variables v1,v2,... [--lead-hours 72]
+//               [--train-years 1979-2015] [--validation-years 2016] [--test-years 2017]
+//               [--statistics FILE] [other options as above]
 //
+// --data trains on a WeatherBench-layout netCDF data set instead of the built-in weather (see
+// dchag/io/weatherbench.hpp): the channels are --variables (folder names, plus _LEVEL for a
+// pressure level: geopotential_500,temperature_850,2m_temperature), --height and --width must
+// be its grid, the lead is --lead-hours, the splits are by year (default: the last year Test,
+// the one before Validation, the rest Train) and the per-variable statistics are cached in
+// --statistics (default DIR/dchag_statistics.csv). Each rank reads its own input channels.
 // --lead-steps is the forecast lead in steps of 6 h of the weather data (the model also sees it
 // as its lead-time input); the checkpoint does not record it, so --eval of a model trained at
 // another lead needs the same value.
@@ -44,6 +53,7 @@
 #include <dchag/dchag.hpp>
 #include <mpi.h>
 
+#include "data_source.hpp"
 #include "example_main.hpp"
 
 #include <algorithm>
@@ -87,6 +97,7 @@ struct Options {
   std::int64_t save_every = 0;
   double timeout_minutes = 0;
   std::set<std::string> given;  // the options on the command line
+  dchag_example::DataOptions data;
 };
 
 // The command line alone (the same on every rank: the frame has checked that they agree).
@@ -109,6 +120,10 @@ Options parse(int argc, char* argv[]) {
     };
     if (dchag_example::parse_shared_option(program, a, value, o)) continue;
     if (dchag_example::parse_checkpoint_option(program, a, value, o)) continue;
+    if (dchag_example::parse_data_option(program, a, value, o.data)) {
+      o.given.insert(a);
+      continue;
+    }
     if (a == "--channels") {
       o.model.channels = o.model.out_channels = dchag_example::parse_int(program, a, value(), 1);
     } else if (a == "--lead-steps") {
@@ -125,6 +140,7 @@ Options parse(int argc, char* argv[]) {
   dchag::Impl::require(o.resume.empty() || o.eval.empty(), program,
                        ": give --resume or --eval, not both");
   if (o.csv.empty()) o.csv = o.run_dir + "/train_metrics.csv";
+  dchag_example::finish_data_options(program, o);
   dchag_example::finish_shared_options(program, o);
   return o;
 }
@@ -165,9 +181,9 @@ double mean_of(const std::vector<double>& v) {
 
 // The climatology of the output variables: the mean Train state per grid point, in the units
 // the model sees. The ranks share the states and sum their parts.
+template <class Data>
 dchag::View3<T, Space> training_climatology(const dchag::Communicator& world, const Space& space,
-                                            const dchag::WeatherGenerator<T>& data, int channels,
-                                            double& states) {
+                                            const Data& data, int channels, double& states) {
   const std::size_t n_train = data.size(dchag::Split::Train);
   const std::size_t n = std::min(n_train, kClimatologyStates);
   constexpr std::size_t chunk = 16;
@@ -197,9 +213,9 @@ dchag::View3<T, Space> training_climatology(const dchag::Communicator& world, co
 // output variables) and of the climatology, on the same held-out samples. Every TP rank holds
 // the whole forecast (the head is replicated), so the parts are summed over the data ranks
 // only. `diverged` turns a non-finite forecast of the model into the job's error.
-template <class Model, class Load, class Diverged>
+template <class Model, class Data, class Load, class Diverged>
 Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid& grid,
-                     const Space& space, Model& model, const dchag::WeatherGenerator<T>& data,
+                     const Space& space, Model& model, const Data& data,
                      Load& load, const dchag::View4<T, Space>& x, const dchag::View4<T, Space>& y,
                      const dchag::View4<T, Space>& x_all, const dchag::View1<T, Space>& lead,
                      const dchag::View1<T, Space>& lat, int batch, Diverged&& diverged) {
@@ -249,13 +265,14 @@ Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid&
   s.model_acc = model_skill.acc();
   s.persistence_acc = persistence_skill.acc();
   s.samples = model_skill.samples();
-  s.lead_hours = data.lead_steps(dchag::Split::Test, 0) * data.config().hours_per_step;
+  s.lead_hours = data.lead_steps(dchag::Split::Test, 0) * data.hours_per_step();
   return s;
 }
 
 // The table, per output variable: RMSE in the model's normalised units and, through the data
 // set's per-channel standard deviation, in its raw units; ACC (the same in either unit).
-void print_skill(const Skill& s, const dchag::WeatherGenerator<T>& data) {
+template <class Data>
+void print_skill(const Skill& s, const Data& data) {
   const std::vector<double>& sd = data.channel_std();
   std::printf("\nheld-out evaluation: %.0f Test samples, lead %.0f h; latitude-weighted RMSE "
               "(normalised units, and raw = normalised x std) and ACC against the climatology\n"
@@ -284,8 +301,8 @@ void print_skill(const Skill& s, const dchag::WeatherGenerator<T>& data) {
               model < persistence ? "beats" : "does not beat", wins, s.model_rmse.size());
 }
 
-bool write_skill_csv(const std::string& path, const Skill& s,
-                     const dchag::WeatherGenerator<T>& data) {
+template <class Data>
+bool write_skill_csv(const std::string& path, const Skill& s, const Data& data) {
   std::error_code ec;
   const auto dir = std::filesystem::path(path).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
@@ -313,21 +330,13 @@ bool write_skill_csv(const std::string& path, const Skill& s,
   return bool(out);
 }
 
-template <class Policy>
-int run(const dchag::Communicator& world, const Options& o) {
+template <class Policy, class Data>
+int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   Space space;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
   const int local_batch = dchag_example::local_batch(program, grid, o.batch);
-
-  dchag::WeatherConfig wc;
-  wc.channels = mc.channels;
-  wc.height = mc.height;
-  wc.width = mc.width;
-  wc.seed = mc.seed + 1;
-  wc.lead_time = o.lead_steps;
-  dchag::WeatherGenerator<T> data(wc);
 
   dchag::ChannelViT<T, Space, Policy> model(mc, grid);
   dchag::ForecastTrainer<decltype(model)> trainer(model, o.train);
@@ -357,7 +366,7 @@ int run(const dchag::Communicator& world, const Options& o) {
       std::printf("training: steps=%lld global batch=%d lr=%g warmup=%lld lead=%g h on %s "
                   "(concurrency %d)\n",
                   (long long)o.train.steps, o.batch, o.train.lr, (long long)o.train.warmup_steps,
-                  wc.lead_time * wc.hours_per_step, Space::name(),
+                  data.lead_steps(dchag::Split::Train, 0) * data.hours_per_step(), Space::name(),
                   dchag::Impl::concurrency(space));
   }
 
@@ -465,7 +474,9 @@ void print_usage() {
       "            --aggregator linear|cross|baseline  --drop-rate P  --drop-path-rate P\n"
       "  training: --steps N  --batch B  --lr X  --seed S  --lead-steps N  --timeout-minutes M\n"
       "  files:    --run-dir DIR  --csv FILE  --save-every K  --no-save  --resume CHECKPOINT\n"
-      "            --eval CHECKPOINT\n");
+      "            --eval CHECKPOINT\n"
+      "  data:     --data DIR --variables v1,v2,...  --lead-hours H  --statistics FILE\n"
+      "            --train-years A-B  --validation-years A-B  --test-years A-B\n");
 }
 
 }  // namespace
@@ -480,7 +491,10 @@ int main(int argc, char* argv[]) {
     dchag::on_every_rank(world, [&] { resolve(o); });
     dchag_example::watchdog().arm(o.timeout_minutes * 60, world.rank());
     return dchag_example::with_policy(o.policy, o.aggregator, [&](auto policy) {
-      return run<typename decltype(policy)::type>(world, o);
+      return dchag_example::with_data<T>(program, world, o.data, o.model, o.lead_steps,
+                                         [&](const auto& data) {
+        return run<typename decltype(policy)::type>(world, o, data);
+      });
     });
   });
 }
