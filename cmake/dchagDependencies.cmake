@@ -72,7 +72,8 @@ if(DCHAG_ENABLE_NETCDF AND NOT TARGET dchag::netcdf)
   find_path(DCHAG_NETCDF_INCLUDE_DIR netcdf.h)
   find_library(DCHAG_NETCDF_LIBRARY netcdf)
   if(DCHAG_NETCDF_INCLUDE_DIR AND DCHAG_NETCDF_LIBRARY)
-    add_library(dchag::netcdf INTERFACE IMPORTED)
+    # GLOBAL: a project that takes dchag through add_subdirectory links it by name too.
+    add_library(dchag::netcdf INTERFACE IMPORTED GLOBAL)
     set_target_properties(dchag::netcdf PROPERTIES
       INTERFACE_INCLUDE_DIRECTORIES "${DCHAG_NETCDF_INCLUDE_DIR}"
       INTERFACE_LINK_LIBRARIES "${DCHAG_NETCDF_LIBRARY}"

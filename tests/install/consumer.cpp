@@ -19,6 +19,15 @@ int main(int argc, char* argv[]) {
     status = h(1, 1) == 6.0 ? 0 : 1;
     std::printf("dchag consumer on %s: c(1,1) = %g (%s)\n", Space::name(), h(1, 1),
                 status == 0 ? "ok" : "WRONG");
+#if defined(DCHAG_HAVE_NETCDF)
+    // The netCDF reader links and reports a missing file as a dchag::Error.
+    try {
+      dchag::NetcdfFile f("/nonexistent/consumer.nc");
+      status = 1;
+    } catch (const dchag::Error&) {
+      std::printf("dchag consumer: netCDF reader available\n");
+    }
+#endif
   }
   Kokkos::finalize();
   MPI_Finalize();
