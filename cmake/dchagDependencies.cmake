@@ -88,7 +88,8 @@ endif()
 if(NOT DCHAG_NETCDF_REPORTED AND NOT Kokkos_FIND_QUIETLY)
   set(DCHAG_NETCDF_REPORTED ON)
   if(DCHAG_HAVE_NETCDF)
-    message(STATUS "dchag: netCDF found (${DCHAG_NETCDF_LIBRARY}): dchag::netcdf, WeatherBench reader")
+    message(STATUS "dchag: netCDF found (${DCHAG_NETCDF_LIBRARY}): dchag::netcdf, "
+                   "WeatherBench reader")
   else()
     message(STATUS "dchag: netCDF not found or disabled: no WeatherBench reader "
                    "(scripts/install_deps.sh installs libnetcdf-dev)")

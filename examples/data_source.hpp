@@ -92,7 +92,8 @@ inline dchag::YearRange parse_years(const char* program, const char* option,
   dchag::YearRange r;
   if (text.empty()) return r;
   const auto dash = text.find('-');
-  const std::string a = text.substr(0, dash), b = dash == std::string::npos ? a : text.substr(dash + 1);
+  const std::string a = text.substr(0, dash);
+  const std::string b = dash == std::string::npos ? a : text.substr(dash + 1);
   r.first = parse_int(program, option, a, 1);
   r.last = parse_int(program, option, b, 1);
   return r;

@@ -24,7 +24,8 @@ grep -q "parallel: D-CHAG.* reads channels \[0, 2)" "$work/first.log" \
 grep -q "held-out lat-weighted RMSE" "$work/first.log" || { echo "FAILED: no evaluation"; exit 1; }
 ratio=$(sed -n 's/.*(ratio \([0-9.]*\)).*/\1/p' "$work/first.log")
 awk -v r="$ratio" 'BEGIN { exit !(r != "" && r < 0.8) }' \
-  || { echo "FAILED: the loss did not fall (last/first ratio '$ratio')"; cat "$work/first.log"; exit 1; }
+  || { echo "FAILED: the loss did not fall (last/first ratio '$ratio')"; cat "$work/first.log"
+       exit 1; }
 [ "$(wc -l < "$work/data/dchag_statistics.csv")" -eq 6 ] \
   || { echo "FAILED: statistics file"; cat "$work/data/dchag_statistics.csv"; exit 1; }
 run second --steps 2

@@ -91,7 +91,8 @@ class WeatherBench {
     Impl::require(std::isfinite(cfg_.lead_hours) && cfg_.lead_hours > 0,
                   "WeatherBench: lead_hours = ", cfg_.lead_hours, ", expected > 0");
     if (cfg_.statistics_file.empty())
-      cfg_.statistics_file = (std::filesystem::path(cfg_.directory) / "dchag_statistics.csv").string();
+      cfg_.statistics_file =
+          (std::filesystem::path(cfg_.directory) / "dchag_statistics.csv").string();
     for (const std::string& v : cfg_.variables) open_channel(v);
     check_times();
     choose_splits();
