@@ -1,6 +1,6 @@
 // Self-supervised pre-training of a D-CHAG channel masked autoencoder on the built-in
-// hyperspectral cubes (linear mixing of a few endmember spectra, see io/hyperspectral.hpp):
-// each step hides a random mask_ratio of the patches, encodes the rest and reconstructs every
+// hyperspectral cubes (linear mixing of a few endmember spectra, see io/hyperspectral.hpp) or on
+// scenes in ENVI format (--data, io/envi_dataset.hpp): each step hides a random mask_ratio of the patches, encodes the rest and reconstructs every
 // band's pixels of the hidden ones. Reports loss, throughput and memory per step.
 //
 //   mpirun -np 2 pretrain_hyperspectral [--policy dchag|tp] [--tp 2] [--fsdp 1] [--dp 1]
@@ -9,8 +9,15 @@
 //               [--mask-ratio 0.75] [--decoder-dim 128] [--decoder-depth 2] [--decoder-heads 4]
 //               [--scene-scale 128] [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0]
 //               [--run-dir runs/pretrain] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
-//               [--no-save] [--timeout-minutes M]
+//               [--no-save] [--timeout-minutes M] [--data SCENE.hdr[,SCENE.hdr...]]
+//               [--test-fraction 0.2]
 //
+// --data trains on the height x width tiles of ENVI scenes (.hdr + raw data, any interleave,
+// data type and byte order; io/envi.hpp) instead of the built-in cubes: the last --test-fraction
+// of each scene's tiles (its bottom rows) are held out, every band is normalised by its mean and
+// standard deviation over the training tiles, and the model takes as many bands as the scenes
+// have (--bands, when given, must agree). Every rank reads every band of its samples: the
+// reconstruction target of the replicated decoder is the whole cube.
 // A run writes its per-step metrics (pretrain_metrics.csv) and, at the end, its checkpoint
 // (checkpoint.safetensors: weights, AdamW state, step, the model and autoencoder configuration)
 // into --run-dir; --save-every K also writes checkpoint_step{K, 2K, ...}.safetensors. --resume
@@ -32,6 +39,7 @@
 // each band's mean scores about 1; the summary compares the held-out score with that and with
 // predicting every hidden patch as the mean of the sample's visible ones.
 #include <dchag/dchag.hpp>
+#include <dchag/io/envi_dataset.hpp>
 #include <dchag/model/mae.hpp>
 #include <dchag/train/mae_trainer.hpp>
 #include <mpi.h>
@@ -42,6 +50,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -68,12 +77,27 @@ struct Options {
   bool save = true;
   std::int64_t save_every = 0;
   double scene_scale = 128;
+  std::vector<std::string> data;  // ENVI scenes; empty: the built-in cubes
+  double test_fraction = 0.2;
   double timeout_minutes = 0;
   bool help = false;
   std::set<std::string> given;  // the options on the command line
 };
 
 constexpr const char* program = "pretrain_hyperspectral";
+
+// "a.hdr,b.hdr" -> {"a.hdr", "b.hdr"}
+std::vector<std::string> scene_list(const std::string& option, const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t begin = 0;
+  for (std::size_t comma; (comma = text.find(',', begin)) != std::string::npos; begin = comma + 1)
+    out.push_back(text.substr(begin, comma - begin));
+  out.push_back(text.substr(begin));
+  for (const std::string& f : out)
+    dchag::Impl::require(!f.empty(), program, ": ", option, " '", text,
+                         "' holds an empty file name");
+  return out;
+}
 
 // The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
@@ -103,6 +127,8 @@ Options parse(int argc, char* argv[]) {
     else if (a == "--decoder-depth") o.mae.decoder_depth = parse_int(program, a, value(), 1);
     else if (a == "--decoder-heads") o.mae.decoder_heads = parse_int(program, a, value(), 1);
     else if (a == "--scene-scale") o.scene_scale = parse_real(program, a, value(), 0.0, false);
+    else if (a == "--data") o.data = scene_list(a, value());
+    else if (a == "--test-fraction") o.test_fraction = parse_real(program, a, value(), 0.0, true);
     else if (a == "--help" || a == "-h") o.help = true;
     else throw dchag::Error(std::string(program) + ": unknown option '" + a + "'");
     o.given.insert(a);
@@ -135,6 +161,21 @@ void resolve(Options& o) {
                           to_string(file.decoder_heads));
           o.mae = file;
         });
+  if (!o.data.empty()) {
+    // The scenes fix the bands; reading the first header is enough (the data set checks that
+    // every scene has the same ones).
+    const long bands = dchag::EnviFile(o.data.front()).header().bands;
+    if (o.resume.empty() && !o.given.count("--bands")) {
+      o.model.channels = o.model.out_channels = int(bands);
+      // A tree of the default {8, 1} needs bands divisible by 8; a scene's band count rarely
+      // is, so without --groups or --levels the aggregation falls back to the ClimaX baseline.
+      if (!o.given.count("--groups") && !o.given.count("--levels") && bands % 8 != 0)
+        o.model.levels = {1};
+    }
+    dchag::Impl::require(o.model.channels == bands, program, ": the model has ",
+                         o.model.channels, " bands (--bands or the checkpoint) but ",
+                         o.data.front(), " has ", bands);
+  }
   o.model.validate();
   o.mae.validate(o.model);
 }
@@ -174,21 +215,14 @@ Baselines baselines(const Target& target, const Mask& mask) {
   return {zero / count, sum / count};
 }
 
-template <class Policy>
-int run(const dchag::Communicator& world, const Options& o) {
+// Data: the built-in generator or an EnviDataset, through the same calls (size, fill).
+template <class Policy, class Data>
+int train(const dchag::Communicator& world, const Options& o, const Data& data) {
   Space space;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
   const dchag::ModelConfig& mc = o.model;
   const int local_batch = dchag_example::local_batch(program, grid, o.batch);
-
-  dchag::HyperspectralConfig hc;
-  hc.bands = mc.channels;
-  hc.height = mc.height;
-  hc.width = mc.width;
-  hc.seed = mc.seed + 1;
-  hc.patch_scale = o.scene_scale;
-  dchag::HyperspectralGenerator<T> data(hc);
 
   dchag::ChannelMAE<T, Space, Policy> model(mc, o.mae, grid);
   dchag::MaeTrainer<decltype(model)> trainer(model, o.train);
@@ -256,7 +290,7 @@ int run(const dchag::Communicator& world, const Options& o) {
   // Held-out reconstruction of hidden patches on the Test split, with masks no training step
   // drew (mask step = steps).
   std::vector<std::size_t> test(o.batch);
-  for (std::size_t i = 0; i < test.size(); ++i) test[i] = i;
+  for (std::size_t i = 0; i < test.size(); ++i) test[i] = i % data.size(dchag::Split::Test);
   load(dchag::Split::Test, test);
   const auto pred = model.forward(space, input, std::uint64_t(o.train.steps));
   dchag::View3<T, Space> target("target", pred.extent(0), pred.extent(1), pred.extent(2));
@@ -290,6 +324,33 @@ int run(const dchag::Communicator& world, const Options& o) {
   std::printf("per-step metrics written to %s\n", o.csv.c_str());
   if (o.save) std::printf("checkpoint written to %s\n", checkpoint.c_str());
   return 0;
+}
+
+template <class Policy>
+int run(const dchag::Communicator& world, const Options& o) {
+  const dchag::ModelConfig& mc = o.model;
+  if (o.data.empty()) {
+    dchag::HyperspectralConfig hc;
+    hc.bands = mc.channels;
+    hc.height = mc.height;
+    hc.width = mc.width;
+    hc.seed = mc.seed + 1;
+    hc.patch_scale = o.scene_scale;
+    return train<Policy>(world, o, dchag::HyperspectralGenerator<T>(hc));
+  }
+  dchag::EnviDatasetConfig ec;
+  ec.files = o.data;
+  ec.height = mc.height;
+  ec.width = mc.width;
+  ec.test_fraction = o.test_fraction;
+  std::unique_ptr<dchag::EnviDataset<T>> data;
+  // Every rank opens the scenes; a bad file is reported by each of them.
+  dchag::on_every_rank(world, [&] { data = std::make_unique<dchag::EnviDataset<T>>(ec); });
+  if (world.rank() == 0)
+    std::printf("data: %zu ENVI scene(s), %d bands, %zu Train and %zu Test tiles of %dx%d\n",
+                o.data.size(), data->bands(), data->size(dchag::Split::Train),
+                data->size(dchag::Split::Test), mc.height, mc.width);
+  return train<Policy>(world, o, *data);
 }
 
 }  // namespace

@@ -171,7 +171,21 @@ struct Skill {
   std::vector<double> model_rmse, persistence_rmse, climatology_rmse;
   std::vector<double> model_acc, persistence_acc;
   double samples = 0, climatology_states = 0, lead_hours = 0;
+  // The first held-out sample on world rank 0, [C, H, W] in the model's units, for the maps.
+  std::vector<double> map_input, map_truth, map_forecast;
 };
+
+// Copies sample 0 of `v` ([B, C, H, W], first C channels) to the host, C-major.
+template <class V>
+std::vector<double> first_sample(const V& v, int channels) {
+  auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), v);
+  std::vector<double> out;
+  out.reserve(std::size_t(channels) * h.extent(2) * h.extent(3));
+  for (int c = 0; c < channels; ++c)
+    for (std::size_t i = 0; i < h.extent(2); ++i)
+      for (std::size_t j = 0; j < h.extent(3); ++j) out.push_back(double(h(0, c, i, j)));
+  return out;
+}
 
 double mean_of(const std::vector<double>& v) {
   double m = 0;
@@ -245,6 +259,11 @@ Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid&
     for (int i = 0; i < batch; ++i) indices[i] = (std::size_t(k) * batch + i) * n_test / n;
     load(dchag::Split::Test, indices);
     auto pred = model.forward(space, x, lead);
+    if (k == 0 && world.rank() == 0) {
+      s.map_input = first_sample(persistence, C);
+      s.map_truth = first_sample(y, C);
+      s.map_forecast = first_sample(pred, C);
+    }
     dchag::on_every_rank(world, [&] {
       try {
         model_skill.add(space, pred, y, clim, lat);
@@ -328,6 +347,31 @@ bool write_skill_csv(const std::string& path, const Skill& s, const Data& data) 
   out << line;
   out.close();
   return bool(out);
+}
+
+// The maps of the first held-out sample (input, truth, forecast) in raw units, with the grid's
+// coordinates, for scripts/plot_run.py.
+template <class Data>
+void write_forecast_maps(const std::string& path, const Skill& s, const Data& data) {
+  const std::size_t C = s.model_rmse.size(), H = data.height(), W = data.width();
+  const std::vector<double>&mean = data.channel_mean(), &sd = data.channel_std();
+  std::vector<double> input(s.map_input), truth(s.map_truth), forecast(s.map_forecast);
+  for (auto* m : {&input, &truth, &forecast})
+    for (std::size_t c = 0; c < C; ++c)
+      for (std::size_t p = 0; p < H * W; ++p)
+        (*m)[c * H * W + p] = (*m)[c * H * W + p] * sd[c] + mean[c];
+  std::string names;
+  for (std::size_t c = 0; c < C; ++c) names += (c ? "," : "") + std::to_string(c);
+  dchag::write_safetensors<double>(
+      path,
+      {{"input", {C, H, W}, input.data()},
+       {"truth", {C, H, W}, truth.data()},
+       {"forecast", {C, H, W}, forecast.data()},
+       {"latitudes", {H}, data.latitudes().data()},
+       {"longitudes", {W}, data.longitudes().data()}},
+      {{"variables", names},
+       {"lead_hours", dchag::Impl::round_trip_text(s.lead_hours)},
+       {"units", "raw"}});
 }
 
 template <class Policy, class Data>
@@ -457,6 +501,14 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
       std::printf("evaluation table written to %s\n", path.c_str());
     else
       std::printf("warning: cannot write %s\n", path.c_str());
+    const std::string maps = o.run_dir + "/forecast_maps.safetensors";
+    try {
+      write_forecast_maps(maps, skill, data);
+      std::printf("maps of one held-out forecast written to %s (scripts/plot_run.py %s draws "
+                  "them)\n", maps.c_str(), o.run_dir.c_str());
+    } catch (const dchag::Error& e) {
+      std::printf("warning: %s\n", e.what());
+    }
   }
   if (evaluate) return 0;
   std::printf("per-step metrics written to %s\n", o.csv.c_str());

@@ -14,13 +14,15 @@
 #   torch   Debian's PyTorch for /usr/bin/python3 (the PyTorch interoperability tests; they are
 #           skipped at configure time when `/usr/bin/python3 -c "import torch"` fails)
 #   fuzz    clang with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh)
+#   plot    matplotlib for /usr/bin/python3 (scripts/plot_run.py and its test, which is skipped
+#           at configure time when `/usr/bin/python3 -c "import matplotlib"` fails)
 #
 # Only missing packages are installed; `apt-get update` runs only when something is missing.
 # Needs root or sudo when something is missing. Prints one line when all is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 pkgs_base=(cmake g++ libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libeigen3-dev
            doctest-dev libopenmpi-dev openmpi-bin libopenblas0-pthread libnetcdf-dev)
@@ -32,6 +34,7 @@ pkgs_cuda=(patch)
 # Debian ships no python3-safetensors (bookworm): the tests read and write the format themselves.
 pkgs_torch=(python3-torch python3-numpy)
 pkgs_fuzz=(clang libclang-rt-14-dev)
+pkgs_plot=(python3-matplotlib python3-numpy)
 
 want=("${pkgs_base[@]}")
 for g in "$@"; do
@@ -42,8 +45,9 @@ for g in "$@"; do
     cuda) want+=("${pkgs_cuda[@]}") ;;
     torch) want+=("${pkgs_torch[@]}") ;;
     fuzz) want+=("${pkgs_fuzz[@]}") ;;
+    plot) want+=("${pkgs_plot[@]}") ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "install_deps.sh: unknown group '$g' (known: base source hip cuda torch fuzz)" >&2; exit 2 ;;
+    *) echo "install_deps.sh: unknown group '$g' (known: base source hip cuda torch fuzz plot)" >&2; exit 2 ;;
   esac
 done
 

@@ -2,6 +2,8 @@
 #include <dchag/kernels/batched_gemm.hpp>
 #include <dchag/kernels/gemm.hpp>
 
+#include <limits>
+
 #include "test_common.hpp"
 
 using namespace dchag_test;
@@ -50,8 +52,10 @@ TEST_CASE_TEMPLATE_DEFINE("batched gemm: both forms match Eigen per batch entry"
   using T = typename C::scalar;
   using dchag::Op;
   Space space;
-  const int batch = 5, m = 9, n = 7, k = 11;
+  const int batch = 5, n = 7, k = 11;
   std::uint64_t seed = 100;
+  // m = 70: several row tiles of the team form, the last one partial.
+  for (int m : {9, 70})
   for (int form = 0; form < 3; ++form) {
     for (Op oa : {Op::N, Op::T}) {
       for (Op ob : {Op::N, Op::T}) {
@@ -61,6 +65,8 @@ TEST_CASE_TEMPLATE_DEFINE("batched gemm: both forms match Eigen per batch entry"
         fill_random(A, seed++);
         fill_random(B, seed++);
         fill_random(Cv, seed++);
+        // beta = 0 must overwrite C, NaN included (attention writes into reused buffers).
+        if (form == 2) Kokkos::deep_copy(Cv, std::numeric_limits<T>::quiet_NaN());
         auto c0 = to_host(Cv);
         auto c0copy = Kokkos::create_mirror(c0);
         Kokkos::deep_copy(c0copy, c0);
@@ -73,9 +79,11 @@ TEST_CASE_TEMPLATE_DEFINE("batched gemm: both forms match Eigen per batch entry"
           auto bi = Kokkos::subview(B, i, Kokkos::ALL, Kokkos::ALL);
           auto ci = Kokkos::subview(Cv, i, Kokkos::ALL, Kokkos::ALL);
           auto c0i = Kokkos::subview(c0copy, i, Kokkos::ALL, Kokkos::ALL);
-          const Matrix<double> ref = double(alpha) * op(oa, to_eigen(ai)) * op(ob, to_eigen(bi)) +
-                                     double(beta) * to_eigen(c0i);
+          const Matrix<double> ref =
+              double(alpha) * op(oa, to_eigen(ai)) * op(ob, to_eigen(bi)) +
+              (form == 2 ? Matrix<double>::Zero(m, n) : Matrix<double>(double(beta) * to_eigen(c0i)));
           CAPTURE(form);
+          CAPTURE(m);
           CAPTURE(i);
           CHECK(rel_diff(to_eigen(ci), ref) < tol<T>());
         }

@@ -5,6 +5,7 @@
 // (OpenBLAS / cuBLAS / rocBLAS where Kokkos Kernels has the TPL, its own kernels otherwise).
 
 #include <KokkosBlas3_gemm.hpp>
+#include <KokkosKernels_config.h>
 #include <Kokkos_Core.hpp>
 
 #include <dchag/core/error.hpp>
@@ -23,6 +24,33 @@ std::size_t op_cols(Op op, const V& v) { return op == Op::N ? v.extent(1) : v.ex
 
 inline const char* op_name(Op op) { return op == Op::N ? "" : "^T"; }
 
+// Kokkos Kernels 4 takes the execution-space instance: the product is queued behind the work
+// already on `space` (a CUDA/HIP stream), with no fence. 3.4 runs it on the default instance,
+// so the work queued on `space` must be complete first.
+#if defined(KOKKOSKERNELS_VERSION) && KOKKOSKERNELS_VERSION >= 40000
+#define DCHAG_BLAS_TAKES_INSTANCE 1
+#else
+#define DCHAG_BLAS_TAKES_INSTANCE 0
+#endif
+
+template <class ExecSpace>
+void fence_for_blas(const ExecSpace& space) {
+  if constexpr (!DCHAG_BLAS_TAKES_INSTANCE) space.fence();
+  (void)space;
+}
+
+template <class ExecSpace, class AV, class BV, class CV>
+void blas_gemm(const ExecSpace& space, const char* ta, const char* tb,
+               typename CV::non_const_value_type alpha, const AV& A, const BV& B,
+               typename CV::non_const_value_type beta, const CV& C) {
+#if DCHAG_BLAS_TAKES_INSTANCE
+  KokkosBlas::gemm(space, ta, tb, alpha, A, B, beta, C);
+#else
+  (void)space;
+  KokkosBlas::gemm(ta, tb, alpha, A, B, beta, C);
+#endif
+}
+
 template <class AV, class BV, class CV>
 void check_gemm(const char* where, Op opa, Op opb, const AV& A, const BV& B, const CV& C) {
   static_assert(AV::rank == 2 && BV::rank == 2 && CV::rank == 2, "gemm takes matrices");
@@ -40,10 +68,8 @@ template <class ExecSpace, class AV, class BV, class CV>
 void gemm(const ExecSpace& space, Op opa, Op opb, typename CV::non_const_value_type alpha,
           const AV& A, const BV& B, typename CV::non_const_value_type beta, const CV& C) {
   Impl::check_gemm("dchag::gemm", opa, opb, A, B, C);
-  // Kokkos Kernels 3.4 has no gemm overload taking an execution-space instance: it runs on the
-  // default instance, so work queued on `space` must be complete before it starts.
-  space.fence();
-  KokkosBlas::gemm(Impl::blas_char(opa), Impl::blas_char(opb), alpha, A, B, beta, C);
+  Impl::fence_for_blas(space);
+  Impl::blas_gemm(space, Impl::blas_char(opa), Impl::blas_char(opb), alpha, A, B, beta, C);
 }
 
 }  // namespace dchag
