@@ -107,14 +107,24 @@ TEST_CASE("uneven split: D-CHAG gives each rank whole groups, as evenly as they 
       {0, 30}, {0, 18, 18, 30}, {0, 12, 12, 24, 24, 30}, {0, 12, 12, 18, 18, 24, 24, 30}};
   CHECK(owned_on<DchagC>(uneven_config(30, {5, 1}), grid) == five[p - 1]);
   // 30 channels, {6, 3, 1}: 3 keys of 10 channels; on 4 ranks fewer keys than ranks, so every
-  // rank owns every channel (as ReplicatedChannels) and no parameter is partitioned.
+  // rank owns every channel (as ReplicatedChannels) and no per-channel parameter is
+  // partitioned.
   const auto tree = uneven_config(30, {6, 3, 1});
   const std::vector<std::vector<int>> three = {
       {0, 30}, {0, 20, 20, 30}, {0, 10, 10, 20, 20, 30}, {0, 30, 0, 30, 0, 30, 0, 30}};
   CHECK(owned_on<DchagL>(tree, grid) == three[p - 1]);
   if (p == 4) {
     dchag::ChannelViT<double, Space, DchagL> model(tree, grid);
-    for (const auto& prm : model.parameters()) CHECK_FALSE(prm.partitioned);
+    int per_channel = 0;
+    for (const auto& prm : model.parameters()) {
+      const auto& n = prm.name;
+      if (n.rfind("token_embeds.", 0) != 0 && n != "var_embed" && n.rfind("agg.", 0) != 0)
+        continue;  // the final aggregator and the encoder are split over heads as always
+      CAPTURE(n);
+      CHECK_FALSE(prm.partitioned);
+      ++per_channel;
+    }
+    CHECK(per_channel == 30 * 2 + 1 + 2 * (6 + 3));  // embeddings, var_embed, agg.{0,1}.*
   }
 }
 
