@@ -17,8 +17,9 @@
 //   baseline  dchag::TensorParallel, levels {1}: every TP rank reads and tokenizes all C
 //             channels; ClimaX cross-attention over C keys with its heads split over TP;
 //   dchag-l   DistributedChannels<LinearAggregator>, levels {G, 1}: rank r reads and tokenizes
-//             only its C/tp channels, linear partial aggregation to its G/tp group tokens,
-//             all-gather, final cross-attention over G keys (heads split over TP);
+//             only its whole groups (about C/tp channels), linear partial aggregation to
+//             its group tokens (about G/tp), all-gather, final cross-attention over G keys
+//             (heads split over TP);
 //   dchag-c   the same with CrossAttentionAggregator as the partial aggregator.
 // --batch is the global batch: each rank works on batch / (fsdp x dp) samples. At a fixed
 // tp, --fsdp F against --dp F shows what model sharding saves (parameters, gradients and AdamW

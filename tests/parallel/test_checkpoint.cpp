@@ -295,6 +295,62 @@ TEST_CASE_TEMPLATE("a checkpoint written on the largest grid loads on one rank a
   }
 }
 
+// 7 single channels (levels {1}) for D-CHAG-L, 30 channels in 5 groups for D-CHAG-C: on 2, 3
+// and 4 ranks the groups do not split evenly (4 + 3, 3 + 2 + 2, ...). 12 heads split over all.
+template <class Policy>
+dchag::ModelConfig uneven_config_for(std::uint64_t seed) {
+  auto c = config_for<Policy>(seed);
+  const bool cross = std::is_same<Policy, DchagC>::value;
+  c.channels = c.out_channels = cross ? 30 : 7;
+  c.levels = cross ? std::vector<int>{5, 1} : std::vector<int>{1};
+  c.dim = 24;
+  c.heads = 12;
+  return c;
+}
+
+TEST_CASE_TEMPLATE("uneven split: a checkpoint saved at tp = 1 resumes where the channels split "
+                   "unevenly, and back",
+                   Policy, DchagL, DchagC) {
+  using Model = dchag::ChannelViT<T, Space, Policy>;
+  const dchag::Communicator world;
+  const int P = world.size(), k = 2;
+  const auto cfg = uneven_config_for<Policy>(42), other_seed = uneven_config_for<Policy>(9);
+  const Data data = global_data(cfg, 12);
+  const std::string tag = policy_tag<Policy>();
+  // Saved at tp = 1 (data parallel over the world), half way through an uninterrupted run.
+  const dchag::ProcessGrid flat(world, 1, 1, P);
+  const std::string path = in_dir("uneven_tp1_" + tag + ".safetensors");
+  Model a(cfg, flat);
+  dchag::AdamW<T, Space> opt_a(adamw_config());
+  dchag::GradientSync<T, Space> sync_a;
+  const Local local_a = local_batch(a, data);
+  std::vector<double> losses;
+  for (int s = 0; s < 2 * k; ++s) {
+    if (s == k) dchag::save_checkpoint(path, a, &opt_a, s);
+    losses.push_back(train_step(a, opt_a, sync_a, local_a, data.w, s));
+  }
+  // Loaded at tp = P: the run continues (parameters and AdamW moments in place).
+  const dchag::ProcessGrid wide(world, P, 1, 1);
+  Model b(other_seed, wide);
+  dchag::AdamW<T, Space> opt_b(adamw_config());
+  dchag::GradientSync<T, Space> sync_b;
+  const auto info = dchag::load_checkpoint(path, b, &opt_b);
+  CHECK(info.step == k);
+  const Local local_b = local_batch(b, data);
+  for (int s = k; s < 2 * k; ++s) {
+    CAPTURE(s);
+    CHECK(train_step(b, opt_b, sync_b, local_b, data.w, s) ==
+          doctest::Approx(losses[s]).epsilon(1e-10));
+  }
+  // Saved from the uneven grid, it loads on one rank and computes the same function.
+  const std::string back = in_dir("uneven_tp" + std::to_string(P) + "_" + tag + ".safetensors");
+  dchag::save_checkpoint(back, b, &opt_b, 2 * k);
+  const std::vector<double> expect = predict(b, data);
+  Model c(other_seed, dchag::ProcessGrid::single());
+  CHECK(dchag::load_checkpoint(back, c).step == 2 * k);
+  CHECK(max_rel_diff(predict(c, data), expect) < 1e-12);
+}
+
 TEST_CASE("a checkpoint file does not depend on the grid that wrote it") {
   using Model = dchag::ChannelViT<T, Space, DchagL>;
   const dchag::Communicator world;

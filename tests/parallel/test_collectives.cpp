@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <utility>
+#include <vector>
 
 #include "test_common.hpp"
 
@@ -254,6 +255,75 @@ TEST_CASE_TEMPLATE_DEFINE("collectives refuse ranks that pass views of different
   CHECK(dchag::all_reduce_sum(comm, 1.0) == p);
 }
 TEST_CASE_TEMPLATE_APPLY(collectives_counts, AllCases);
+
+// Rank q holds rows_of(q) rows: 2, 0, 1, 3 on four ranks (rank 1 holds none).
+std::size_t rows_of(int q) { return std::size_t((2 * q + 2) % 5 == 4 ? 0 : (2 * q + 2) % 5); }
+
+TEST_CASE_TEMPLATE_DEFINE("all_gatherv concatenates blocks of different sizes in rank order", C,
+                          collectives_gatherv) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const dchag::Communicator comm;
+  const int p = comm.size(), r = comm.rank();
+  const std::size_t cols = 3, depth = 4, row = cols * depth;
+  std::vector<std::size_t> counts;
+  std::size_t total = 0;
+  for (int q = 0; q < p; ++q) total += rows_of(q), counts.push_back(rows_of(q));
+  // Row i of full is row (i - offset of q) of rank q's block: value_of(q, k) at element k.
+  const auto expected = [&](std::size_t e) {
+    std::size_t i = e / row, q = 0;
+    while (i >= counts[q]) i -= counts[q++];
+    return value_of(int(q), i * row + e % row);
+  };
+  dchag::View3<T, Space> local("local", counts[r], cols, depth), full("full", total, cols, depth);
+  fill(local, [&](std::size_t k) { return value_of(r, k); });
+  fill(full, [](std::size_t) { return -1e6; });
+  dchag::CommStats::reset();
+  dchag::all_gatherv(space, comm, local, full, counts);
+  CHECK(max_error(full, expected) == 0.0);
+  // What this rank receives: everything but its own block.
+  CHECK(dchag::CommStats::bytes() == (total - counts[r]) * row * sizeof(T));
+
+  // In place: this rank's block already sits in full.
+  fill(full, [](std::size_t) { return -1e6; });
+  std::size_t offset = 0;
+  for (int q = 0; q < r; ++q) offset += counts[q];
+  auto own = Kokkos::subview(full, std::make_pair(offset, offset + counts[r]), Kokkos::ALL,
+                             Kokkos::ALL);
+  fill(own, [&](std::size_t k) { return value_of(r, k); });
+  dchag::all_gatherv(space, comm, own, full, counts);
+  CHECK(max_error(full, expected) == 0.0);
+
+  // Equal counts give all_gather's result.
+  dchag::View2<T, Space> l2("l2", 2, cols), f2("f2", 2 * p, cols), g2("g2", 2 * p, cols);
+  fill(l2, [&](std::size_t k) { return value_of(r, k); });
+  dchag::all_gather(space, comm, l2, f2);
+  dchag::all_gatherv(space, comm, l2, g2, std::vector<std::size_t>(p, 2));
+  CHECK(max_error(g2, [&](std::size_t k) { return double(to_host(f2).data()[k]); }) == 0.0);
+
+  // Bad input, on every rank: wrong number of counts, a full view of another size, a local
+  // view that is not this rank's count, counts that differ between ranks.
+  CHECK_THROWS_WITH_AS(dchag::all_gatherv(space, comm, local, full,
+                                          std::vector<std::size_t>(p + 1, 1)),
+                       contains(std::to_string(p + 1) + " counts"), dchag::Error);
+  dchag::View3<T, Space> longer("longer", total + 1, cols, depth);
+  CHECK_THROWS_WITH_AS(dchag::all_gatherv(space, comm, local, longer, counts),
+                       doctest::Contains("must be the blocks of counts"), dchag::Error);
+  if (p > 1) {
+    auto other = counts;
+    if (r == 0) other[0] += 1;
+    dchag::View3<T, Space> lo("lo", other[r], cols, depth);
+    std::size_t t = 0;
+    for (auto c : other) t += c;
+    dchag::View3<T, Space> fo("fo", t, cols, depth);
+    CHECK_THROWS_WITH_AS(dchag::all_gatherv(space, comm, lo, fo, other),
+                         doctest::Contains("different counts"), dchag::Error);
+  }
+  CHECK(dchag::all_reduce_sum(comm, 1.0) == p);
+  dchag::CommStats::reset();
+}
+TEST_CASE_TEMPLATE_APPLY(collectives_gatherv, AllCases);
 
 TEST_CASE("scalar all_reduce_sum / max / min") {
   const dchag::Communicator comm;

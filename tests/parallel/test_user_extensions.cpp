@@ -148,6 +148,20 @@ struct FirstHalf {
   static const char* name() { return "first half"; }
 };
 
+// Rank 0 owns channel 0 alone, the others share the rest: a tiling, but not of whole groups
+// when the groups hold more than one channel.
+struct OneChannelFirst {
+  template <class T, class ExecSpace>
+  using partial = dchag::LinearAggregator<T, ExecSpace>;
+  static dchag::IndexRange owned_channels(const dchag::ChannelLayout& l,
+                                          const dchag::ProcessGrid& g) {
+    if (g.tp_rank() == 0) return {0, 1};
+    const auto r = dchag::balanced_range(std::size_t(l.channels - 1), g.tp() - 1, g.tp_rank() - 1);
+    return {r.begin + 1, r.end + 1};
+  }
+  static const char* name() { return "one channel first"; }
+};
+
 // Throws on one rank only.
 struct ThrowsOnRankOne {
   template <class T, class ExecSpace>
@@ -279,7 +293,13 @@ TEST_CASE("a policy whose split the model cannot run is refused on every rank") 
   const dchag::ProcessGrid grid(world, world.size(), 1, 1);
   using Model = dchag::ChannelViT<double, Space, user::FirstHalf>;
   CHECK_THROWS_WITH_AS(Model(user_config({4, 1}), grid),
-                       doctest::Contains("equal consecutive parts"), dchag::Error);
+                       doctest::Contains("consecutive parts"), dchag::Error);
+  // Consecutive parts of any size, but each of whole groups (of 2 channels here).
+  using Straddling = dchag::ChannelViT<double, Space, user::OneChannelFirst>;
+  CHECK_THROWS_WITH_AS(Straddling(user_config({4, 1}), grid),
+                       doctest::Contains("rank 0 owns channels [0, 1), which do not cover whole "
+                                         "groups of 2"),
+                       dchag::Error);
   // One rank's policy throws: every rank gets its message, nobody waits.
   using Throwing = dchag::ChannelViT<double, Space, user::ThrowsOnRankOne>;
   CHECK_THROWS_WITH_AS(Throwing(user_config({4, 1}), grid),

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <dchag/aggregation/hierarchy.hpp>
 #include <dchag/core/error.hpp>
@@ -55,7 +56,8 @@ class ChannelStem {
   ChannelStem(const ModelConfig& config, const ProcessGrid& grid)
       : config_(config),
         grid_(grid),
-        channels_(Impl::owned_channels<Policy>(Impl::channel_layout(config), grid)),
+        ranges_(Impl::tp_channel_ranges<Policy>(Impl::channel_layout(config), grid)),
+        channels_(ranges_[std::size_t(grid.tp_rank())]),
         embed_("token_embeds", int(channels_.size()), config.patch, config.dim,
                int(channels_.begin)),
         var_embed_(int(channels_.size()), config.dim, int(channels_.begin)),
@@ -136,14 +138,18 @@ class ChannelStem {
   }
 
   // D-CHAG's all-gather of the group tokens over TP (channel-major, so each rank's block is
-  // contiguous); the input itself when every rank holds all of them.
+  // contiguous; ranks may own different numbers of groups, so it gathers each rank's own
+  // count); the input itself when every rank holds all of them.
   Unmanaged<const T***, ExecSpace> gather_groups(const ExecSpace& space,
                                                  const Unmanaged<const T***, ExecSpace>& part) {
     if (!distributed()) return part;
     const std::size_t keys = aggregation_.final_keys();
     if (gathered_.extent(0) != keys || gathered_.extent(1) != part.extent(1))
       gathered_ = tensor("gathered_group_tokens", keys, part.extent(1), part.extent(2));
-    all_gather(space, grid_.tp_comm(), part, gathered_);
+    const std::size_t unit = std::size_t(Impl::channel_layout(config_).channels_per_key());
+    std::vector<std::size_t> counts;
+    for (const auto& r : ranges_) counts.push_back(r.size() / unit);
+    all_gatherv(space, grid_.tp_comm(), part, gathered_, counts);
     return gathered_;
   }
 
@@ -170,7 +176,8 @@ class ChannelStem {
 
   ModelConfig config_;
   ProcessGrid grid_;
-  IndexRange channels_;
+  std::vector<IndexRange> ranges_;  // every TP rank's channels, in rank order
+  IndexRange channels_;              // this rank's
   ChannelPatchEmbed<T, ExecSpace> embed_;
   ChannelEmbedding<T, ExecSpace> var_embed_;
   ChannelAggregation<T, ExecSpace, Policy::template partial> aggregation_;

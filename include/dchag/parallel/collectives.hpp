@@ -21,6 +21,8 @@
 // the bytes of the full view) and p the communicator size:
 //   all_reduce_*     2 (p - 1) / p * n
 //   all_gather       (p - 1) / p * n_full = (p - 1) * n_local
+//   all_gatherv      n_full - n_local     (what this rank receives; summed over the ranks the
+//                                          ring's total, (p - 1) * n_full)
 //   reduce_scatter   (p - 1) / p * n_full = (p - 1) * n_local
 //   broadcast        (p - 1) / p * n      (pipelined: every rank but the last forwards n;
 //                                          the average over ranks)
@@ -33,7 +35,9 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/view.hpp>
@@ -196,6 +200,12 @@ inline void require_same_count(const Communicator& comm, std::uint64_t n, const 
           "shapes (do the ranks disagree on the batch size or the model?)");
 }
 
+inline std::string concat_counts(const std::vector<std::size_t>& counts) {
+  std::string s = "{";
+  for (std::size_t i = 0; i < counts.size(); ++i) s += (i ? ", " : "") + std::to_string(counts[i]);
+  return s + "}";
+}
+
 template <class ExecSpace, class View>
 void all_reduce(const ExecSpace& space, const Communicator& comm, const View& view, MPI_Op op,
                 const char* where) {
@@ -286,6 +296,94 @@ void all_gather(const ExecSpace& space, const Communicator& comm, const Local& l
                                   Impl::MpiType<T>::get(), full_buffer.data(),
                                   static_cast<int>(n), Impl::MpiType<T>::get(), comm.get()),
                     "MPI_Allgather", where);
+  }
+  Impl::mpi_copy_out(space, full, full_buffer);
+}
+
+// full <- concatenation of every rank's local along the first dimension, in rank order, where
+// rank r's local holds counts[r] rows (first-dimension entries; any of them may be 0). counts is
+// the same on every rank (checked: one all-reduce of 2 p values). local may be rank r's own
+// block of full (in place).
+template <class ExecSpace, class Local, class Full>
+void all_gatherv(const ExecSpace& space, const Communicator& comm, const Local& local,
+                 const Full& full, const std::vector<std::size_t>& counts) {
+  const char* where = "all_gatherv";
+  Impl::require_writable<Full>();
+  Impl::check_view<ExecSpace>(where, local);
+  Impl::check_view<ExecSpace>(where, full);
+  static_assert(std::is_same<typename Local::non_const_value_type,
+                             typename Full::non_const_value_type>::value,
+                "dchag::all_gatherv: local and full must hold the same scalar type");
+  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
+                "dchag::all_gatherv: local and full must live in the same memory space");
+  static_assert(static_cast<unsigned>(Local::rank) == static_cast<unsigned>(Full::rank) &&
+                    Local::rank > 0,
+                "dchag::all_gatherv: local and full must have the same rank (at least 1)");
+  const int p = comm.size(), r = comm.rank();
+  Impl::require(counts.size() == static_cast<std::size_t>(p), "dchag::", where, ": ",
+                counts.size(), " counts for a communicator of ", p, " ranks");
+  Impl::require(Impl::row_major(local) && Impl::row_major(full), "dchag::", where, ": views ",
+                Impl::shape_of(local), " and ", Impl::shape_of(full),
+                " must be row-major (LayoutRight) to be split along the first dimension");
+  std::size_t rows = 0;
+  for (auto c : counts) rows += c;
+  bool same = local.extent(0) == counts[static_cast<std::size_t>(r)] && full.extent(0) == rows;
+  for (unsigned d = 1; d < Local::rank; ++d) same = same && full.extent(d) == local.extent(d);
+  Impl::require(same, "dchag::", where, ": the full view ", Impl::shape_of(full),
+                " must be the blocks of counts ", Impl::concat_counts(counts),
+                " along the first dimension, and this rank's (", r, ") local view ",
+                Impl::shape_of(local), " block ", r);
+  std::size_t row = 1;
+  for (unsigned d = 1; d < Local::rank; ++d) row *= local.extent(d);
+  std::vector<int> elems(counts.size()), displs(counts.size());
+  std::size_t offset = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    elems[i] = static_cast<int>(counts[i] * row);  // full.size() <= INT_MAX: check_view
+    displs[i] = static_cast<int>(offset);
+    offset += counts[i] * row;
+  }
+  space.fence();
+  using T = typename Full::non_const_value_type;
+  const std::size_t n = local.size();
+  CommStats::add(static_cast<std::uint64_t>(full.size() - n) * sizeof(T));
+  const bool in_place =
+      local.data() == full.data() + static_cast<std::size_t>(displs[static_cast<std::size_t>(r)]);
+  if (p > 1) {
+    // Every rank must pass the same counts: min of each count and of its complement.
+    std::vector<std::uint64_t> mine(2 * counts.size()), least(2 * counts.size());
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      mine[i] = counts[i];
+      mine[counts.size() + i] = ~std::uint64_t(counts[i]);
+    }
+    Impl::check_mpi(MPI_Allreduce(mine.data(), least.data(), static_cast<int>(mine.size()),
+                                  MPI_UINT64_T, MPI_MIN, comm.get()),
+                    "MPI_Allreduce", where);
+    bool agree = true;
+    for (std::size_t i = 0; i < counts.size(); ++i)
+      agree = agree && least[i] == ~least[counts.size() + i];
+    Impl::require(agree, "dchag::", where, ": the ranks pass different counts (this rank ",
+                  Impl::concat_counts(counts), "): every rank must call it with the same "
+                  "counts");
+  }
+  if (p == 1 || full.size() == 0) {
+    if (!in_place && n > 0) {
+      Kokkos::deep_copy(space, Impl::flat(full), Impl::flat(local));
+      space.fence();
+    }
+    return;
+  }
+  auto full_buffer = Impl::mpi_buffer(space, full, false);
+  if constexpr (Impl::mpi_accessible<typename Full::memory_space>()) {
+    Impl::check_mpi(MPI_Allgatherv(in_place ? MPI_IN_PLACE : local.data(), static_cast<int>(n),
+                                   Impl::MpiType<T>::get(), full_buffer.data(), elems.data(),
+                                   displs.data(), Impl::MpiType<T>::get(), comm.get()),
+                    "MPI_Allgatherv", where);
+  } else {
+    auto local_buffer = Impl::mpi_buffer(space, local, true);
+    Impl::check_mpi(MPI_Allgatherv(local_buffer.data(), static_cast<int>(n),
+                                   Impl::MpiType<T>::get(), full_buffer.data(), elems.data(),
+                                   displs.data(), Impl::MpiType<T>::get(), comm.get()),
+                    "MPI_Allgatherv", where);
   }
   Impl::mpi_copy_out(space, full, full_buffer);
 }

@@ -9,7 +9,8 @@
 //                                aggregation levels on all of them (TensorParallel: the ClimaX
 //                                baseline when the levels are {1});
 //   DistributedChannels<Partial> D-CHAG: rank r tokenizes and partially aggregates only its
-//                                own channels, then the group tokens are all-gathered over TP.
+//                                own channels (whole groups, as evenly as whole groups
+//                                allow), then the group tokens are all-gathered over TP.
 // `Partial` is the partial aggregator of the non-final levels (LinearAggregator: D-CHAG-L,
 // CrossAttentionAggregator: D-CHAG-C, or any model of aggregation/aggregator.hpp).
 
@@ -35,11 +36,20 @@ template <template <class, class> class Partial = LinearAggregator>
 struct DistributedChannels {
   template <class T, class ExecSpace>
   using partial = Partial<T, ExecSpace>;
-  // Equal consecutive parts; one that would not cover whole groups is refused by the model.
+  // Whole keys of the final aggregator (groups of the last partial level; single channels when
+  // levels = {1}) spread over the TP ranks in rank order, the first K % tp ranks taking one key
+  // more: any C on any tp, e.g. 7 channels, levels {1}, on 4 ranks -> 2, 2, 2, 1 channels;
+  // levels {5, 1} with 30 channels on 4 ranks -> 2, 1, 1, 1 groups of 6. A group is never split
+  // between ranks, so every partial aggregator runs whole on one rank and nothing but the
+  // gather of the group tokens crosses ranks. With fewer keys than ranks (levels {3, 1} on 4
+  // ranks) some rank would own nothing: then every rank owns every channel, as under
+  // ReplicatedChannels (the same result, none of the memory saving; a tree with at least tp
+  // groups in its last partial level distributes).
   static IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) {
-    Impl::require(layout.channels % grid.tp() == 0, "ChannelViT: ", layout.channels,
-                  " channels cannot be split evenly over tp = ", grid.tp(), " ranks");
-    return even_range(std::size_t(layout.channels), grid.tp(), grid.tp_rank());
+    const int keys = layout.final_keys, unit = layout.channels_per_key();
+    if (keys < grid.tp()) return {0, std::size_t(layout.channels)};
+    const IndexRange mine = balanced_range(std::size_t(keys), grid.tp(), grid.tp_rank());
+    return {mine.begin * unit, mine.end * unit};
   }
   static const char* name() { return "D-CHAG (channels distributed)"; }
 };

@@ -13,10 +13,14 @@
 //  - a rank that owns every channel runs the whole hierarchy on them; its per-channel
 //    parameters are replicated over TP and, since every TP rank sees the same inputs, so are
 //    their gradients: nothing is reduced and gradient clipping counts them once;
-//  - ranks that own a part each (the parts must tile [0, C) in tensor-parallel rank order, in
-//    equal sizes of whole groups of the last partial level) run the partial levels on their
-//    channels, all-gather the group tokens over TP for the final aggregator, and keep only their
-//    slice of its input gradient; their per-channel parameters are partitioned (one owner each).
+//  - ranks that own a part each (the parts must tile [0, C) in tensor-parallel rank order,
+//    each a non-empty run of whole groups of the last partial level; the sizes may differ)
+//    run the partial levels on their channels, all-gather the group tokens over TP (with each
+//    rank's own count) for the final aggregator, and keep only their slice of its input
+//    gradient; their per-channel parameters are partitioned (one owner each). A group is never
+//    shared between ranks: partial aggregators need not be decomposable (cross-attention is
+//    not), and each group's parameters keep one owner. A policy that cannot give every rank
+//    a group must give every rank all channels instead.
 //
 // A model P of PartitioningPolicy:
 //   template <class T, class ExecSpace> using partial = ...;
@@ -108,10 +112,11 @@ constexpr bool check_partitioning_policy() {
 
 // Collective over grid.world(): the policy's choice on every rank, checked to be one of the two
 // shapes the model can run (every TP rank owns all channels, or they tile them in rank order in
-// equal parts of whole keys). A policy that throws on some ranks only, or chooses a shape that
-// does not fit, gets the same error on every rank.
+// non-empty runs of whole keys). A policy that throws on some ranks only, or chooses a shape
+// that does not fit, gets the same error on every rank. Returns every TP rank's range, in rank
+// order (the counts of the group-token gather).
 template <class Policy>
-IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) {
+std::vector<IndexRange> tp_channel_ranges(const ChannelLayout& layout, const ProcessGrid& grid) {
   IndexRange mine{0, 0};
   on_every_rank(grid.world(), [&] { mine = Policy::owned_channels(layout, grid); });
   const int tp = grid.tp();
@@ -126,6 +131,8 @@ IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) 
     const auto range = [&](int r) {
       return concat("[", all[2 * r], ", ", all[2 * r + 1], ")");
     };
+    std::string ranges;
+    for (int r = 0; r < tp; ++r) ranges += (r ? " " : "") + range(r);
     bool whole = true, tiled = true;
     for (int r = 0; r < tp; ++r) {
       const long long b = all[2 * r], e = all[2 * r + 1];
@@ -133,19 +140,29 @@ IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) 
               ": tensor-parallel rank ", r, " owns channels ", range(r),
               ", not a non-empty part of [0, ", C, ")");
       whole = whole && b == 0 && e == C;
-      tiled = tiled && b == r * (C / tp) && e == b + C / tp;
+      tiled = tiled && b == (r == 0 ? 0 : all[2 * r - 1]) && (r + 1 < tp || e == C);
     }
     if (whole) return;
-    require(C % tp == 0 && tiled, "partitioning policy ", Policy::name(), ": the ", tp,
-            " tensor-parallel ranks own channels ", range(0), (tp > 1 ? " ... " : ""),
-            tp > 1 ? range(tp - 1) : std::string(), "; they must either all own [0, ", C,
-            ") or own equal consecutive parts of it in rank order");
-    require((C / tp) % unit == 0, "partitioning policy ", Policy::name(), ": ", C / tp,
-            " channels per rank do not cover whole groups of ", unit,
-            " channels (the groups of the last partial aggregation level); each rank must own "
-            "whole groups");
+    require(tiled, "partitioning policy ", Policy::name(), ": the ", tp,
+            " tensor-parallel ranks own channels ", ranges, "; they must either all own [0, ", C,
+            ") or own consecutive parts of it in rank order that together cover it");
+    for (int r = 0; r < tp; ++r)
+      require(all[2 * r] % unit == 0 && all[2 * r + 1] % unit == 0, "partitioning policy ",
+              Policy::name(), ": tensor-parallel rank ", r, " owns channels ", range(r),
+              ", which do not cover whole groups of ", unit,
+              " channels (the groups of the last partial aggregation level); each rank must "
+              "own whole groups");
   });
-  return mine;
+  std::vector<IndexRange> out(static_cast<std::size_t>(tp));
+  for (int r = 0; r < tp; ++r)
+    out[std::size_t(r)] = {std::size_t(all[2 * r]), std::size_t(all[2 * r + 1])};
+  return out;
+}
+
+// This rank's part of tp_channel_ranges (collective likewise).
+template <class Policy>
+IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) {
+  return tp_channel_ranges<Policy>(layout, grid)[std::size_t(grid.tp_rank())];
 }
 
 }  // namespace Impl

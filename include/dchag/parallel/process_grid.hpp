@@ -24,9 +24,9 @@ struct IndexRange {
   std::size_t size() const { return end - begin; }
 };
 
-// Part `index` of n items (channels, heads, groups) cut into `parts` equal contiguous parts.
-// Uneven splits are refused rather than balanced: the model definition must not depend on the
-// number of ranks, so a split that does not divide is a configuration error, not a load balance.
+// Part `index` of n items (heads, hidden units) cut into `parts` equal contiguous
+// parts. Uneven splits are refused rather than balanced where the parts are layers' shapes
+// (a head or a hidden unit cannot be shared between ranks); channels use balanced_range below.
 inline IndexRange even_range(std::size_t n, int parts, int index) {
   Impl::require(parts > 0, "dchag::even_range: cannot split n = ", n, " items into parts = ",
                 parts, " parts");
@@ -38,6 +38,22 @@ inline IndexRange even_range(std::size_t n, int parts, int index) {
   const std::size_t chunk = n / static_cast<std::size_t>(parts);
   const std::size_t begin = chunk * static_cast<std::size_t>(index);
   return {begin, begin + chunk};
+}
+
+// Part `index` of n items cut into `parts` contiguous parts as equal as they can be: the first
+// n % parts parts take one item more. How D-CHAG spreads the channel groups over the
+// tensor-parallel ranks (parallel/policies.hpp): which rank computes a group changes nothing in
+// the function the model computes, so an uneven split is a load imbalance, not another model.
+// Parts are empty when n < parts.
+inline IndexRange balanced_range(std::size_t n, int parts, int index) {
+  Impl::require(parts > 0, "dchag::balanced_range: cannot split n = ", n,
+                " items into parts = ", parts, " parts");
+  Impl::require(index >= 0 && index < parts, "dchag::balanced_range: part index ", index,
+                " is outside [0, ", parts, ") (n = ", n, ")");
+  const std::size_t p = static_cast<std::size_t>(parts), i = static_cast<std::size_t>(index);
+  const std::size_t chunk = n / p, extra = n % p;
+  const std::size_t begin = chunk * i + (i < extra ? i : extra);
+  return {begin, begin + chunk + (i < extra ? 1 : 0)};
 }
 
 class ProcessGrid {
