@@ -25,7 +25,9 @@ template <template <class, class> class Partial = LinearAggregator>
 struct ReplicatedChannels {
   template <class T, class ExecSpace>
   using partial = Partial<T, ExecSpace>;
-  static IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid&) {
+  // Grid: a ProcessGrid, or anything with tp() and tp_rank() (the planner's GridShape).
+  template <class Grid>
+  static IndexRange owned_channels(const ChannelLayout& layout, const Grid&) {
     return {0, std::size_t(layout.channels)};
   }
   static const char* name() { return "tensor-parallel (channels replicated)"; }
@@ -36,7 +38,8 @@ struct DistributedChannels {
   template <class T, class ExecSpace>
   using partial = Partial<T, ExecSpace>;
   // Equal consecutive parts; one that would not cover whole groups is refused by the model.
-  static IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) {
+  template <class Grid>
+  static IndexRange owned_channels(const ChannelLayout& layout, const Grid& grid) {
     Impl::require(layout.channels % grid.tp() == 0, "ChannelViT: ", layout.channels,
                   " channels cannot be split evenly over tp = ", grid.tp(), " ranks");
     return even_range(std::size_t(layout.channels), grid.tp(), grid.tp_rank());
