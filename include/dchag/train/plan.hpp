@@ -17,8 +17,9 @@
 // plan against the model's parameter list and against dchag::MemoryTracker.
 //
 // Every Kokkos allocation is counted as Kokkos reports it to MemoryTracker: its bytes rounded up
-// to a multiple of 8. What the walk leaves out is small: the parameter tables of AdamW, gradient
-// clipping and the gradient sync (tens of bytes per parameter tensor) and reduction scratch.
+// to a multiple of 8. What the walk leaves out is small and does not grow with the model: Kokkos'
+// own scratch (about 11 KB on the Serial backend), reduction results and the host mirrors of
+// the parameter tables.
 
 #include <algorithm>
 #include <cstddef>
@@ -34,6 +35,7 @@
 #include <dchag/model/config.hpp>
 #include <dchag/parallel/policy.hpp>
 #include <dchag/parallel/process_grid.hpp>
+#include <dchag/train/parameter_table.hpp>
 
 namespace dchag {
 
@@ -223,9 +225,19 @@ class StepPlanner {
       extra += bytes(r.parameter_elements);
       r.dp_all_reduce_bytes = all_reduce(r.parameter_elements, grid_.dp());
     }
-    // Loss over the data ranks, squared gradient norm over the world (doubles).
+    // The loss over the data ranks; the gradient norm's partial sums of squares: two over tp,
+    // one over fsdp (train/gradient_sync.hpp); doubles.
     const auto scalar_reduce = [](int p) { return p > 1 ? 2.0 * (p - 1) * 8.0 / p : 0.0; };
-    r.scalar_bytes = scalar_reduce(grid_.data_size()) + scalar_reduce(grid_.size());
+    r.scalar_bytes = scalar_reduce(grid_.data_size()) + 2 * scalar_reduce(grid_.tp()) +
+                     scalar_reduce(grid_.fsdp());
+    // Parameter tables (train/parameter_table.hpp): one tensor entry per parameter and one
+    // chunk entry per 4096 elements of each, for the optimizer loop, AdamW and, with more than
+    // one data rank, the gradient sync. (On a GPU their host mirrors are host memory.)
+    std::size_t chunks = 0;
+    for (auto n : tensors) chunks += (n + 4095) / 4096;
+    const int tables = grid_.data_size() > 1 ? 3 : 2;
+    extra += tables * (double((tensors.size() * sizeof(TableTensor<double>) + 7) / 8 * 8) +
+                       double((chunks * sizeof(TableChunk) + 7) / 8 * 8));
     r.persistent_bytes = r.parameter_bytes + r.gradient_bytes + r.optimizer_bytes +
                          r.input_bytes + r.activation_bytes + r.backward_bytes + extra;
     r.peak_bytes = r.persistent_bytes + r.transient_bytes;
@@ -324,12 +336,6 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
   config.validate();
   Impl::require(batch > 0, "dchag::plan: the batch per rank must be positive, got ", batch);
   const int tp = grid.tp();
-  Impl::require(config.heads % tp == 0, "ChannelViT: heads = ", config.heads,
-                " cannot be split evenly over tp = ", tp, " ranks");
-  const int hidden_total = static_cast<int>(config.dim * config.mlp_ratio);
-  Impl::require(hidden_total % tp == 0, "Block 'blocks.0': the MLP hidden width ", hidden_total,
-                " (dim = ", config.dim, " x mlp_ratio = ", config.mlp_ratio,
-                ") does not split evenly over the ", tp, " ranks of the tensor-parallel group");
 
   // Channel ownership, from the policy, checked as the model checks it: every TP rank owns all
   // channels, or they tile [0, C) in rank order in whole groups of the last partial level.
@@ -354,6 +360,13 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
     Impl::require(at == C, "partitioning policy ", Policy::name(), ": the ranks own [0, ", at,
                   ") of [0, ", C, ")");
   }
+  // Then what the stem and the blocks check, in the order the model builds them.
+  Impl::require(config.heads % tp == 0, "ChannelViT: heads = ", config.heads,
+                " cannot be split evenly over tp = ", tp, " ranks");
+  const int hidden_total = static_cast<int>(config.dim * config.mlp_ratio);
+  Impl::require(hidden_total % tp == 0, "Block 'blocks.0': the MLP hidden width ", hidden_total,
+                " (dim = ", config.dim, " x mlp_ratio = ", config.mlp_ratio,
+                ") does not split evenly over the ", tp, " ranks of the tensor-parallel group");
   const IndexRange mine = owned[grid.tp_rank()];
   const bool distributed = !whole;
 
