@@ -71,6 +71,43 @@ void fill(const V& v, double value) {
   Kokkos::deep_copy(v, typename V::value_type(value));
 }
 
+struct Measured {
+  double peak_bytes = 0;  // Kokkos bytes live at once, over construction and two steps
+  double sent_bytes = 0;  // CommStats payload of the second step
+};
+
+// The model, its trainer and one step's inputs on `grid`, two training steps.
+template <class Policy>
+Measured measure_step(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int B) {
+  Space space;
+  space.fence();
+  dchag::MemoryTracker::reset_peak();
+  const double before = double(dchag::MemoryTracker::current_total_bytes());
+  Measured m;
+  {
+    dchag::ChannelViT<float, Space, Policy> model(cfg, grid);
+    dchag::TrainConfig tc;
+    tc.steps = 100;
+    dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
+    dchag::View4<float, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
+    dchag::View4<float, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
+    dchag::View1<float, Space> lead("lead", B), lat("lat", cfg.height);
+    fill(x, 0.5);
+    fill(y, -0.25);
+    fill(lead, 0.25);
+    fill(lat, 1.0);
+    trainer.step(space, x, y, lead, lat);  // allocates every buffer
+    dchag::CommStats::reset();
+    trainer.step(space, x, y, lead, lat);
+    m.sent_bytes = double(dchag::CommStats::bytes());
+    space.fence();
+    m.peak_bytes = double(dchag::MemoryTracker::peak_total_bytes()) - before;
+  }
+  return m;
+}
+
+bool kokkos_scratch_allocated = false;
+
 template <class Policy>
 void check_step(const dchag::ModelConfig& cfg, int global_batch) {
   dchag::MemoryTracker::install();
@@ -83,37 +120,18 @@ void check_step(const dchag::ModelConfig& cfg, int global_batch) {
     dchag::ProcessGrid grid(world, g.tp, g.fsdp, g.dp);
     if (global_batch % grid.data_size() != 0) continue;
     const int B = global_batch / grid.data_size();
-    Space space;
-    space.fence();
-    dchag::MemoryTracker::reset_peak();
-    const double before = double(dchag::MemoryTracker::current_total_bytes());
-    double measured = 0, sent = 0;
-    {
-      dchag::ChannelViT<float, Space, Policy> model(cfg, grid);
-      dchag::TrainConfig tc;
-      tc.steps = 100;
-      dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
-      dchag::View4<float, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
-      dchag::View4<float, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
-      dchag::View1<float, Space> lead("lead", B), lat("lat", cfg.height);
-      fill(x, 0.5);
-      fill(y, -0.25);
-      fill(lead, 0.25);
-      fill(lat, 1.0);
-      trainer.step(space, x, y, lead, lat);  // allocates every buffer
-      dchag::CommStats::reset();
-      trainer.step(space, x, y, lead, lat);
-      sent = double(dchag::CommStats::bytes());
-      space.fence();
-      measured = double(dchag::MemoryTracker::peak_total_bytes()) - before;
-    }
+    // Kokkos keeps scratch of its own (about 11 KB on the Serial backend), allocated by the
+    // first kernel that needs it: one unmeasured run allocates it first.
+    if (!kokkos_scratch_allocated) measure_step<Policy>(cfg, grid, B);
+    kokkos_scratch_allocated = true;
+    const Measured m = measure_step<Policy>(cfg, grid, B);
     const dchag::StepPlan plan = dchag::plan<Policy, float>(cfg, dchag::GridShape::of(grid), B);
-    CAPTURE(measured);
+    CAPTURE(m.peak_bytes);
     CAPTURE(plan.peak_bytes);
-    // What the plan leaves out (Kokkos' own scratch, about 11 KB here; reduction results) is
-    // about 1% of a model this small and far less of a real one.
-    CHECK(plan.peak_bytes == doctest::Approx(measured).epsilon(0.03));
-    CHECK(plan.comm_bytes() == doctest::Approx(sent).epsilon(1e-9));
+    // Every allocation is in the plan; the slack is for a backend whose Kokkos allocates more
+    // of its own (a missed [B*L, D] buffer would be 0.5% of this model).
+    CHECK(plan.peak_bytes == doctest::Approx(m.peak_bytes).epsilon(0.002));
+    CHECK(plan.comm_bytes() == doctest::Approx(m.sent_bytes).epsilon(1e-9));
   }
 }
 
