@@ -121,6 +121,7 @@ int per_rank(Options o) {
                          " does not split over fsdp x dp = ", grid.data_size(), " ranks");
     batch = global / grid.data_size();
   }
+  plan_any(o, o.variant, m, grid, batch);  // a definition or split the model refuses stops here
   std::printf("dchag_plan: %s, %s, %d samples per rank, %s\n  model %s\n", o.variant.c_str(),
               grid.describe().c_str(), batch, o.double_precision ? "fp64" : "fp32",
               m.describe().c_str());
