@@ -149,7 +149,7 @@ const std::vector<std::string> kColumns = {
     "samples_per_s_median",
     "gflop_per_step_rank", "comm_MiB_per_step_rank", "comm_calls_per_step",
     "token_tensor_MiB_rank", "kokkos_static_MiB", "kokkos_peak_MiB", "rss_start_MiB",
-    "rss_peak_MiB", "fsdp", "dp", "allocs_per_step"};
+    "rss_peak_MiB", "fsdp", "dp", "allocs_per_step", "planned_peak_MiB", "planned_comm_MiB"};
 
 template <class Policy>
 int run(const Options& o) {
@@ -231,6 +231,10 @@ int run(const Options& o) {
   const double gflop = 3.0 * model.forward_flops(B) * 1e-9;
   const double kokkos_static_max = max_over(world, kokkos_static);
   const double kokkos_peak = max_over(world, double(dchag::MemoryTracker::peak_total_bytes()));
+  // The planner's prediction for this rank (train/plan.hpp), from the shapes alone.
+  const dchag::StepPlan planned = dchag::plan<Policy, T>(mc, dchag::GridShape::of(grid), B);
+  const double planned_peak = max_over(world, planned.peak_bytes);
+  const double planned_comm = max_over(world, planned.comm_bytes());
   const double rss_start_max = max_over(world, rss_start);
   const double rss_peak = max_over(world, double(dchag::MemoryTracker::peak_rss_bytes()));
   comm_bytes = max_over(world, comm_bytes);
@@ -249,15 +253,15 @@ int run(const Options& o) {
       fmt(comm_calls, "%.0f"), fmt(token_mib, "%.1f"), fmt(kokkos_static_max / MiB, "%.1f"),
       fmt(kokkos_peak / MiB, "%.1f"), fmt(rss_start_max / MiB, "%.1f"),
       fmt(rss_peak / MiB, "%.1f"), std::to_string(grid.fsdp()), std::to_string(grid.dp()),
-      fmt(allocations, "%.0f")};
+      fmt(allocations, "%.0f"), fmt(planned_peak / MiB, "%.1f"), fmt(planned_comm / MiB, "%.2f")};
   std::printf("  loss %.4f; step %.1f ms median (%.1f best) of", loss, median * 1e3, best * 1e3);
   for (double s : seconds) std::printf(" %.1f", s * 1e3);
   std::printf(" ms; %.2f samples/s (best); %.1f GFLOP/step/rank; comm %.2f MiB/step/rank in "
-              "%.0f calls\n  Kokkos peak %.1f MiB (static %.1f); RSS peak %.1f MiB (start %.1f); "
-              "token tensor %.1f MiB; %.0f allocations/step\n",
-              o.batch / best, gflop, comm_bytes / MiB, comm_calls, kokkos_peak / MiB,
-              kokkos_static_max / MiB, rss_peak / MiB, rss_start_max / MiB, token_mib,
-              allocations);
+              "%.0f calls (planned %.2f)\n  Kokkos peak %.1f MiB (static %.1f; planned %.1f); "
+              "RSS peak %.1f MiB (start %.1f); token tensor %.1f MiB; %.0f allocations/step\n",
+              o.batch / best, gflop, comm_bytes / MiB, comm_calls, planned_comm / MiB,
+              kokkos_peak / MiB, kokkos_static_max / MiB, planned_peak / MiB, rss_peak / MiB,
+              rss_start_max / MiB, token_mib, allocations);
   if (!o.csv.empty()) {
     std::ifstream probe(o.csv);
     const bool header =
@@ -313,6 +317,10 @@ int report(const std::string& in, const std::string& out_csv) {
     if (!line.empty()) rows.push_back(split_csv(line));
   auto get = [&](const std::vector<std::string>& r, const char* c) { return r.at(col.at(c)); };
   auto num = [&](const std::vector<std::string>& r, const char* c) { return std::stod(get(r, c)); };
+  // Columns that older sweeps lack.
+  auto has = [&](const std::vector<std::string>& r, const char* c) {
+    return col.count(c) && col.at(c) < r.size() && !r[col.at(c)].empty();
+  };
   // Sweeps written before the fsdp and dp columns existed ran on dp x fsdp = 1 x 1.
   auto grid_of = [&](const std::vector<std::string>& r, const char* c) {
     return col.count(c) && col.at(c) < r.size() ? get(r, c) : std::string("1");
@@ -371,7 +379,8 @@ int report(const std::string& in, const std::string& out_csv) {
                    "median",       "samples/s",   "comm MiB/step",   "T MiB",
                    "Kokkos static MiB", "Kokkos peak MiB", "RSS peak MiB",
                    "Kokkos ratio", "Kokkos saved", "RSS ratio",       "throughput ratio",
-                   "(median)",     "comm ratio",  "allocs/step"};
+                   "(median)",     "comm ratio",  "allocs/step", "planned peak MiB",
+                   "plan / Kokkos", "planned comm MiB"};
   const std::vector<std::string> ratio_columns = {"kokkos_peak_ratio", "rss_peak_ratio",
                                                   "rss_growth_ratio", "throughput_ratio",
                                                   "throughput_ratio_median", "comm_ratio"};
@@ -400,7 +409,12 @@ int report(const std::string& in, const std::string& out_csv) {
                get(r, "kokkos_static_MiB"), get(r, "kokkos_peak_MiB"), get(r, "rss_peak_MiB"),
                ratio(0), b ? fmt(100.0 * (1.0 - std::stod(ratios[0])), "%.0f%%") : "-",
                ratio(1), ratio(3, "x"), ratio(4, "x"), ratio(5),
-               col.count("allocs_per_step") ? get(r, "allocs_per_step") : "-"});
+               col.count("allocs_per_step") ? get(r, "allocs_per_step") : "-",
+               has(r, "planned_peak_MiB") ? get(r, "planned_peak_MiB") : "-",
+               has(r, "planned_peak_MiB")
+                   ? fmt(num(r, "planned_peak_MiB") / num(r, "kokkos_peak_MiB"), "%.3f")
+                   : "-",
+               has(r, "planned_comm_MiB") ? get(r, "planned_comm_MiB") : "-"});
     auto full = r;
     full.insert(full.end(), ratios.begin(), ratios.end());
     with_ratios.push_back(full);

@@ -64,6 +64,7 @@
 #include <dchag/train/metrics.hpp>
 #include <dchag/train/optimizer_loop.hpp>
 #include <dchag/train/parameter_table.hpp>
+#include <dchag/train/plan.hpp>
 #include <dchag/train/schedule.hpp>
 #include <dchag/train/trainer.hpp>
 

@@ -26,7 +26,9 @@ template <template <class, class> class Partial = LinearAggregator>
 struct ReplicatedChannels {
   template <class T, class ExecSpace>
   using partial = Partial<T, ExecSpace>;
-  static IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid&) {
+  // Grid: a ProcessGrid, or anything with tp() and tp_rank() (the planner's GridShape).
+  template <class Grid>
+  static IndexRange owned_channels(const ChannelLayout& layout, const Grid&) {
     return {0, std::size_t(layout.channels)};
   }
   static const char* name() { return "tensor-parallel (channels replicated)"; }
@@ -45,7 +47,8 @@ struct DistributedChannels {
   // ranks) some rank would own nothing: then every rank owns every channel, as under
   // ReplicatedChannels (the same result, none of the memory saving; a tree with at least tp
   // groups in its last partial level distributes).
-  static IndexRange owned_channels(const ChannelLayout& layout, const ProcessGrid& grid) {
+  template <class Grid>
+  static IndexRange owned_channels(const ChannelLayout& layout, const Grid& grid) {
     const int keys = layout.final_keys, unit = layout.channels_per_key();
     if (keys < grid.tp()) return {0, std::size_t(layout.channels)};
     const IndexRange mine = balanced_range(std::size_t(keys), grid.tp(), grid.tp_rank());
