@@ -184,8 +184,11 @@ TEST_CASE("plan: definitions and splits the model refuses are refused, with the 
   using DL = dchag::DistributedChannels<dchag::LinearAggregator>;
   // Channels that split unevenly are planned as the policy splits them (8 over tp = 3: 3, 3, 2;
   // no such grid needs to exist), heads that do not split are refused.
+  auto three_heads = config(8, {1});
+  three_heads.dim = 24;
+  three_heads.heads = 3;
   for (int r = 0; r < 3; ++r) {
-    const auto p = dchag::plan<DL>(config(8, {1}), dchag::GridShape(3, 1, 1, r), 1);
+    const auto p = dchag::plan<DL>(three_heads, dchag::GridShape(3, 1, 1, r), 1);
     CHECK(p.channel_count == (r < 2 ? 3 : 2));
   }
   // Heads that do not split.
