@@ -78,7 +78,7 @@ constexpr const char* program = "pretrain_hyperspectral";
 // The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
   Options o;
-  o.model.channels = o.model.out_channels = 64;
+  o.model.channels = 64;
   o.model.height = o.model.width = 32;
   o.model.patch = 4;
   o.model.dim = 64;
@@ -97,7 +97,7 @@ Options parse(int argc, char* argv[]) {
     using dchag_example::parse_real;
     if (dchag_example::parse_shared_option(program, a, value, o)) continue;
     if (dchag_example::parse_checkpoint_option(program, a, value, o)) continue;
-    if (a == "--bands") o.model.channels = o.model.out_channels = parse_int(program, a, value(), 1);
+    if (a == "--bands") o.model.channels = parse_int(program, a, value(), 1);
     else if (a == "--mask-ratio") o.mae.mask_ratio = parse_real(program, a, value(), 0.0, false);
     else if (a == "--decoder-dim") o.mae.decoder_dim = parse_int(program, a, value(), 1);
     else if (a == "--decoder-depth") o.mae.decoder_depth = parse_int(program, a, value(), 1);

@@ -92,7 +92,7 @@ struct Options {
 // The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
   Options o;
-  o.model.channels = o.model.out_channels = 16;
+  o.model.channels = 16;
   o.model.height = 32;
   o.model.width = 64;
   o.model.patch = 4;
@@ -110,7 +110,7 @@ Options parse(int argc, char* argv[]) {
     if (dchag_example::parse_shared_option(program, a, value, o)) continue;
     if (dchag_example::parse_checkpoint_option(program, a, value, o)) continue;
     if (a == "--channels") {
-      o.model.channels = o.model.out_channels = dchag_example::parse_int(program, a, value(), 1);
+      o.model.channels = dchag_example::parse_int(program, a, value(), 1);
     } else if (a == "--lead-steps") {
       o.lead_steps = dchag_example::parse_int(program, a, value(), 1);
     } else if (a == "--eval") {
@@ -367,7 +367,7 @@ int run(const dchag::Communicator& world, const Options& o) {
   dchag::View1<T, Space> lead;
   dchag::on_every_rank(world, [&] {
     x = dchag::View4<T, Space>("x", local_batch, model.channel_count(), mc.height, mc.width);
-    y = dchag::View4<T, Space>("y", local_batch, mc.out_channels, mc.height, mc.width);
+    y = dchag::View4<T, Space>("y", local_batch, mc.out_channels(), mc.height, mc.width);
     x_all = dchag::View4<T, Space>("x_all", local_batch, mc.channels, mc.height, mc.width);
     y_own = dchag::View4<T, Space>("y_own", local_batch, model.channel_count(), mc.height,
                                    mc.width);

@@ -44,7 +44,7 @@ using View1 = dchag::View1<T, Space>;
 template <class Policy>
 dchag::ModelConfig config_for(std::uint64_t seed = 42) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = 8;
   c.width = 16;
   c.patch = 4;
@@ -104,7 +104,7 @@ struct Data {
 
 Data global_data(const dchag::ModelConfig& c, int batch) {
   Data d{View4("xg", batch, c.channels, c.height, c.width),
-         View4("yg", batch, c.out_channels, c.height, c.width), View1("leadg", batch),
+         View4("yg", batch, c.out_channels(), c.height, c.width), View1("leadg", batch),
          View1("w", c.height)};
   fill_random(d.x, 1);
   fill_random(d.y, 2);
@@ -128,7 +128,7 @@ Local local_batch(const Model& model, const Data& d) {
                                        model.channel_begin() + model.channel_count());
   const auto& c = model.config();
   Local l{View4("x", B, model.channel_count(), c.height, c.width),
-          View4("y", B, c.out_channels, c.height, c.width), View1("lead", B)};
+          View4("y", B, c.out_channels(), c.height, c.width), View1("lead", B)};
   Kokkos::deep_copy(l.x, Kokkos::subview(d.x, rows, chans, Kokkos::ALL, Kokkos::ALL));
   Kokkos::deep_copy(l.y, Kokkos::subview(d.y, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
   Kokkos::deep_copy(l.lead, Kokkos::subview(d.lead, rows));

@@ -13,7 +13,7 @@ namespace {
 
 dchag::ModelConfig tiny_config(std::vector<int> levels) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = 8;
   c.width = 16;
   c.patch = 4;
@@ -42,7 +42,7 @@ TEST_CASE("partition invariance: D-CHAG-L") {
 
 TEST_CASE("partition invariance: D-CHAG-C with a three-level tree") {
   auto cfg = tiny_config({8, 4, 1});
-  cfg.channels = cfg.out_channels = 16;
+  cfg.channels = 16;
   check_all_grids<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(cfg);
 }
 
@@ -90,7 +90,7 @@ TEST_CASE("impossible splits are refused on every rank") {
                          doctest::Contains("whole groups"), dchag::Error);
   }
   auto odd = tiny_config({1});
-  odd.channels = odd.out_channels = 7;
+  odd.channels = 7;
   CHECK_THROWS_WITH_AS(Model(odd, grid),
                        doctest::Contains("7 channels"), dchag::Error);
 }

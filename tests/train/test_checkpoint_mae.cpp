@@ -24,7 +24,7 @@ using Mae = dchag::ChannelMAE<T, Space>;
 
 dchag::ModelConfig mae_model() {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = c.width = 8;
   c.patch = 2;
   c.dim = 8;
