@@ -318,7 +318,7 @@ int run(const dchag::Communicator& world, const Options& o) {
   Space space;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
-  const dchag::ModelConfig& mc = o.model;
+  dchag::ModelConfig mc = o.model;
   const int local_batch = dchag_example::local_batch(program, grid, o.batch);
 
   dchag::WeatherConfig wc;
@@ -328,6 +328,9 @@ int run(const dchag::Communicator& world, const Options& o) {
   wc.seed = mc.seed + 1;
   wc.lead_time = o.lead_steps;
   dchag::WeatherGenerator<T> data(wc);
+  mc.variables = data.variable_names();
+  // The targets loaded below are every channel of the data, in order.
+  dchag::Impl::require(mc.all_outputs(), program, ": the job forecasts every input variable");
 
   dchag::ChannelViT<T, Space, Policy> model(mc, grid);
   dchag::ForecastTrainer<decltype(model)> trainer(model, o.train);

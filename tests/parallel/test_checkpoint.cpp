@@ -381,6 +381,91 @@ TEST_CASE("a checkpoint records a float mlp_ratio and the dropout rates; older i
                        dchag::Error);
 }
 
+TEST_CASE("a checkpoint records the variables' names; files without them read as the defaults") {
+  using Model = dchag::ChannelViT<T, Space, DchagL>;
+  const dchag::Communicator world;
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  auto cfg = config_for<DchagL>();
+  cfg.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  cfg.out_variables = {"tp", "z500", "u10"};
+  Model model(cfg, grid);
+  const std::string path = in_dir("named.safetensors");
+  dchag::save_checkpoint(path, model, 0);
+  const auto info = dchag::read_checkpoint_info(path);
+  CHECK(info.config.variables == cfg.variables);
+  CHECK(info.config.out_variables == cfg.out_variables);
+  CHECK(info.config.describe() == cfg.describe());
+  CHECK(info.metadata.at("config.variables") == "z500,t850,t2m,u10,v10,q700,r850,tp");
+  CHECK(info.metadata.at("config.out_variables") == "tp,z500,u10");
+  CHECK(info.metadata.at("config.out_channels") == "3");
+  CHECK(info.metadata.at("config") == cfg.describe());
+  // The head predicts every variable, as ClimaX's: its last Linear has C * p^2 = 8 * 16 outputs.
+  CHECK(dchag::SafetensorsFile::read(path).info("head.2.weight").shape ==
+        std::vector<std::size_t>{128, 16});
+  {  // the definition it records, of another seed, loads it
+    auto reseeded = info.config;
+    reseeded.seed = 5;
+    Model same(reseeded, grid);
+    dchag::load_checkpoint(path, same);
+    CHECK(snapshot(same) == snapshot(model));
+  }
+  // Another naming, or another selection, is another model.
+  auto renamed = cfg;
+  renamed.variables[5] = "q850";
+  renamed.out_variables = {"tp", "z500", "u10"};
+  Model m1(renamed, grid);
+  CHECK_THROWS_WITH_AS(dchag::load_checkpoint(path, m1),
+                       doctest::Contains("variables = z500,t850,t2m,u10,v10,q700,r850,tp in the "
+                                         "file, z500,t850,t2m,u10,v10,q850,r850,tp in the model"),
+                       dchag::Error);
+  auto reordered = cfg;
+  reordered.out_variables = {"z500", "tp", "u10"};
+  Model m2(reordered, grid);
+  CHECK_THROWS_WITH_AS(dchag::load_checkpoint(path, m2),
+                       doctest::Contains("out_variables = tp,z500,u10 in the file, "
+                                         "z500,tp,u10 in the model"),
+                       dchag::Error);
+
+  // Default names are stored and read back as the defaults.
+  const auto plain_cfg = config_for<DchagL>();
+  Model plain(plain_cfg, grid);
+  const std::string plain_path = in_dir("unnamed.safetensors");
+  dchag::save_checkpoint(plain_path, plain, 0);
+  const auto plain_info = dchag::read_checkpoint_info(plain_path);
+  CHECK(plain_info.config.variables.empty());
+  CHECK(plain_info.config.out_variables.empty());
+  CHECK(plain_info.metadata.at("config.variables") == "var0,var1,var2,var3,var4,var5,var6,var7");
+  // A file of a version before names: it loads into a model of unnamed variables.
+  const std::string old = in_dir("before_names.safetensors");
+  rewrite(plain_path, old, [](Contents& c) {
+    c.metadata.erase("config.variables");
+    c.metadata.erase("config.out_variables");
+  });
+  CHECK(dchag::read_checkpoint_info(old).config.describe() == plain_cfg.describe());
+  Model fresh(config_for<DchagL>(7), grid);
+  dchag::load_checkpoint(old, fresh);
+  CHECK(snapshot(fresh) == snapshot(plain));
+  // ... but not one whose head predicted fewer variables than it read.
+  auto meta = dchag::read_checkpoint_info(old).metadata;
+  meta["config.out_channels"] = "3";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "old.safetensors"),
+                       doctest::Contains("'config.out_channels' = 3 with channels = 8 and no "
+                                         "'config.out_variables'"),
+                       dchag::Error);
+  // Names that disagree with the count, or name a variable twice, are not a valid model.
+  meta = plain_info.metadata;
+  meta["config.out_variables"] = "var1,var9";
+  meta["config.out_channels"] = "2";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "bad.safetensors").validate(),
+                       doctest::Contains("output variable 'var9' is not an input variable"),
+                       dchag::Error);
+  meta["config.out_channels"] = "3";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "bad.safetensors"),
+                       doctest::Contains("'config.out_channels' = 3 but 'config.out_variables' "
+                                         "names 2 variables"),
+                       dchag::Error);
+}
+
 TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupted run", Policy,
                    DchagL, DchagC) {
   using Model = dchag::ChannelViT<T, Space, Policy>;
