@@ -50,6 +50,23 @@ TEST_CASE("partition invariance: D-CHAG over raw channel tokens (levels {1})") {
   check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(tiny_config({1}));
 }
 
+// The head predicts every variable (replicated over tp, sliced under fsdp) and the loss sees
+// the output variables, here fewer than the inputs and not in their order.
+dchag::ModelConfig named_subset(dchag::ModelConfig c) {
+  c.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  c.out_variables = {"tp", "t2m", "z500"};
+  return c;
+}
+
+TEST_CASE("partition invariance: output variables a subset in another order, baseline") {
+  check_all_grids<dchag::TensorParallel>(named_subset(tiny_config({1})));
+}
+
+TEST_CASE("partition invariance: output variables a subset in another order, D-CHAG-C") {
+  check_all_grids<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(
+      named_subset(tiny_config({4, 1})));
+}
+
 // Dropout and drop-path in training (ClimaX's regularisation, stronger here so that every site
 // drops something in a tiny model): the masks are keyed by global sample and logical feature,
 // so every grid drops the same elements as one rank.
@@ -109,4 +126,15 @@ TEST_CASE("ranks that disagree on the model are told so, on every rank") {
     // Collectives still work afterwards: nobody is stuck.
     CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
   }
+}
+
+TEST_CASE("ranks that disagree on the output variables are told so, on every rank") {
+  const dchag::Communicator world;
+  if (world.size() < 2) return;
+  using Baseline = dchag::ChannelViT<double, Space, dchag::TensorParallel>;
+  auto cfg = named_subset(tiny_config({1}));
+  if (world.rank() == 1) cfg.out_variables = {"t2m", "tp", "z500"};  // the same set, reordered
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  CHECK_THROWS_WITH_AS(Baseline(cfg, grid), doctest::Contains("differs"), dchag::Error);
+  CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
 }
