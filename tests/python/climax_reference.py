@@ -15,7 +15,8 @@ names dchag writes into a checkpoint:
     blocks.{i}                     timm Block: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2
     norm                           LayerNorm (eps 1e-5)
     head                           Sequential: [Linear(D, D), GELU] x decoder_depth,
-                                   Linear(D, C_out p^2); then ClimaX's unpatchify
+                                   Linear(D, C p^2) (every input variable); then ClimaX's
+                                   unpatchify and preds[:, out_var_ids] (the output variables)
 
 Run in float64 against the C++ model in double, the two agree to rounding (~1e-15).
 """

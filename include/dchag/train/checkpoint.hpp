@@ -20,9 +20,10 @@
 //            decoder_depth, decoder_heads, decoder_mlp_ratio} (checked on loading), mae.init
 //   config = ModelConfig::describe(), and config.{channels, out_channels, height, width, patch,
 //            dim, depth, heads, mlp_ratio (a number; older files hold an integer), decoder_depth,
-//            levels ("4,1"), lead_time ("true" / "false"), seed, drop_rate, drop_path_rate}:
-//            enough to rebuild the model (read_checkpoint_info); drop_rate and drop_path_rate
-//            (training only, absent in older files: 0) are not checked on loading
+//            levels ("4,1"), lead_time ("true" / "false"), variables and out_variables (names,
+//            "z500,t850"; absent in older files: the defaults, all predicted), seed, drop_rate,
+//            drop_path_rate}: enough to rebuild the model (read_checkpoint_info); drop_rate and
+//            drop_path_rate (training only, absent in older files: 0) are not checked on loading
 //   aggregator = "none" (levels {1}, the ClimaX baseline) | the partial aggregator's name()
 //                ("linear", "cross_attention" or a user's)
 //   policy = Policy::name() of the writer (information only: any policy may load the file)
