@@ -315,15 +315,14 @@ void save_checkpoint(const std::string& path, const Model& model, std::int64_t s
                   step, nonfinite);
 }
 
-// Loads `path` into `model` (and, unless null, the moments and step count into `optimizer`,
-// allocating its state if it has none). Collective over the model's world. On any failure on
-// any rank, every rank throws the same dchag::Error and nothing was changed: a value that is
-// NaN or infinite is such a failure unless `nonfinite` is NonFinite::Allow, and so is a tensor
-// whose bytes fail the checksum the file records.
+namespace Impl {
+
+// load_checkpoint, and with `init_only` init_from_checkpoint: the file's aggregation (levels,
+// aggregator) may differ, and the partial aggregators it lacks keep their values.
 template <class Model>
-CheckpointInfo load_checkpoint(const std::string& path, Model& model,
-                               Impl::checkpoint_optimizer_t<Model>* optimizer = nullptr,
-                               NonFinite nonfinite = NonFinite::Refuse) {
+CheckpointInfo load_model_state(const std::string& path, Model& model,
+                                checkpoint_optimizer_t<Model>* optimizer, NonFinite nonfinite,
+                                bool init_only) {
   static_assert(Impl::require_checkpointable<Model>());
   using T = typename Model::scalar;
   using ExecSpace = typename Model::execution_space;
@@ -331,6 +330,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
   const Communicator& world = model.grid().world();
   const ParameterList<T, ExecSpace> params = model.parameters();
   std::vector<std::vector<T>> values(params.size()), ms, vs;
+  std::vector<char> kept(params.size(), 0);  // init_only: partial aggregators the file lacks
   std::vector<std::string> file_names;  // the file's model tensors, sorted
   std::vector<std::string> extra;       // names no rank can own (optimizer entries)
   CheckpointInfo info;
@@ -342,9 +342,12 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
     info = Impl::checkpoint_info(file);
     Impl::check_checkpoint_config(file.metadata(), label, Model::kind(), model.config(),
                                   Impl::model_fields(model),
-                                  Impl::aggregator_name<T, ExecSpace, Policy>(model.config()));
+                                  Impl::aggregator_name<T, ExecSpace, Policy>(model.config()),
+                                  init_only);
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto& p = params[i];
+      kept[i] = init_only && Impl::starts_with(p.name, "agg.") && !file.contains(p.name);
+      if (kept[i]) continue;
       values[i] = Impl::read_pieces<T>(file, p.name, p.shape, p.pieces, p.size(), "parameter");
       if (nonfinite == NonFinite::Refuse) Impl::require_finite(values[i], p.name, label);
     }
@@ -420,7 +423,8 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
   }
 
   // Everything checked on every rank: now, and only now, the model changes.
-  for (std::size_t i = 0; i < params.size(); ++i) Impl::from_host_vector(params[i].value, values[i]);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!kept[i]) Impl::from_host_vector(params[i].value, values[i]);
   if (optimizer) {
     if (!optimizer->has_state()) optimizer->initialize(params);
     for (std::size_t i = 0; i < params.size(); ++i) {
@@ -431,6 +435,32 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
     optimizer->set_step_count(info.optimizer_steps);
   }
   return info;
+}
+
+}  // namespace Impl
+
+// Loads `path` into `model` (and, unless null, the moments and step count into `optimizer`,
+// allocating its state if it has none). Collective over the model's world. On any failure on
+// any rank, every rank throws the same dchag::Error and nothing was changed: a value that is
+// NaN or infinite is such a failure unless `nonfinite` is NonFinite::Allow, and so is a tensor
+// whose bytes fail the checksum the file records.
+template <class Model>
+CheckpointInfo load_checkpoint(const std::string& path, Model& model,
+                               Impl::checkpoint_optimizer_t<Model>* optimizer = nullptr,
+                               NonFinite nonfinite = NonFinite::Refuse) {
+  return Impl::load_model_state(path, model, optimizer, nonfinite, false);
+}
+
+// Starts `model` from the weights of a checkpoint of the same model but, possibly, another
+// aggregation: a ClimaX checkpoint (levels {1}, scripts/convert_climax_checkpoint.py) into a
+// D-CHAG model. Every tensor of the file is loaded; the model's partial aggregators ("agg.*")
+// that the file lacks keep their values (their initialisation), everything else must be in the
+// file with its shape, and the rest of the definition (channels, names, widths, depth, head)
+// must match. The optimizer starts afresh. Collective, and all-or-nothing, as load_checkpoint.
+template <class Model>
+CheckpointInfo init_from_checkpoint(const std::string& path, Model& model,
+                                    NonFinite nonfinite = NonFinite::Refuse) {
+  return Impl::load_model_state(path, model, nullptr, nonfinite, true);
 }
 
 }  // namespace dchag

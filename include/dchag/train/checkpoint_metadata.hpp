@@ -291,13 +291,16 @@ inline void check_checkpoint_config(const std::map<std::string, std::string>& me
                                     const std::string& label, const std::string& kind,
                                     const ModelConfig& model,
                                     const std::vector<MetadataField>& fields,
-                                    const std::string& aggregator) {
+                                    const std::string& aggregator,
+                                    bool any_aggregation = false) {
   const std::string file_kind = checkpoint_kind(meta);
   require(file_kind == kind, label, ": the checkpoint holds a ", file_kind, " model, which cannot "
           "be loaded into a ", kind, " (a ChannelViT is a channel_vit, a ChannelMAE a "
           "channel_mae)");
   std::string differences;
   for (const auto& field : config_fields(model)) {
+    // (init_from_checkpoint: the file may aggregate the channels otherwise)
+    if (any_aggregation && field.first == "levels") continue;
     const std::string key = "config." + field.first;
     const bool named = field.first == "variables" || field.first == "out_variables";
     const std::string file = named && meta.count(key) == 0
@@ -315,7 +318,7 @@ inline void check_checkpoint_config(const std::map<std::string, std::string>& me
                             " in the file, ", field.value, " in the model");
   }
   const auto agg = meta.find("aggregator");
-  if (agg != meta.end() && agg->second != aggregator)
+  if (!any_aggregation && agg != meta.end() && agg->second != aggregator)
     differences += concat(differences.empty() ? "" : "; ", "aggregator = ", agg->second,
                           " in the file, ", aggregator, " in the model");
   require(differences.empty(), label, ": the checkpoint holds a different model configuration (",
