@@ -466,6 +466,90 @@ TEST_CASE("a checkpoint records the variables' names; files without them read as
                        dchag::Error);
 }
 
+// Every tensor of a checkpoint, by name (rank 0 reads it; the others get an empty map).
+std::map<std::string, std::vector<double>> file_tensors(const std::string& path) {
+  std::map<std::string, std::vector<double>> out;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);  // (not collective: only rank 0 may call)
+  if (rank != 0) return out;
+  const auto f = dchag::SafetensorsFile::read(path);
+  for (const auto& n : f.names()) out[n] = f.read<double>(n);
+  return out;
+}
+
+TEST_CASE_TEMPLATE("a ClimaX-aggregation checkpoint initialises a D-CHAG model of any grid",
+                   Policy, DchagL, DchagC) {
+  const dchag::Communicator world;
+  auto climax = config_for<Baseline>(3);  // levels {1}
+  climax.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  climax.out_variables = {"t2m", "z500"};
+  const std::string from = in_dir(std::string("climax_for_") + policy_tag<Policy>() +
+                                  ".safetensors");
+  {
+    dchag::ChannelViT<T, Space, Baseline> base(climax, dchag::ProcessGrid(world, world.size(), 1,
+                                                                          1));
+    dchag::save_checkpoint(from, base, 0);
+  }
+  auto dchag_cfg = climax;
+  dchag_cfg.levels = {4, 1};
+  dchag_cfg.seed = 8;
+  using Model = dchag::ChannelViT<T, Space, Policy>;
+  const std::string fresh_path = in_dir(std::string("fresh_") + policy_tag<Policy>() +
+                                        ".safetensors");
+  {
+    Model fresh(dchag_cfg, dchag::ProcessGrid(world, world.size(), 1, 1));
+    dchag::save_checkpoint(fresh_path, fresh, 0);
+  }
+  const auto file = file_tensors(from), fresh = file_tensors(fresh_path);
+  for (const auto& sizes : save_grids(world.size())) {
+    const int tp = sizes.tp, fsdp = sizes.fsdp, dp = sizes.dp;
+    CAPTURE(tp);
+    CAPTURE(fsdp);
+    CAPTURE(dp);
+    Model model(dchag_cfg, dchag::ProcessGrid(world, tp, fsdp, dp));
+    // The strict load refuses the other aggregation; the initialisation takes it.
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(from, model), doctest::Contains("levels = 1"),
+                         dchag::Error);
+    dchag::init_from_checkpoint(from, model);
+    const std::string out = in_dir(std::string("initialised_") + policy_tag<Policy>() +
+                                   ".safetensors");
+    dchag::save_checkpoint(out, model, 0);
+    if (world.rank() == 0) {
+      int loaded = 0, initialised = 0;
+      for (const auto& [name, values] : file_tensors(out)) {
+        CAPTURE(name);
+        if (name.rfind("agg.", 0) == 0) {
+          CHECK(file.count(name) == 0);
+          CHECK(values == fresh.at(name));  // as the model initialised it
+          ++initialised;
+        } else {
+          CHECK(values == file.at(name));  // from the file
+          ++loaded;
+        }
+      }
+      CHECK(loaded == int(file.size()));
+      CHECK(initialised > 0);
+    }
+  }
+  // The rest of the definition must match: another width, or other names, is another model.
+  auto wider = dchag_cfg;
+  wider.dim = 32;
+  Model w(wider, dchag::ProcessGrid(world, world.size(), 1, 1));
+  CHECK_THROWS_WITH_AS(dchag::init_from_checkpoint(from, w), doctest::Contains("dim = 16"),
+                       dchag::Error);
+  auto unnamed = dchag_cfg;
+  unnamed.variables.clear();
+  unnamed.out_variables = {"var2", "var0"};
+  Model u(unnamed, dchag::ProcessGrid(world, world.size(), 1, 1));
+  CHECK_THROWS_WITH_AS(dchag::init_from_checkpoint(from, u),
+                       doctest::Contains("variables = z500,t850"), dchag::Error);
+  // A D-CHAG file into the ClimaX aggregation: its partial aggregators have no place there.
+  dchag::ChannelViT<T, Space, Baseline> back(climax, dchag::ProcessGrid(world, world.size(), 1, 1));
+  CHECK_THROWS_WITH_AS(dchag::init_from_checkpoint(fresh_path, back),
+                       doctest::Contains("tensor(s) the model does not have: 'agg.0.0."),
+                       dchag::Error);
+}
+
 TEST_CASE_TEMPLATE("training resumed from a checkpoint continues the uninterrupted run", Policy,
                    DchagL, DchagC) {
   using Model = dchag::ChannelViT<T, Space, Policy>;

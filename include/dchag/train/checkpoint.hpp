@@ -404,7 +404,8 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
   {
     std::map<std::string, std::size_t> index;
     for (std::size_t i = 0; i < file_names.size(); ++i) index[file_names[i]] = i;
-    for (const auto& p : params) held[index.at(p.name)] = 1;
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (!kept[i]) held[index.at(params[i].name)] = 1;
   }
   if (world.size() > 1 && !held.empty())
     Impl::check_mpi(MPI_Allreduce(MPI_IN_PLACE, held.data(), static_cast<int>(held.size()),
