@@ -85,7 +85,8 @@ def main():
 
     # What the weights cannot tell must agree with them.
     bad = subprocess.run([sys.executable, CONVERTER, w("climax.ckpt"), w("bad.safetensors"),
-                          "--unsafe-pickle", "--img-size", "16", "16"], capture_output=True, text=True)
+                          "--unsafe-pickle", "--img-size", "16", "16"],
+                         capture_output=True, text=True)
     if bad.returncode == 0 or "does not give the 8 patches" not in bad.stderr:
         failures.append("wrong image size accepted")
         print(f"  --img-size 16 16: rc {bad.returncode}, {bad.stderr.strip()}")

@@ -82,8 +82,9 @@ class ChannelViT {
   }
 
   // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W] of the output
-  // variables (config().out_variables; the head predicts all C, full_prediction()). mode: evaluation
-  // (the default) or a training step, which applies the configuration's dropout and drop-path
+  // variables (config().out_variables; the head predicts all C: full_prediction()). mode:
+  // evaluation (the default) or a training step, which applies the configuration's dropout and
+  // drop-path
   // with masks keyed by (seed, step, site, global sample, token, logical feature), the same on
   // every grid; sample b of this rank is global sample grid().data_rank() * B + b.
   image forward(const ExecSpace& space, const image& x, const View1<T, ExecSpace>& lead_times,
