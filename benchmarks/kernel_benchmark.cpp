@@ -284,7 +284,7 @@ int main(int argc, char* argv[]) {
       b.run("AdamW", "1 tensor, 8M values", 0, 7.0 * n * F, [&] { opt.step(b.space, one, 1e-4); });
 
       dchag::ModelConfig mc;
-      mc.channels = mc.out_channels = 2 * C;
+      mc.channels = 2 * C;
       mc.dim = Dc;
       mc.levels = {G, 1};
       dchag::ChannelViT<T, Space, dchag::DistributedChannels<dchag::LinearAggregator>> model(mc);

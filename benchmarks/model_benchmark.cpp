@@ -60,7 +60,7 @@ Timing time_case(const Case& c, int warmup, int steps, const std::string& checkp
   dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
   const auto& m = c.model;
   dchag::View4<T, Space> x("x", c.batch, m.channels, m.height, m.width);
-  dchag::View4<T, Space> y("y", c.batch, m.out_channels, m.height, m.width);
+  dchag::View4<T, Space> y("y", c.batch, m.out_channels(), m.height, m.width);
   dchag::View1<T, Space> lead("lead", c.batch);
   dchag::View1<T, Space> w("w", m.height);
   randomize(x, 1);
@@ -100,7 +100,7 @@ Timing run_case(const Case& c, const std::string& aggregation, int warmup, int s
 
 Case gemm_heavy(int patch) {
   Case c{patch == 4 ? "gemm-heavy" : "gemm-heavy-p" + std::to_string(patch), {}, 8};
-  c.model.channels = c.model.out_channels = 16;
+  c.model.channels = 16;
   c.model.height = 32;
   c.model.width = 64;
   c.model.patch = patch;
@@ -112,7 +112,7 @@ Case gemm_heavy(int patch) {
 
 Case channel_heavy() {
   Case c{"channel-heavy", {}, 4};
-  c.model.channels = c.model.out_channels = 256;
+  c.model.channels = 256;
   c.model.height = 32;
   c.model.width = 64;
   c.model.patch = 4;

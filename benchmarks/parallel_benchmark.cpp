@@ -119,7 +119,13 @@ Options parse(int argc, char* argv[]) {
                        o.variant, "'");
   dchag::Impl::require(o.batch > 0 && o.steps > 0, "parallel_benchmark: --batch and --steps must ",
                        "be positive");
-  o.model.out_channels = o.out_channels > 0 ? o.out_channels : o.model.channels;
+  // --out-channels K forecasts the first K variables (the head predicts all of them, as ClimaX).
+  if (o.out_channels > 0) {
+    dchag::Impl::require(o.out_channels <= o.model.channels, "parallel_benchmark: --out-channels ",
+                         o.out_channels, " exceeds --channels ", o.model.channels);
+    const auto names = dchag::default_variable_names(o.model.channels);
+    o.model.out_variables.assign(names.begin(), names.begin() + o.out_channels);
+  }
   o.model.levels = o.variant == "baseline" ? std::vector<int>{1} : std::vector<int>{o.groups, 1};
   o.model.validate();
   return o;
@@ -174,7 +180,7 @@ int run(const Options& o) {
   // This rank's inputs are only its own channels (all of them under the baseline); the targets
   // are every output channel of the same samples.
   dchag::View4<T, Space> x("x", B, model.channel_count(), mc.height, mc.width);
-  dchag::View4<T, Space> y("y", B, mc.out_channels, mc.height, mc.width);
+  dchag::View4<T, Space> y("y", B, mc.out_channels(), mc.height, mc.width);
   dchag::View1<T, Space> lead("lead_time", B);
   dchag::View1<T, Space> lat("lat_weights", mc.height);
   fill(x, model.channel_begin(), 1);  // (every data-parallel rank the same samples: timing only)
@@ -247,7 +253,7 @@ int run(const Options& o) {
       std::to_string(mc.channels), std::to_string(o.variant == "baseline" ? 1 : o.groups),
       std::to_string(o.batch), std::to_string(mc.height), std::to_string(mc.width),
       std::to_string(mc.patch), std::to_string(mc.dim), std::to_string(mc.depth),
-      std::to_string(mc.heads), std::to_string(mc.out_channels), std::to_string(o.steps),
+      std::to_string(mc.heads), std::to_string(mc.out_channels()), std::to_string(o.steps),
       fmt(median * 1e3, "%.1f"), fmt(best * 1e3, "%.1f"), fmt(o.batch / best, "%.2f"),
       fmt(o.batch / median, "%.2f"), fmt(gflop, "%.2f"), fmt(comm_bytes / MiB, "%.2f"),
       fmt(comm_calls, "%.0f"), fmt(token_mib, "%.1f"), fmt(kokkos_static_max / MiB, "%.1f"),

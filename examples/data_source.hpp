@@ -83,7 +83,7 @@ void finish_data_options(const char* program, Options& o) {
   const int n = static_cast<int>(d.variables.size());
   dchag::Impl::require(!given.count("--channels") || o.model.channels == n, program,
                        ": --channels ", o.model.channels, " but --variables names ", n);
-  o.model.channels = o.model.out_channels = n;
+  o.model.channels = n;
 }
 
 #if defined(DCHAG_HAVE_NETCDF)

@@ -37,6 +37,7 @@ struct Options {
   bool double_precision = false;
   bool frontier = false;
   double gpu_gib = 64;
+  int out_count = 0;  // --out-channels K: the first K variables are the outputs
   bool out_set = false, height_set = false, width_set = false, depth_set = false,
        groups_set = false, tp_set = false;
 };
@@ -55,7 +56,7 @@ Options parse(int argc, char* argv[]) {
     };
     auto integer = [&]() { return std::stoi(value()); };
     if (a == "--channels") o.model.channels = integer();
-    else if (a == "--out-channels") o.model.out_channels = integer(), o.out_set = true;
+    else if (a == "--out-channels") o.out_count = integer(), o.out_set = true;
     else if (a == "--height") o.model.height = integer(), o.height_set = true;
     else if (a == "--width") o.model.width = integer(), o.width_set = true;
     else if (a == "--patch") o.model.patch = integer();
@@ -90,6 +91,15 @@ Options parse(int argc, char* argv[]) {
   return o;
 }
 
+// The first k of the model's variables as its outputs (the head predicts all of them).
+dchag::ModelConfig with_outputs(dchag::ModelConfig m, int k) {
+  dchag::Impl::require(k >= 1 && k <= m.channels, "dchag_plan: --out-channels ", k,
+                       " is not in [1, --channels ", m.channels, "]");
+  const std::vector<std::string> names = m.variable_names();
+  m.out_variables.assign(names.begin(), names.begin() + k);
+  return m;
+}
+
 dchag::ModelConfig with_variant(dchag::ModelConfig m, const std::string& variant, int groups) {
   m.levels = variant == "baseline" ? std::vector<int>{1} : std::vector<int>{groups, 1};
   return m;
@@ -111,7 +121,7 @@ dchag::StepPlan plan_any(const Options& o, const std::string& variant, const dch
 }
 
 int per_rank(Options o) {
-  if (!o.out_set) o.model.out_channels = o.model.channels;
+  if (o.out_set) o.model = with_outputs(o.model, o.out_count);
   const dchag::ModelConfig m = with_variant(o.model, o.variant, o.groups);
   const dchag::GridShape grid(o.tp, o.fsdp, o.dp);
   int batch = o.batch_per_rank;
@@ -183,7 +193,7 @@ int frontier(Options o) {
           m.dim = D;
           m.heads = D / 64;
           m.channels = C;
-          m.out_channels = o.out_set ? o.model.out_channels : C;
+          if (o.out_set) m = with_outputs(m, o.out_count);
           m = with_variant(m, v, o.groups);
           try {
             const dchag::StepPlan p = plan_any(o, v, m, dchag::GridShape(o.tp, f, 1), batch);

@@ -102,7 +102,7 @@ std::vector<std::string> scene_list(const std::string& option, const std::string
 // The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
   Options o;
-  o.model.channels = o.model.out_channels = 64;
+  o.model.channels = 64;
   o.model.height = o.model.width = 32;
   o.model.patch = 4;
   o.model.dim = 64;
@@ -121,7 +121,7 @@ Options parse(int argc, char* argv[]) {
     using dchag_example::parse_real;
     if (dchag_example::parse_shared_option(program, a, value, o)) continue;
     if (dchag_example::parse_checkpoint_option(program, a, value, o)) continue;
-    if (a == "--bands") o.model.channels = o.model.out_channels = parse_int(program, a, value(), 1);
+    if (a == "--bands") o.model.channels = parse_int(program, a, value(), 1);
     else if (a == "--mask-ratio") o.mae.mask_ratio = parse_real(program, a, value(), 0.0, false);
     else if (a == "--decoder-dim") o.mae.decoder_dim = parse_int(program, a, value(), 1);
     else if (a == "--decoder-depth") o.mae.decoder_depth = parse_int(program, a, value(), 1);
@@ -166,7 +166,7 @@ void resolve(Options& o) {
     // every scene has the same ones).
     const long bands = dchag::EnviFile(o.data.front()).header().bands;
     if (o.resume.empty() && !o.given.count("--bands")) {
-      o.model.channels = o.model.out_channels = int(bands);
+      o.model.channels = int(bands);
       // A tree of the default {8, 1} needs bands divisible by 8; a scene's band count rarely
       // is, so without --groups or --levels the aggregation falls back to the ClimaX baseline.
       if (!o.given.count("--groups") && !o.given.count("--levels") && bands % 8 != 0)

@@ -8,7 +8,7 @@
 //               [--aggregator linear|cross|baseline] [--drop-rate 0] [--drop-path-rate 0]
 //               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0] [--lead-steps 12]
 //               [--run-dir runs/latest] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
-//               [--no-save] [--timeout-minutes M]
+//               [--no-save] [--timeout-minutes M] [--init-from CHECKPOINT]
 //   train_dchag --eval CHECKPOINT [--batch 8] [--lead-steps 12]
 //   mpirun -np 2 train_dchag --data DIR --variables v1,v2,... [--lead-hours 72]
 //               [--train-years 1979-2015] [--validation-years 2016] [--test-years 2017]
@@ -35,6 +35,11 @@
 // latitude-weighted RMSE and ACC per output variable for the model, for persistence (x(t) as
 // the forecast of x(t + Delta)) and for the climatology (the mean Train state), printed as a
 // table and written to eval.csv in the run dir (with --eval only when --run-dir is given).
+// --init-from starts a new run from the weights of a checkpoint of the same network on any grid
+// and policy, also of another aggregation: a ClimaX checkpoint (levels {1}, converted by
+// scripts/convert_climax_checkpoint.py) into D-CHAG, whose partial aggregators it initialises.
+// The network (sizes, variables) is the checkpoint's; --groups / --levels / --aggregator, the
+// seed and the training settings are this run's.
 // A run never writes weights that are
 // not finite: a diverged run stops with an error and leaves the last good checkpoint as it
 // was. Temporaries that a killed run left in the run dir are removed at the next start.
@@ -91,7 +96,7 @@ struct Options {
   std::string aggregator = "linear";
   std::string run_dir = "runs/latest";
   std::string csv;  // default: run_dir/train_metrics.csv
-  std::string resume, eval;
+  std::string resume, eval, init_from;
   bool save = true;
   bool help = false;
   std::int64_t save_every = 0;
@@ -103,7 +108,7 @@ struct Options {
 // The command line alone (the same on every rank: the frame has checked that they agree).
 Options parse(int argc, char* argv[]) {
   Options o;
-  o.model.channels = o.model.out_channels = 16;
+  o.model.channels = 16;
   o.model.height = 32;
   o.model.width = 64;
   o.model.patch = 4;
@@ -125,11 +130,13 @@ Options parse(int argc, char* argv[]) {
       continue;
     }
     if (a == "--channels") {
-      o.model.channels = o.model.out_channels = dchag_example::parse_int(program, a, value(), 1);
+      o.model.channels = dchag_example::parse_int(program, a, value(), 1);
     } else if (a == "--lead-steps") {
       o.lead_steps = dchag_example::parse_int(program, a, value(), 1);
     } else if (a == "--eval") {
       o.eval = value();
+    } else if (a == "--init-from") {
+      o.init_from = value();
     } else if (a == "--help" || a == "-h") {
       o.help = true;
     } else {
@@ -139,6 +146,8 @@ Options parse(int argc, char* argv[]) {
   }
   dchag::Impl::require(o.resume.empty() || o.eval.empty(), program,
                        ": give --resume or --eval, not both");
+  dchag::Impl::require(o.init_from.empty() || (o.resume.empty() && o.eval.empty()), program,
+                       ": --init-from starts a new run: not with --resume or --eval");
   if (o.csv.empty()) o.csv = o.run_dir + "/train_metrics.csv";
   dchag_example::finish_data_options(program, o);
   dchag_example::finish_shared_options(program, o);
@@ -151,6 +160,21 @@ void resolve(Options& o) {
   if (!from.empty())
     dchag_example::adopt_checkpoint(program, o, from, dchag::ChannelViT<T, Space>::kind(),
                                     "--channels", [](auto&, const auto&) {});
+  if (!o.init_from.empty()) {
+    // The network is the checkpoint's, its aggregation this run's.
+    const dchag::CheckpointInfo info = dchag::read_checkpoint_info(o.init_from);
+    dchag::Impl::require(info.model == dchag::ChannelViT<T, Space>::kind(), program, ": ",
+                         o.init_from, " is a checkpoint of a ", info.model, " model");
+    dchag::Impl::require(!o.given.count("--channels") || o.model.channels == info.config.channels,
+                         program, ": --channels ", o.model.channels, " but ", o.init_from,
+                         " holds a model of ", info.config.channels, " channels");
+    dchag::ModelConfig m = info.config;
+    m.levels = o.model.levels;
+    m.seed = o.model.seed;
+    m.drop_rate = o.model.drop_rate;
+    m.drop_path_rate = o.model.drop_path_rate;
+    o.model = m;
+  }
   o.train.warmup_steps =
       std::min<std::int64_t>(std::max<std::int64_t>(1, o.train.steps / 10), o.train.steps - 1);
   o.model.validate();
@@ -379,8 +403,13 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   Space space;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
   const bool root = world.rank() == 0;
-  const dchag::ModelConfig& mc = o.model;
+  dchag::ModelConfig mc = o.model;
   const int local_batch = dchag_example::local_batch(program, grid, o.batch);
+
+  // Named as the data names them (a checkpoint of other names is another model).
+  mc.variables = data.variable_names();
+  // The targets loaded below are every channel of the data, in order.
+  dchag::Impl::require(mc.all_outputs(), program, ": the job forecasts every input variable");
 
   dchag::ChannelViT<T, Space, Policy> model(mc, grid);
   dchag::ForecastTrainer<decltype(model)> trainer(model, o.train);
@@ -394,6 +423,9 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
                          ", past --steps ", o.train.steps, " (pass the original run's --steps)");
     trainer.set_step_count(start);
     if (root) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)start);
+  } else if (!o.init_from.empty()) {
+    dchag::init_from_checkpoint(o.init_from, model);
+    if (root) std::printf("initialised from %s\n", o.init_from.c_str());
   }
   std::size_t nparams = 0;
   for (auto& p : trainer.parameters()) nparams += p.size();
@@ -420,7 +452,7 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   dchag::View1<T, Space> lead;
   dchag::on_every_rank(world, [&] {
     x = dchag::View4<T, Space>("x", local_batch, model.channel_count(), mc.height, mc.width);
-    y = dchag::View4<T, Space>("y", local_batch, mc.out_channels, mc.height, mc.width);
+    y = dchag::View4<T, Space>("y", local_batch, mc.out_channels(), mc.height, mc.width);
     x_all = dchag::View4<T, Space>("x_all", local_batch, mc.channels, mc.height, mc.width);
     y_own = dchag::View4<T, Space>("y_own", local_batch, model.channel_count(), mc.height,
                                    mc.width);
@@ -526,7 +558,7 @@ void print_usage() {
       "            --aggregator linear|cross|baseline  --drop-rate P  --drop-path-rate P\n"
       "  training: --steps N  --batch B  --lr X  --seed S  --lead-steps N  --timeout-minutes M\n"
       "  files:    --run-dir DIR  --csv FILE  --save-every K  --no-save  --resume CHECKPOINT\n"
-      "            --eval CHECKPOINT\n"
+      "            --eval CHECKPOINT  --init-from CHECKPOINT\n"
       "  data:     --data DIR --variables v1,v2,...  --lead-hours H  --statistics FILE\n"
       "            --train-years A-B  --validation-years A-B  --test-years A-B\n");
 }

@@ -15,6 +15,7 @@
 #include <dchag/kernels/bias.hpp>
 #include <dchag/kernels/blas_info.hpp>
 #include <dchag/kernels/channel_rows.hpp>
+#include <dchag/kernels/channel_select.hpp>
 #include <dchag/kernels/cross_attention.hpp>
 #include <dchag/kernels/dropout.hpp>
 #include <dchag/kernels/gelu.hpp>

@@ -42,7 +42,7 @@ using Optimizer = dchag::AdamW<float, Space>;
 
 dchag::ModelConfig tiny_config() {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 2;
+  c.channels = 2;
   c.height = c.width = 8;
   c.patch = 4;
   c.dim = 8;

@@ -26,7 +26,7 @@ constexpr double kStep = 1e-5;
 // C=4, 8x8 image, patch 4 (L=4), D=8, depth 1, heads 2, D-CHAG groups {2, 1}, lead time on.
 dchag::ModelConfig tiny_forecast(std::vector<int> levels = {2, 1}) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 4;
+  c.channels = 4;
   c.height = c.width = 8;
   c.patch = 4;
   c.dim = 8;
@@ -95,8 +95,8 @@ void check_forecast_gradients(const dchag::ModelConfig& cfg,
   const auto params = model.parameters();
   randomise(params, 100);
   dchag::View4<T, Space> x("x", B, cfg.channels, cfg.height, cfg.width);
-  dchag::View4<T, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
-  dchag::View4<T, Space> dpred("dpred", B, cfg.out_channels, cfg.height, cfg.width);
+  dchag::View4<T, Space> y("y", B, cfg.out_channels(), cfg.height, cfg.width);
+  dchag::View4<T, Space> dpred("dpred", B, cfg.out_channels(), cfg.height, cfg.width);
   dchag::View1<T, Space> lead("lead", B), w("w_lat", cfg.height);
   fill_random(x, 1);
   fill_random(y, 2, -2.0, 2.0);
@@ -170,8 +170,127 @@ TEST_CASE_TEMPLATE_DEFINE("ChannelViT: every gradient matches finite differences
     check_forecast_gradients<TensorParallel, T, Space>(dchag::climax_dropout(tiny_forecast({1})),
                                                        ForwardMode::train(3));
   }
+  SUBCASE("named variables, outputs a subset in another order") {
+    auto cfg = tiny_forecast({2, 1});
+    cfg.variables = {"z500", "t850", "t2m", "u10"};
+    cfg.out_variables = {"u10", "z500", "t2m"};
+    check_forecast_gradients<DistributedChannels<LinearAggregator>, T, Space>(cfg);
+    cfg.out_variables = {"t850"};
+    cfg.levels = {1};
+    check_forecast_gradients<TensorParallel, T, Space>(cfg);
+  }
 }
 TEST_CASE_TEMPLATE_APPLY(vit_grad, DoubleCases);
+
+// ClimaX's `preds[:, out_var_ids]`, against a model of the same weights predicting every
+// variable: the prediction is its channels picked by name, and every parameter's gradient is
+// the one of its gradient with the other channels' zeroed.
+TEST_CASE("ChannelViT: the output variables are the selected channels of the full prediction") {
+  using Space = Kokkos::DefaultExecutionSpace;
+  using T = double;
+  using Policy = dchag::DistributedChannels<dchag::LinearAggregator>;
+  Space space;
+  const int B = 2;
+  auto all = tiny_forecast({2, 1});
+  all.variables = {"a", "b", "c", "d"};
+  auto some = all;
+  some.out_variables = {"d", "b"};
+  CHECK(some.out_channels() == 2);
+  CHECK(some.output_indices() == std::vector<int>{3, 1});
+  dchag::ChannelViT<T, Space, Policy> full(all), picked(some);
+  const auto pf = full.parameters(), pp = picked.parameters();
+  REQUIRE(pf.size() == pp.size());
+  randomise(pf, 100);
+  randomise(pp, 100);  // the same values: the parameters have the same names and shapes
+  dchag::View4<T, Space> x("x", B, 4, all.height, all.width);
+  dchag::View1<T, Space> lead("lead", B);
+  fill_random(x, 1);
+  fill_random(lead, 3, 0.2, 1.0);
+  const auto yf = to_host(full.forward(space, x, lead));
+  const auto yp = to_host(picked.forward(space, x, lead));
+  REQUIRE(yp.extent(1) == 2);
+  const auto whole = to_host(picked.full_prediction());
+  const int ids[2] = {3, 1};
+  double worst = 0;
+  for (int b = 0; b < B; ++b)
+    for (int k = 0; k < 2; ++k)
+      for (int h = 0; h < all.height; ++h)
+        for (int w = 0; w < all.width; ++w) {
+          worst = std::max(worst, std::abs(yp(b, k, h, w) - yf(b, ids[k], h, w)));
+          CHECK(whole(b, ids[k], h, w) == yp(b, k, h, w));
+        }
+  CHECK(worst == 0);
+  dchag::View4<T, Space> dp("dp", B, 2, all.height, all.width), df("df", B, 4, all.height,
+                                                                     all.width);
+  fill_random(dp, 9, -1.0, 1.0);
+  {
+    const auto hp = to_host(dp);
+    auto hf = Kokkos::create_mirror_view(df);
+    Kokkos::deep_copy(hf, 0.0);
+    for (int b = 0; b < B; ++b)
+      for (int k = 0; k < 2; ++k)
+        for (int h = 0; h < all.height; ++h)
+          for (int w = 0; w < all.width; ++w) hf(b, ids[k], h, w) = hp(b, k, h, w);
+    Kokkos::deep_copy(df, hf);
+  }
+  dchag::zero_grad(space, pf);
+  dchag::zero_grad(space, pp);
+  full.backward(space, df);
+  picked.backward(space, dp);
+  for (std::size_t i = 0; i < pf.size(); ++i) {
+    CAPTURE(pf[i].name);
+    REQUIRE(pf[i].name == pp[i].name);
+    CHECK(host_values(pf[i].grad) == host_values(pp[i].grad));
+  }
+}
+
+TEST_CASE("ModelConfig: variable names, their checks and their description") {
+  using Space = Kokkos::DefaultExecutionSpace;
+  using Model = dchag::ChannelViT<double, Space>;
+  auto refused = [](const dchag::ModelConfig& c, const std::vector<std::string>& parts) {
+    check_refused([&] { Model m(c); }, parts);
+  };
+  auto c = tiny_forecast();
+  const std::string plain = c.describe();
+  CHECK(c.variable_names() == std::vector<std::string>{"var0", "var1", "var2", "var3"});
+  CHECK(c.output_variable_names() == c.variable_names());
+  CHECK(c.out_channels() == 4);
+  // The defaults spelled out describe the same model as the defaults left implicit.
+  c.variables = {"var0", "var1", "var2", "var3"};
+  c.out_variables = c.variables;
+  CHECK(c.describe() == plain);
+  CHECK(plain.find("variables") == std::string::npos);
+  c.out_variables = {"var2"};
+  CHECK(c.describe() == dchag::Impl::concat(plain.substr(0, plain.find(" out=")), " out=1",
+                                            plain.substr(plain.find(" image=")),
+                                            " out_variables=var2"));
+  c.variables = {"z", "t", "q", "u"};
+  c.out_variables = {"u", "z"};
+  CHECK(c.describe().find(" variables=z,t,q,u out_variables=u,z") != std::string::npos);
+  c.validate();
+
+  c = tiny_forecast();
+  c.variables = {"z", "t", "q"};
+  refused(c, {"3 variable names (z,t,q) for channels = 4"});
+  c.variables = {"z", "t", "z", "u"};
+  refused(c, {"variable 'z' is named twice (channels 0 and 2)"});
+  c.variables = {"z", "", "q", "u"};
+  refused(c, {"an empty name among the variables"});
+  c.variables = {"z", "t 2m", "q", "u"};
+  refused(c, {"variables name 't 2m' holds a comma, white space or a control character"});
+  c.variables = {"z", "t,2m", "q", "u"};
+  refused(c, {"name 't,2m' holds a comma"});
+  c.variables = {"z", "t", "q", "u"};
+  c.out_variables = {"t", "v"};
+  refused(c, {"output variable 'v' is not an input variable (z,t,q,u)"});
+  c.out_variables = {"t", "q", "t"};
+  refused(c, {"output variable 't' is listed twice"});
+  c.out_variables = {"var0"};
+  refused(c, {"output variable 'var0' is not an input variable"});
+  c = tiny_forecast();
+  c.out_variables = {""};
+  refused(c, {"an empty name among the out_variables"});
+}
 
 TEST_CASE("ChannelViT refuses nonsense definitions before allocating anything") {
   using Space = Kokkos::DefaultExecutionSpace;
@@ -207,7 +326,6 @@ TEST_CASE("ChannelViT refuses nonsense definitions before allocating anything") 
 
   struct Zero { const char* field; int dchag::ModelConfig::*member; };
   for (Zero z : {Zero{"channels", &dchag::ModelConfig::channels},
-                 Zero{"out_channels", &dchag::ModelConfig::out_channels},
                  Zero{"height", &dchag::ModelConfig::height},
                  Zero{"width", &dchag::ModelConfig::width},
                  Zero{"patch", &dchag::ModelConfig::patch}, Zero{"dim", &dchag::ModelConfig::dim},
@@ -242,7 +360,7 @@ TEST_CASE("ChannelViT refuses nonsense definitions before allocating anything") 
   // Sizes whose products would overflow (from a typo or a corrupt checkpoint) are refused
   // before anything is allocated.
   c = tiny_forecast();
-  c.channels = c.out_channels = 2147483647;
+  c.channels = 2147483647;
   refused(c, {"channels = 2147483647 exceeds the limit of 65536"});
   c = tiny_forecast();
   c.height = c.width = 2147483647;

@@ -34,7 +34,7 @@ constexpr double kStep = 1e-5;
 // C=4, 8x8 image, patch 4 (L=4), D=8, depth 1, heads 2, groups {2, 1}; a decoder of width 8.
 dchag::ModelConfig tiny_model(std::vector<int> levels = {2, 1}) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 4;
+  c.channels = 4;
   c.height = c.width = 8;
   c.patch = 4;
   c.dim = 8;
@@ -582,7 +582,7 @@ TEST_CASE("MaeTrainer pre-trains on hyperspectral cubes on the default single-ra
   using T = double;
   Space space;
   dchag::ModelConfig cfg;
-  cfg.channels = cfg.out_channels = 16;
+  cfg.channels = 16;
   cfg.height = cfg.width = 16;
   cfg.patch = 4;
   cfg.dim = 16;

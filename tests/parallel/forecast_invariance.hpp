@@ -31,7 +31,7 @@ Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int glo
   // The global batch, identical on every rank; each rank keeps its samples and channels.
   const int B = global_batch / grid.data_size(), b0 = grid.data_rank() * B;
   dchag::View4<T, Space> xg("xg", global_batch, cfg.channels, cfg.height, cfg.width);
-  dchag::View4<T, Space> yg("yg", global_batch, cfg.out_channels, cfg.height, cfg.width);
+  dchag::View4<T, Space> yg("yg", global_batch, cfg.out_channels(), cfg.height, cfg.width);
   dchag::View1<T, Space> leadg("leadg", global_batch), w("w", cfg.height);
   fill_random(xg, 1);
   fill_random(yg, 2);
@@ -41,7 +41,7 @@ Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int glo
   const auto chans = Kokkos::make_pair(model.channel_begin(),
                                        model.channel_begin() + model.channel_count());
   dchag::View4<T, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
-  dchag::View4<T, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
+  dchag::View4<T, Space> y("y", B, cfg.out_channels(), cfg.height, cfg.width);
   dchag::View1<T, Space> lead("lead", B);
   Kokkos::deep_copy(x, Kokkos::subview(xg, rows, chans, Kokkos::ALL, Kokkos::ALL));
   Kokkos::deep_copy(y, Kokkos::subview(yg, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));

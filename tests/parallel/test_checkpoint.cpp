@@ -44,7 +44,7 @@ using View1 = dchag::View1<T, Space>;
 template <class Policy>
 dchag::ModelConfig config_for(std::uint64_t seed = 42) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = 8;
   c.width = 16;
   c.patch = 4;
@@ -104,7 +104,7 @@ struct Data {
 
 Data global_data(const dchag::ModelConfig& c, int batch) {
   Data d{View4("xg", batch, c.channels, c.height, c.width),
-         View4("yg", batch, c.out_channels, c.height, c.width), View1("leadg", batch),
+         View4("yg", batch, c.out_channels(), c.height, c.width), View1("leadg", batch),
          View1("w", c.height)};
   fill_random(d.x, 1);
   fill_random(d.y, 2);
@@ -128,7 +128,7 @@ Local local_batch(const Model& model, const Data& d) {
                                        model.channel_begin() + model.channel_count());
   const auto& c = model.config();
   Local l{View4("x", B, model.channel_count(), c.height, c.width),
-          View4("y", B, c.out_channels, c.height, c.width), View1("lead", B)};
+          View4("y", B, c.out_channels(), c.height, c.width), View1("lead", B)};
   Kokkos::deep_copy(l.x, Kokkos::subview(d.x, rows, chans, Kokkos::ALL, Kokkos::ALL));
   Kokkos::deep_copy(l.y, Kokkos::subview(d.y, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
   Kokkos::deep_copy(l.lead, Kokkos::subview(d.lead, rows));
@@ -301,7 +301,7 @@ template <class Policy>
 dchag::ModelConfig uneven_config_for(std::uint64_t seed) {
   auto c = config_for<Policy>(seed);
   const bool cross = std::is_same<Policy, DchagC>::value;
-  c.channels = c.out_channels = cross ? 30 : 7;
+  c.channels = cross ? 30 : 7;
   c.levels = cross ? std::vector<int>{5, 1} : std::vector<int>{1};
   c.dim = 24;
   c.heads = 12;
@@ -434,6 +434,175 @@ TEST_CASE("a checkpoint records a float mlp_ratio and the dropout rates; older i
   meta["config.mlp_ratio"] = "four";
   CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "bad.safetensors"),
                        doctest::Contains("'config.mlp_ratio' is 'four', not a number"),
+                       dchag::Error);
+}
+
+TEST_CASE("a checkpoint records the variables' names; files without them read as the defaults") {
+  using Model = dchag::ChannelViT<T, Space, DchagL>;
+  const dchag::Communicator world;
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  auto cfg = config_for<DchagL>();
+  cfg.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  cfg.out_variables = {"tp", "z500", "u10"};
+  Model model(cfg, grid);
+  const std::string path = in_dir("named.safetensors");
+  dchag::save_checkpoint(path, model, 0);
+  const auto info = dchag::read_checkpoint_info(path);
+  CHECK(info.config.variables == cfg.variables);
+  CHECK(info.config.out_variables == cfg.out_variables);
+  CHECK(info.config.describe() == cfg.describe());
+  CHECK(info.metadata.at("config.variables") == "z500,t850,t2m,u10,v10,q700,r850,tp");
+  CHECK(info.metadata.at("config.out_variables") == "tp,z500,u10");
+  CHECK(info.metadata.at("config.out_channels") == "3");
+  CHECK(info.metadata.at("config") == cfg.describe());
+  // The head predicts every variable, as ClimaX's: its last Linear has C * p^2 = 8 * 16 outputs.
+  CHECK(dchag::SafetensorsFile::read(path).info("head.2.weight").shape ==
+        std::vector<std::size_t>{128, 16});
+  {  // the definition it records, of another seed, loads it
+    auto reseeded = info.config;
+    reseeded.seed = 5;
+    Model same(reseeded, grid);
+    dchag::load_checkpoint(path, same);
+    CHECK(snapshot(same) == snapshot(model));
+  }
+  // Another naming, or another selection, is another model.
+  auto renamed = cfg;
+  renamed.variables[5] = "q850";
+  renamed.out_variables = {"tp", "z500", "u10"};
+  Model m1(renamed, grid);
+  CHECK_THROWS_WITH_AS(dchag::load_checkpoint(path, m1),
+                       doctest::Contains("variables = z500,t850,t2m,u10,v10,q700,r850,tp in the "
+                                         "file, z500,t850,t2m,u10,v10,q850,r850,tp in the model"),
+                       dchag::Error);
+  auto reordered = cfg;
+  reordered.out_variables = {"z500", "tp", "u10"};
+  Model m2(reordered, grid);
+  CHECK_THROWS_WITH_AS(dchag::load_checkpoint(path, m2),
+                       doctest::Contains("out_variables = tp,z500,u10 in the file, "
+                                         "z500,tp,u10 in the model"),
+                       dchag::Error);
+
+  // Default names are stored and read back as the defaults.
+  const auto plain_cfg = config_for<DchagL>();
+  Model plain(plain_cfg, grid);
+  const std::string plain_path = in_dir("unnamed.safetensors");
+  dchag::save_checkpoint(plain_path, plain, 0);
+  const auto plain_info = dchag::read_checkpoint_info(plain_path);
+  CHECK(plain_info.config.variables.empty());
+  CHECK(plain_info.config.out_variables.empty());
+  CHECK(plain_info.metadata.at("config.variables") == "var0,var1,var2,var3,var4,var5,var6,var7");
+  // A file of a version before names: it loads into a model of unnamed variables.
+  const std::string old = in_dir("before_names.safetensors");
+  rewrite(plain_path, old, [](Contents& c) {
+    c.metadata.erase("config.variables");
+    c.metadata.erase("config.out_variables");
+  });
+  CHECK(dchag::read_checkpoint_info(old).config.describe() == plain_cfg.describe());
+  Model fresh(config_for<DchagL>(7), grid);
+  dchag::load_checkpoint(old, fresh);
+  CHECK(snapshot(fresh) == snapshot(plain));
+  // ... but not one whose head predicted fewer variables than it read.
+  auto meta = dchag::read_checkpoint_info(old).metadata;
+  meta["config.out_channels"] = "3";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "old.safetensors"),
+                       doctest::Contains("'config.out_channels' = 3 with channels = 8 and no "
+                                         "'config.out_variables'"),
+                       dchag::Error);
+  // Names that disagree with the count, or name a variable twice, are not a valid model.
+  meta = plain_info.metadata;
+  meta["config.out_variables"] = "var1,var9";
+  meta["config.out_channels"] = "2";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "bad.safetensors").validate(),
+                       doctest::Contains("output variable 'var9' is not an input variable"),
+                       dchag::Error);
+  meta["config.out_channels"] = "3";
+  CHECK_THROWS_WITH_AS(dchag::Impl::config_from_metadata(meta, "bad.safetensors"),
+                       doctest::Contains("'config.out_channels' = 3 but 'config.out_variables' "
+                                         "names 2 variables"),
+                       dchag::Error);
+}
+
+// Every tensor of a checkpoint, by name (rank 0 reads it; the others get an empty map).
+std::map<std::string, std::vector<double>> file_tensors(const std::string& path) {
+  std::map<std::string, std::vector<double>> out;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);  // (not collective: only rank 0 may call)
+  if (rank != 0) return out;
+  const auto f = dchag::SafetensorsFile::read(path);
+  for (const auto& n : f.names()) out[n] = f.read<double>(n);
+  return out;
+}
+
+TEST_CASE_TEMPLATE("a ClimaX-aggregation checkpoint initialises a D-CHAG model of any grid",
+                   Policy, DchagL, DchagC) {
+  const dchag::Communicator world;
+  auto climax = config_for<Baseline>(3);  // levels {1}
+  climax.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  climax.out_variables = {"t2m", "z500"};
+  const std::string from = in_dir(std::string("climax_for_") + policy_tag<Policy>() +
+                                  ".safetensors");
+  {
+    dchag::ChannelViT<T, Space, Baseline> base(climax, dchag::ProcessGrid(world, world.size(), 1,
+                                                                          1));
+    dchag::save_checkpoint(from, base, 0);
+  }
+  auto dchag_cfg = climax;
+  dchag_cfg.levels = {4, 1};
+  dchag_cfg.seed = 8;
+  using Model = dchag::ChannelViT<T, Space, Policy>;
+  const std::string fresh_path = in_dir(std::string("fresh_") + policy_tag<Policy>() +
+                                        ".safetensors");
+  {
+    Model fresh(dchag_cfg, dchag::ProcessGrid(world, world.size(), 1, 1));
+    dchag::save_checkpoint(fresh_path, fresh, 0);
+  }
+  const auto file = file_tensors(from), fresh = file_tensors(fresh_path);
+  for (const auto& sizes : save_grids(world.size())) {
+    const int tp = sizes.tp, fsdp = sizes.fsdp, dp = sizes.dp;
+    CAPTURE(tp);
+    CAPTURE(fsdp);
+    CAPTURE(dp);
+    Model model(dchag_cfg, dchag::ProcessGrid(world, tp, fsdp, dp));
+    // The strict load refuses the other aggregation; the initialisation takes it.
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(from, model), doctest::Contains("levels = 1"),
+                         dchag::Error);
+    dchag::init_from_checkpoint(from, model);
+    const std::string out = in_dir(std::string("initialised_") + policy_tag<Policy>() +
+                                   ".safetensors");
+    dchag::save_checkpoint(out, model, 0);
+    if (world.rank() == 0) {
+      int loaded = 0, initialised = 0;
+      for (const auto& [name, values] : file_tensors(out)) {
+        CAPTURE(name);
+        if (name.rfind("agg.", 0) == 0) {
+          CHECK(file.count(name) == 0);
+          CHECK(values == fresh.at(name));  // as the model initialised it
+          ++initialised;
+        } else {
+          CHECK(values == file.at(name));  // from the file
+          ++loaded;
+        }
+      }
+      CHECK(loaded == int(file.size()));
+      CHECK(initialised > 0);
+    }
+  }
+  // The rest of the definition must match: another width, or other names, is another model.
+  auto wider = dchag_cfg;
+  wider.dim = 32;
+  Model w(wider, dchag::ProcessGrid(world, world.size(), 1, 1));
+  CHECK_THROWS_WITH_AS(dchag::init_from_checkpoint(from, w), doctest::Contains("dim = 16"),
+                       dchag::Error);
+  auto unnamed = dchag_cfg;
+  unnamed.variables.clear();
+  unnamed.out_variables = {"var2", "var0"};
+  Model u(unnamed, dchag::ProcessGrid(world, world.size(), 1, 1));
+  CHECK_THROWS_WITH_AS(dchag::init_from_checkpoint(from, u),
+                       doctest::Contains("variables = z500,t850"), dchag::Error);
+  // A D-CHAG file into the ClimaX aggregation: its partial aggregators have no place there.
+  dchag::ChannelViT<T, Space, Baseline> back(climax, dchag::ProcessGrid(world, world.size(), 1, 1));
+  CHECK_THROWS_WITH_AS(dchag::init_from_checkpoint(fresh_path, back),
+                       doctest::Contains("tensor(s) the model does not have: 'agg.0.0."),
                        dchag::Error);
 }
 

@@ -19,7 +19,7 @@ template <class Policy>
 Run train(const dchag::ProcessGrid& grid, std::vector<dchag::Parameter<T, Space>>& keep) {
   Space space;
   dchag::ModelConfig cfg;
-  cfg.channels = cfg.out_channels = 8;
+  cfg.channels = 8;
   cfg.height = 8;
   cfg.width = 16;
   cfg.patch = 4;

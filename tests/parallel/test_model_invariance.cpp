@@ -14,7 +14,7 @@ namespace {
 
 dchag::ModelConfig tiny_config(std::vector<int> levels) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = 8;
   c.width = 16;
   c.patch = 4;
@@ -43,12 +43,29 @@ TEST_CASE("partition invariance: D-CHAG-L") {
 
 TEST_CASE("partition invariance: D-CHAG-C with a three-level tree") {
   auto cfg = tiny_config({8, 4, 1});
-  cfg.channels = cfg.out_channels = 16;
+  cfg.channels = 16;
   check_all_grids<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(cfg);
 }
 
 TEST_CASE("partition invariance: D-CHAG over raw channel tokens (levels {1})") {
   check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(tiny_config({1}));
+}
+
+// The head predicts every variable (replicated over tp, sliced under fsdp) and the loss sees
+// the output variables, here fewer than the inputs and not in their order.
+dchag::ModelConfig named_subset(dchag::ModelConfig c) {
+  c.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  c.out_variables = {"tp", "t2m", "z500"};
+  return c;
+}
+
+TEST_CASE("partition invariance: output variables a subset in another order, baseline") {
+  check_all_grids<dchag::TensorParallel>(named_subset(tiny_config({1})));
+}
+
+TEST_CASE("partition invariance: output variables a subset in another order, D-CHAG-C") {
+  check_all_grids<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(
+      named_subset(tiny_config({4, 1})));
 }
 
 // Dropout and drop-path in training (ClimaX's regularisation, stronger here so that every site
@@ -87,7 +104,7 @@ TEST_CASE("impossible splits are refused on every rank") {
   }
   // Channels need not split evenly (test_uneven_split.cpp); heads must.
   auto odd = tiny_config({1});
-  odd.channels = odd.out_channels = 7;
+  odd.channels = 7;
   odd.heads = 4 * world.size() + 1;
   odd.dim = 4 * odd.heads;
   const std::string heads_text = "heads = " + std::to_string(odd.heads);
@@ -108,4 +125,15 @@ TEST_CASE("ranks that disagree on the model are told so, on every rank") {
     // Collectives still work afterwards: nobody is stuck.
     CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
   }
+}
+
+TEST_CASE("ranks that disagree on the output variables are told so, on every rank") {
+  const dchag::Communicator world;
+  if (world.size() < 2) return;
+  using Baseline = dchag::ChannelViT<double, Space, dchag::TensorParallel>;
+  auto cfg = named_subset(tiny_config({1}));
+  if (world.rank() == 1) cfg.out_variables = {"t2m", "tp", "z500"};  // the same set, reordered
+  const dchag::ProcessGrid grid(world, world.size(), 1, 1);
+  CHECK_THROWS_WITH_AS(Baseline(cfg, grid), doctest::Contains("differs"), dchag::Error);
+  CHECK(dchag::all_reduce_sum(world, 1.0) == double(world.size()));
 }

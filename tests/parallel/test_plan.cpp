@@ -29,7 +29,7 @@ std::vector<Grid> all_grids(int world) {
 
 dchag::ModelConfig config(int channels, std::vector<int> levels) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = channels;
+  c.channels = channels;
   c.height = 8;
   c.width = 16;
   c.patch = 4;
@@ -90,7 +90,7 @@ Measured measure_step(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& g
     tc.steps = 100;
     dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
     dchag::View4<float, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
-    dchag::View4<float, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
+    dchag::View4<float, Space> y("y", B, cfg.out_channels(), cfg.height, cfg.width);
     dchag::View1<float, Space> lead("lead", B), lat("lat", cfg.height);
     fill(x, 0.5);
     fill(y, -0.25);
@@ -157,7 +157,7 @@ TEST_CASE("plan: every rank's parameter list has the sizes of the model's") {
   auto no_lead = config(8, {1});
   no_lead.lead_time = false;
   no_lead.decoder_depth = 2;
-  no_lead.out_channels = 3;
+  no_lead.out_variables = {"var5", "var0", "var2"};  // a reordered subset: the head selects
   check_parameters<dchag::DistributedChannels<dchag::LinearAggregator>>(no_lead);
 }
 
@@ -169,6 +169,12 @@ TEST_CASE("plan: a training step's Kokkos peak and communication are the measure
   check_step<dchag::TensorParallel>(config(16, {1}), 4);
   check_step<dchag::DistributedChannels<dchag::LinearAggregator>>(cfg, 4);
   check_step<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(cfg, 4);
+  // Output variables a reordered subset: the selection's buffers.
+  auto subset = config(16, {4, 1});
+  subset.height = 16;
+  subset.width = 32;
+  subset.out_variables = {"var9", "var1", "var4"};
+  check_step<dchag::DistributedChannels<dchag::LinearAggregator>>(subset, 4);
   // Uneven: 6 channels over 4 ranks (2, 2, 1, 1), 30 in groups of 6 ({5, 1}).
   auto uneven = config(6, {1});
   uneven.height = 16;

@@ -199,7 +199,7 @@ namespace {
 
 dchag::ModelConfig user_config(std::vector<int> levels, int channels = 8) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = channels;
+  c.channels = channels;
   c.height = 8;
   c.width = 8;
   c.patch = 4;

@@ -15,7 +15,8 @@ names dchag writes into a checkpoint:
     blocks.{i}                     timm Block: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2
     norm                           LayerNorm (eps 1e-5)
     head                           Sequential: [Linear(D, D), GELU] x decoder_depth,
-                                   Linear(D, C_out p^2); then ClimaX's unpatchify
+                                   Linear(D, C p^2) (every input variable); then ClimaX's
+                                   unpatchify and preds[:, out_var_ids] (the output variables)
 
 Run in float64 against the C++ model in double, the two agree to rounding (~1e-15).
 """
@@ -94,6 +95,11 @@ CONFIG_FIELDS = ("channels", "out_channels", "height", "width", "patch", "dim", 
 FLOAT_FIELDS = ("mlp_ratio",)
 
 
+def default_variables(channels):
+    """dchag's names of variables nobody named."""
+    return [f"var{c}" for c in range(channels)]
+
+
 def config_from_metadata(meta):
     """The model configuration and aggregator a dchag checkpoint records."""
     if meta.get("format") != "dchag.checkpoint":
@@ -101,6 +107,14 @@ def config_from_metadata(meta):
     cfg = {k: (float if k in FLOAT_FIELDS else int)(meta["config." + k]) for k in CONFIG_FIELDS}
     cfg["levels"] = [int(v) for v in meta["config.levels"].split(",")]
     cfg["lead_time"] = meta["config.lead_time"] == "true"
+    # Files written before variables were named: the defaults, all of them predicted.
+    names = meta.get("config.variables")
+    cfg["variables"] = names.split(",") if names else default_variables(cfg["channels"])
+    outs = meta.get("config.out_variables")
+    cfg["out_variables"] = outs.split(",") if outs else list(cfg["variables"])
+    if len(cfg["out_variables"]) != cfg["out_channels"]:
+        raise ValueError(f"config.out_channels = {cfg['out_channels']} but "
+                         f"{len(cfg['out_variables'])} output variables")
     return cfg, meta.get("aggregator", "none")
 
 
@@ -112,6 +126,9 @@ def metadata_for(cfg, aggregator, seed=0, step=0):
             "config.lead_time": "true" if cfg["lead_time"] else "false"}
     for k in CONFIG_FIELDS:
         meta["config." + k] = str(cfg[k])
+    meta["config.out_channels"] = str(len(cfg["out_variables"]))
+    meta["config.variables"] = ",".join(cfg["variables"])
+    meta["config.out_variables"] = ",".join(cfg["out_variables"])
     return meta
 
 
@@ -213,8 +230,10 @@ class ClimaXReference(nn.Module):
         head = []
         for _ in range(cfg["decoder_depth"]):
             head += [nn.Linear(D, D), nn.GELU()]
-        head.append(nn.Linear(D, cfg["out_channels"] * p * p))
+        # ClimaX: the head predicts every input variable, the loss sees the output variables.
+        head.append(nn.Linear(D, cfg["channels"] * p * p))
         self.head = nn.Sequential(*head)
+        self.out_var_ids = [cfg["variables"].index(v) for v in cfg["out_variables"]]
 
     def aggregate(self, tokens):  # [N, C, D] -> [N, D]
         for level in self.agg:
@@ -230,8 +249,8 @@ class ClimaXReference(nn.Module):
         q = self.var_query.repeat_interleave(tokens.shape[0], dim=0)
         return self.var_agg(q, tokens, tokens, need_weights=False)[0].squeeze(1)
 
-    def unpatchify(self, x):  # ClimaX: [B, L, p*p*C_out] -> [B, C_out, H, W]
-        p, c = self.cfg["patch"], self.cfg["out_channels"]
+    def unpatchify(self, x):  # ClimaX: [B, L, p*p*C] -> [B, C, H, W]
+        p, c = self.cfg["patch"], self.cfg["channels"]
         h, w = self.cfg["height"] // p, self.cfg["width"] // p
         x = x.reshape(x.shape[0], h, w, p, p, c)
         x = torch.einsum("nhwpqc->nchpwq", x)
@@ -247,7 +266,8 @@ class ClimaXReference(nn.Module):
             x = x + self.lead_time_embed(lead_times.unsqueeze(-1)).unsqueeze(1)
         for blk in self.blocks:
             x = blk(x)
-        return self.unpatchify(self.head(self.norm(x)))
+        preds = self.unpatchify(self.head(self.norm(x)))
+        return preds[:, self.out_var_ids]  # ClimaX: preds[:, out_var_ids]
 
 
 def lat_weighted_mse(pred, y, lat_weights):

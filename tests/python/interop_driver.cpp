@@ -27,12 +27,14 @@ using T = double;
 using View4 = dchag::View4<T, Space>;
 using View1 = dchag::View1<T, Space>;
 
-// Small, but with every feature the file format must carry: more input than output channels,
-// a two-layer head, lead times, and (cross-attention) a three-level tree.
+// Small, but with every feature the file format must carry: named variables, fewer output than
+// input variables and not in input order, a two-layer head, lead times, and (cross-attention) a
+// three-level tree.
 dchag::ModelConfig test_config(const std::string& aggregator) {
   dchag::ModelConfig c;
   c.channels = 8;
-  c.out_channels = 3;
+  c.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
+  c.out_variables = {"t2m", "z500", "tp"};
   c.height = 8;
   c.width = 16;
   c.patch = 4;
@@ -77,7 +79,7 @@ std::vector<std::size_t> dims(const View4& v) {
 
 Batch random_batch(const dchag::ModelConfig& c, int B) {
   Batch b{View4("x", B, c.channels, c.height, c.width),
-          View4("y", B, c.out_channels, c.height, c.width), View1("lead", B),
+          View4("y", B, c.out_channels(), c.height, c.width), View1("lead", B),
           View1("w", c.height)};
   std::mt19937_64 gen(2024);
   std::uniform_real_distribution<double> unit(-1.0, 1.0);

@@ -24,7 +24,7 @@ using Mae = dchag::ChannelMAE<T, Space>;
 
 dchag::ModelConfig mae_model() {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = c.width = 8;
   c.patch = 2;
   c.dim = 8;
@@ -41,7 +41,7 @@ dchag::MaeConfig mae_decoder() {
   m.decoder_dim = 8;
   m.decoder_depth = 1;
   m.decoder_heads = 2;
-  m.decoder_mlp_ratio = 2;
+  m.decoder_mlp_ratio = 2.5;  // a fractional ratio: hidden int(8 * 2.5) = 20
   return m;
 }
 
@@ -103,6 +103,8 @@ TEST_CASE("a ChannelMAE resumed from a checkpoint continues the uninterrupted ru
   CHECK(info.config.describe() == cfg.describe());
   CHECK(info.mae.describe() == mc.describe());
   CHECK(info.metadata.at("mae") == mc.describe());
+  CHECK(info.mae.decoder_mlp_ratio == 2.5);
+  CHECK(info.metadata.at("mae.decoder_mlp_ratio") == "2.5");
 
   // A fresh model (of the same seed: it draws the masks) and trainer pick up at step k.
   Mae b(info.config, info.mae);

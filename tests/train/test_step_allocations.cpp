@@ -19,7 +19,7 @@ namespace {
 
 dchag::ModelConfig small_model(std::vector<int> levels) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = 8;
+  c.channels = 8;
   c.height = c.width = 16;
   c.patch = 4;
   c.dim = 16;
@@ -52,7 +52,7 @@ void check_forecast(const dchag::ModelConfig& cfg) {
   dchag::ForecastTrainer<decltype(model)> trainer(model, dchag::TrainConfig{});
   const int B = 2;
   dchag::View4<T, Space> x("x", B, cfg.channels, cfg.height, cfg.width);
-  dchag::View4<T, Space> y("y", B, cfg.out_channels, cfg.height, cfg.width);
+  dchag::View4<T, Space> y("y", B, cfg.out_channels(), cfg.height, cfg.width);
   dchag::View1<T, Space> lead("lead", B), w("w", cfg.height);
   fill_random(x, 1);
   fill_random(y, 2);

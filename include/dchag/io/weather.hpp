@@ -57,6 +57,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -112,6 +113,14 @@ class WeatherGenerator {
   const WeatherConfig& config() const { return cfg_; }
   double hours_per_step() const { return cfg_.hours_per_step; }
   int channels() const { return cfg_.channels; }
+  // The channels' names, "var0", "var1", ...: synthetic variables have no physical name, and
+  // these are the names ModelConfig gives variables nobody named (model/config.hpp), so a model
+  // of this data describes and checkpoints as one of unnamed variables.
+  std::vector<std::string> variable_names() const {
+    std::vector<std::string> names;
+    for (int c = 0; c < cfg_.channels; ++c) names.push_back("var" + std::to_string(c));
+    return names;
+  }
   int height() const { return cfg_.height; }
   int width() const { return cfg_.width; }
 

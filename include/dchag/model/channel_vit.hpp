@@ -57,7 +57,8 @@ class ChannelViT {
         encoder_(config.dim, config.depth, config.heads, config.mlp_ratio, "", 1e-5,
                  grid.tp_comm(), grid.fsdp_comm(),
                  DropoutRates{config.drop_rate, config.drop_path_rate}),
-        head_(config.dim, config.out_channels, config.patch, config.decoder_depth) {
+        head_(config.dim, config.channels, config.output_indices(), config.patch,
+              config.decoder_depth) {
     if (config_.lead_time) lead_embed_ = LeadTimeEmbedding<T, ExecSpace>(config.dim);
     if (grid.fsdp() > 1) {
       embed_unit_.emplace("embeddings", grid.fsdp_comm(), embedding_storage(),
@@ -80,8 +81,10 @@ class ChannelViT {
     Impl::assign_values(head_unit_, head_storage(), [&] { head_.init(s); });
   }
 
-  // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W]. mode: evaluation
-  // (the default) or a training step, which applies the configuration's dropout and drop-path
+  // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W] of the output
+  // variables (config().out_variables; the head predicts all C: full_prediction()). mode:
+  // evaluation (the default) or a training step, which applies the configuration's dropout and
+  // drop-path
   // with masks keyed by (seed, step, site, global sample, token, logical feature), the same on
   // every grid; sample b of this rank is global sample grid().data_rank() * B + b.
   image forward(const ExecSpace& space, const image& x, const View1<T, ExecSpace>& lead_times,
@@ -152,6 +155,9 @@ class ChannelViT {
            (config_.lead_time ? lead_embed_.flops(batch) : 0.0) + encoder_.flops(batch, L) +
            head_.flops(rows);
   }
+
+  // The last forward's prediction of every input variable, [B, C, H, W].
+  image full_prediction() const { return head_.full_prediction(); }
 
   const ModelConfig& config() const { return config_; }
   const ProcessGrid& grid() const { return grid_; }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -29,11 +30,43 @@ inline std::string round_trip_text(double x) {
   return text;
 }
 
+// "a,b,c": how variable names appear in descriptions and checkpoints (names hold no comma).
+inline std::string join_names(const std::vector<std::string>& names) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? "," : "") + names[i];
+  return s;
+}
+
+// The inverse of join_names ("" is no name at all).
+inline std::vector<std::string> split_names(const std::string& text) {
+  std::vector<std::string> names;
+  if (text.empty()) return names;
+  std::size_t begin = 0;
+  for (;;) {
+    const std::size_t end = text.find(',', begin);
+    names.push_back(text.substr(begin, end == std::string::npos ? end : end - begin));
+    if (end == std::string::npos) return names;
+    begin = end + 1;
+  }
+}
+
 }  // namespace Impl
 
+// The names of C variables nobody named: "var0", "var1", ...
+inline std::vector<std::string> default_variable_names(int channels) {
+  std::vector<std::string> names;
+  for (int c = 0; c < channels; ++c) names.push_back("var" + std::to_string(c));
+  return names;
+}
+
 struct ModelConfig {
-  int channels = 16;      // input variables / spectral bands, C
-  int out_channels = 16;  // forecast: predicted variables
+  int channels = 16;  // input variables / spectral bands, C
+  // The input variables' names, in channel order (empty: default_variable_names(channels)), and
+  // the forecast's variables, any of them in any order (empty: all, in input order). As in
+  // ClimaX, the head predicts every input variable and the prediction the loss and metrics see
+  // is the selection of the output variables: out_channels() of them.
+  std::vector<std::string> variables;
+  std::vector<std::string> out_variables;
   int height = 32, width = 64;
   int patch = 4;
   int dim = 128;  // embedding width D
@@ -59,6 +92,31 @@ struct ModelConfig {
   int grid_h() const { return height / patch; }
   int grid_w() const { return width / patch; }
 
+  std::vector<std::string> variable_names() const {
+    return variables.empty() ? default_variable_names(channels) : variables;
+  }
+  std::vector<std::string> output_variable_names() const {
+    return out_variables.empty() ? variable_names() : out_variables;
+  }
+  int out_channels() const {
+    return out_variables.empty() ? channels : static_cast<int>(out_variables.size());
+  }
+  // Channel index of each output variable (valid once validate() passed).
+  std::vector<int> output_indices() const {
+    const std::map<std::string, int> channel = channel_of_name();
+    std::vector<int> ids;
+    for (const auto& name : output_variable_names()) ids.push_back(channel.at(name));
+    return ids;
+  }
+  // Whether the input variables are named as default_variable_names(channels) names them, and
+  // the outputs are all of them in input order: the definitions the description leaves implicit.
+  bool default_variables() const {
+    for (std::size_t c = 0; c < variables.size(); ++c)
+      if (variables[c] != "var" + std::to_string(c)) return false;
+    return true;
+  }
+  bool all_outputs() const { return out_variables.empty() || out_variables == variable_names(); }
+
   // Upper bounds far above any model this library trains (ClimaX: 48 variables, 128 x 256,
   // D = 1024, depth 8), low enough that every size the model derives from them (patches,
   // parameter counts, per-sample activations) is computed without overflow. They are checked,
@@ -80,7 +138,7 @@ struct ModelConfig {
       Impl::require(v <= hi, "ModelConfig: ", what, " = ", v, " exceeds the limit of ", hi);
     };
     in_range("channels", channels, max_channels);
-    in_range("out_channels", out_channels, max_channels);
+    check_variables();
     in_range("height", height, max_image_side);
     in_range("width", width, max_image_side);
     in_range("patch", patch, max_patch);
@@ -124,6 +182,49 @@ struct ModelConfig {
     }
   }
 
+  // Names are tokens of the description and of checkpoint metadata: non-empty, unique, and
+  // without commas, white space or control characters.
+  void check_variables() const {
+    Impl::require(variables.empty() || variables.size() == static_cast<std::size_t>(channels),
+                  "ModelConfig: ", variables.size(), " variable names (",
+                  Impl::join_names(variables), ") for channels = ", channels,
+                  ", expected one per channel or none");
+    auto check_name = [](const char* what, const std::string& name) {
+      Impl::require(!name.empty(), "ModelConfig: an empty name among the ", what);
+      for (const char ch : name)
+        Impl::require(ch != ',' && static_cast<unsigned char>(ch) > ' ' && ch != 127,
+                      "ModelConfig: ", what, " name '", name,
+                      "' holds a comma, white space or a control character");
+    };
+    std::map<std::string, std::size_t> seen;
+    for (std::size_t i = 0; i < variables.size(); ++i) {
+      check_name("variables", variables[i]);
+      const auto [at, added] = seen.emplace(variables[i], i);
+      Impl::require(added, "ModelConfig: variable '", variables[i], "' is named twice (channels ",
+                    at->second, " and ", i, ")");
+    }
+    Impl::require(out_variables.size() <= static_cast<std::size_t>(max_channels),
+                  "ModelConfig: ", out_variables.size(), " output variables exceed the limit of ",
+                  max_channels);
+    const std::map<std::string, int> channel = channel_of_name();
+    std::map<std::string, std::size_t> listed;
+    for (std::size_t i = 0; i < out_variables.size(); ++i) {
+      check_name("out_variables", out_variables[i]);
+      Impl::require(listed.emplace(out_variables[i], i).second, "ModelConfig: output variable '",
+                    out_variables[i], "' is listed twice");
+      Impl::require(channel.count(out_variables[i]) == 1, "ModelConfig: output variable '",
+                    out_variables[i], "' is not an input variable (",
+                    Impl::join_names(variable_names()), ")");
+    }
+  }
+
+  std::map<std::string, int> channel_of_name() const {
+    std::map<std::string, int> channel;
+    const std::vector<std::string> in = variable_names();
+    for (std::size_t c = 0; c < in.size(); ++c) channel.emplace(in[c], static_cast<int>(c));
+    return channel;
+  }
+
   std::string levels_string() const {
     std::ostringstream s;
     s << '{';
@@ -134,7 +235,7 @@ struct ModelConfig {
 
   std::string describe() const {
     std::ostringstream s;
-    s << "C=" << channels << " out=" << out_channels << " image=" << height << "x" << width
+    s << "C=" << channels << " out=" << out_channels() << " image=" << height << "x" << width
       << " patch=" << patch << " L=" << patches() << " D=" << dim << " depth=" << depth
       << " heads=" << heads << " mlp_ratio=" << Impl::round_trip_text(mlp_ratio)
       << " decoder_depth=" << decoder_depth << " lead_time=" << (lead_time ? "yes" : "no")
@@ -143,6 +244,10 @@ struct ModelConfig {
     if (drop_rate != 0 || drop_path_rate != 0)
       s << " drop_rate=" << Impl::round_trip_text(drop_rate)
         << " drop_path_rate=" << Impl::round_trip_text(drop_path_rate);
+    // Names likewise only when not the defaults; the defaults are implied by C, so the text
+    // still identifies the definition (ranks compare it, checkpoints record it).
+    if (!default_variables()) s << " variables=" << Impl::join_names(variables);
+    if (!all_outputs()) s << " out_variables=" << Impl::join_names(out_variables);
     return s.str();
   }
 };

@@ -26,7 +26,7 @@
 // global batch) draw the masks the single-rank run would, a run is reproducible, and holding
 // mask_step fixed holds the mask fixed (gradient checks). Trainers pass their step counter.
 //
-// ModelConfig's forecast-only fields (out_channels, decoder_depth, lead_time) are not used.
+// ModelConfig's forecast-only fields (out_variables, decoder_depth, lead_time) are not used.
 
 #include <cmath>
 #include <cstdint>
@@ -60,7 +60,8 @@ struct MaeConfig {
   int decoder_dim = 128;     // Dd
   int decoder_depth = 2;
   int decoder_heads = 4;
-  int decoder_mlp_ratio = 4;
+  // Decoder MLP hidden width int(decoder_dim * decoder_mlp_ratio), as ModelConfig::mlp_ratio.
+  double decoder_mlp_ratio = 4.0;
   // MAE's initialisation (initialize_weights): every weight matrix xavier-uniform over its
   // logical shape [fan_out, fan_in...] (nn.Linear, the attention projections and the
   // per-channel patch embeddings viewed as [D, p*p]). It learns markedly faster than the layers'
@@ -77,11 +78,16 @@ struct MaeConfig {
     const int L = model.patches();
     Impl::require(std::isfinite(mask_ratio) && mask_ratio > 0.0 && mask_ratio < 1.0,
                   "MaeConfig: mask_ratio must lie in (0, 1), got ", mask_ratio);
-    Impl::require(decoder_dim > 0 && decoder_depth >= 0 && decoder_heads > 0 &&
-                      decoder_mlp_ratio > 0,
-                  "MaeConfig: decoder_dim (", decoder_dim, "), decoder_heads (", decoder_heads,
-                  ") and decoder_mlp_ratio (", decoder_mlp_ratio,
+    Impl::require(decoder_dim > 0 && decoder_depth >= 0 && decoder_heads > 0,
+                  "MaeConfig: decoder_dim (", decoder_dim, ") and decoder_heads (", decoder_heads,
                   ") must be positive and decoder_depth (", decoder_depth, ") non-negative");
+    Impl::require(std::isfinite(decoder_mlp_ratio) && decoder_mlp_ratio > 0 &&
+                      decoder_mlp_ratio <= ModelConfig::max_mlp_ratio,
+                  "MaeConfig: decoder_mlp_ratio must be a number in (0, ",
+                  ModelConfig::max_mlp_ratio, "], got ", decoder_mlp_ratio);
+    Impl::require(static_cast<long long>(decoder_dim * decoder_mlp_ratio) >= 1,
+                  "MaeConfig: the decoder MLP hidden width int(", decoder_dim, " * ",
+                  decoder_mlp_ratio, ") must be at least 1");
     Impl::require(decoder_dim % decoder_heads == 0, "MaeConfig: decoder_dim ", decoder_dim,
                   " is not divisible by decoder_heads ", decoder_heads);
     Impl::require(decoder_dim % 4 == 0, "MaeConfig: decoder_dim ", decoder_dim,
@@ -101,7 +107,7 @@ struct MaeConfig {
     std::ostringstream s;
     s << "mask_ratio=" << Impl::exact_text(mask_ratio) << " decoder_dim=" << decoder_dim
       << " decoder_depth=" << decoder_depth << " decoder_heads=" << decoder_heads
-      << " decoder_mlp_ratio=" << decoder_mlp_ratio
+      << " decoder_mlp_ratio=" << Impl::round_trip_text(decoder_mlp_ratio)
       << " init=" << (xavier_init ? "xavier" : "climax");
     return s.str();
   }
@@ -194,7 +200,7 @@ class ChannelMAE {
         decoder_pos_embed_(L_, mae.decoder_dim, config.grid_h(), config.grid_w(),
                            "decoder_pos_embed"),
         decoder_(mae.decoder_dim, mae.decoder_depth, mae.decoder_heads,
-                 double(mae.decoder_mlp_ratio), "decoder_", 1e-5, grid.tp_comm(),
+                 mae.decoder_mlp_ratio, "decoder_", 1e-5, grid.tp_comm(),
                  grid.fsdp_comm()),
         decoder_pred_("decoder_pred", mae.decoder_dim,
                       config.patch * config.patch * config.channels) {

@@ -20,9 +20,10 @@
 //            decoder_depth, decoder_heads, decoder_mlp_ratio} (checked on loading), mae.init
 //   config = ModelConfig::describe(), and config.{channels, out_channels, height, width, patch,
 //            dim, depth, heads, mlp_ratio (a number; older files hold an integer), decoder_depth,
-//            levels ("4,1"), lead_time ("true" / "false"), seed, drop_rate, drop_path_rate}:
-//            enough to rebuild the model (read_checkpoint_info); drop_rate and drop_path_rate
-//            (training only, absent in older files: 0) are not checked on loading
+//            levels ("4,1"), lead_time ("true" / "false"), variables and out_variables (names,
+//            "z500,t850"; absent in older files: the defaults, all predicted), seed, drop_rate,
+//            drop_path_rate}: enough to rebuild the model (read_checkpoint_info); drop_rate and
+//            drop_path_rate (training only, absent in older files: 0) are not checked on loading
 //   aggregator = "none" (levels {1}, the ClimaX baseline) | the partial aggregator's name()
 //                ("linear", "cross_attention" or a user's)
 //   policy = Policy::name() of the writer (information only: any policy may load the file)
@@ -314,15 +315,14 @@ void save_checkpoint(const std::string& path, const Model& model, std::int64_t s
                   step, nonfinite);
 }
 
-// Loads `path` into `model` (and, unless null, the moments and step count into `optimizer`,
-// allocating its state if it has none). Collective over the model's world. On any failure on
-// any rank, every rank throws the same dchag::Error and nothing was changed: a value that is
-// NaN or infinite is such a failure unless `nonfinite` is NonFinite::Allow, and so is a tensor
-// whose bytes fail the checksum the file records.
+namespace Impl {
+
+// load_checkpoint, and with `init_only` init_from_checkpoint: the file's aggregation (levels,
+// aggregator) may differ, and the partial aggregators it lacks keep their values.
 template <class Model>
-CheckpointInfo load_checkpoint(const std::string& path, Model& model,
-                               Impl::checkpoint_optimizer_t<Model>* optimizer = nullptr,
-                               NonFinite nonfinite = NonFinite::Refuse) {
+CheckpointInfo load_model_state(const std::string& path, Model& model,
+                                checkpoint_optimizer_t<Model>* optimizer, NonFinite nonfinite,
+                                bool init_only) {
   static_assert(Impl::require_checkpointable<Model>());
   using T = typename Model::scalar;
   using ExecSpace = typename Model::execution_space;
@@ -330,6 +330,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
   const Communicator& world = model.grid().world();
   const ParameterList<T, ExecSpace> params = model.parameters();
   std::vector<std::vector<T>> values(params.size()), ms, vs;
+  std::vector<char> kept(params.size(), 0);  // init_only: partial aggregators the file lacks
   std::vector<std::string> file_names;  // the file's model tensors, sorted
   std::vector<std::string> extra;       // names no rank can own (optimizer entries)
   CheckpointInfo info;
@@ -341,9 +342,12 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
     info = Impl::checkpoint_info(file);
     Impl::check_checkpoint_config(file.metadata(), label, Model::kind(), model.config(),
                                   Impl::model_fields(model),
-                                  Impl::aggregator_name<T, ExecSpace, Policy>(model.config()));
+                                  Impl::aggregator_name<T, ExecSpace, Policy>(model.config()),
+                                  init_only);
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto& p = params[i];
+      kept[i] = init_only && Impl::starts_with(p.name, "agg.") && !file.contains(p.name);
+      if (kept[i]) continue;
       values[i] = Impl::read_pieces<T>(file, p.name, p.shape, p.pieces, p.size(), "parameter");
       if (nonfinite == NonFinite::Refuse) Impl::require_finite(values[i], p.name, label);
     }
@@ -400,7 +404,8 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
   {
     std::map<std::string, std::size_t> index;
     for (std::size_t i = 0; i < file_names.size(); ++i) index[file_names[i]] = i;
-    for (const auto& p : params) held[index.at(p.name)] = 1;
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (!kept[i]) held[index.at(params[i].name)] = 1;
   }
   if (world.size() > 1 && !held.empty())
     Impl::check_mpi(MPI_Allreduce(MPI_IN_PLACE, held.data(), static_cast<int>(held.size()),
@@ -419,7 +424,8 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
   }
 
   // Everything checked on every rank: now, and only now, the model changes.
-  for (std::size_t i = 0; i < params.size(); ++i) Impl::from_host_vector(params[i].value, values[i]);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!kept[i]) Impl::from_host_vector(params[i].value, values[i]);
   if (optimizer) {
     if (!optimizer->has_state()) optimizer->initialize(params);
     for (std::size_t i = 0; i < params.size(); ++i) {
@@ -430,6 +436,32 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model,
     optimizer->set_step_count(info.optimizer_steps);
   }
   return info;
+}
+
+}  // namespace Impl
+
+// Loads `path` into `model` (and, unless null, the moments and step count into `optimizer`,
+// allocating its state if it has none). Collective over the model's world. On any failure on
+// any rank, every rank throws the same dchag::Error and nothing was changed: a value that is
+// NaN or infinite is such a failure unless `nonfinite` is NonFinite::Allow, and so is a tensor
+// whose bytes fail the checksum the file records.
+template <class Model>
+CheckpointInfo load_checkpoint(const std::string& path, Model& model,
+                               Impl::checkpoint_optimizer_t<Model>* optimizer = nullptr,
+                               NonFinite nonfinite = NonFinite::Refuse) {
+  return Impl::load_model_state(path, model, optimizer, nonfinite, false);
+}
+
+// Starts `model` from the weights of a checkpoint of the same model but, possibly, another
+// aggregation: a ClimaX checkpoint (levels {1}, scripts/convert_climax_checkpoint.py) into a
+// D-CHAG model. Every tensor of the file is loaded; the model's partial aggregators ("agg.*")
+// that the file lacks keep their values (their initialisation), everything else must be in the
+// file with its shape, and the rest of the definition (channels, names, widths, depth, head)
+// must match. The optimizer starts afresh. Collective, and all-or-nothing, as load_checkpoint.
+template <class Model>
+CheckpointInfo init_from_checkpoint(const std::string& path, Model& model,
+                                    NonFinite nonfinite = NonFinite::Refuse) {
+  return Impl::load_model_state(path, model, nullptr, nonfinite, true);
 }
 
 }  // namespace dchag

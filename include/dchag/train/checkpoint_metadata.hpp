@@ -91,7 +91,7 @@ inline std::string levels_text(const std::vector<int>& levels) {
 // loaded weights replace the initialisation), as metadata text.
 inline std::vector<std::pair<std::string, std::string>> config_fields(const ModelConfig& c) {
   return {{"channels", std::to_string(c.channels)},
-          {"out_channels", std::to_string(c.out_channels)},
+          {"out_channels", std::to_string(c.out_channels())},
           {"height", std::to_string(c.height)},
           {"width", std::to_string(c.width)},
           {"patch", std::to_string(c.patch)},
@@ -101,7 +101,19 @@ inline std::vector<std::pair<std::string, std::string>> config_fields(const Mode
           {"mlp_ratio", round_trip_text(c.mlp_ratio)},
           {"decoder_depth", std::to_string(c.decoder_depth)},
           {"levels", levels_text(c.levels)},
-          {"lead_time", c.lead_time ? "true" : "false"}};
+          {"lead_time", c.lead_time ? "true" : "false"},
+          {"variables", join_names(c.variable_names())},
+          {"out_variables", join_names(c.output_variable_names())}};
+}
+
+// What a file written before variables were named means by the name lists it lacks: the
+// default names, all of them predicted. Only a file whose head predicted every channel has
+// that meaning; config_from_metadata refuses the others.
+inline std::string legacy_names(const std::map<std::string, std::string>& meta,
+                                const std::string& key, int channels) {
+  const auto vars = meta.find("config.variables");
+  if (key == "config.out_variables" && vars != meta.end()) return vars->second;
+  return join_names(default_variable_names(channels));
 }
 
 // "none" for the ClimaX baseline (no partial level), else the partial aggregator's name()
@@ -155,7 +167,7 @@ inline ModelConfig config_from_metadata(const std::map<std::string, std::string>
   };
   ModelConfig c;
   c.channels = get_int("channels");
-  c.out_channels = get_int("out_channels");
+  const int out_channels = get_int("out_channels");
   c.height = get_int("height");
   c.width = get_int("width");
   c.patch = get_int("patch");
@@ -189,6 +201,29 @@ inline ModelConfig config_from_metadata(const std::map<std::string, std::string>
     require(parse_number(it->second, *rate), label, ": metadata '", key, "' is '", it->second,
             "', not a number");
   }
+  // The variables' names (absent in files written before they were named: the defaults, every
+  // one predicted, which is what such a file's head did when out_channels = channels).
+  const auto vars = meta.find("config.variables");
+  if (vars != meta.end()) c.variables = split_names(vars->second);
+  const auto outs = meta.find("config.out_variables");
+  if (outs != meta.end()) {
+    c.out_variables = split_names(outs->second);
+  } else {
+    require(out_channels == c.channels, label, ": metadata 'config.out_channels' = ",
+            out_channels, " with channels = ", c.channels, " and no 'config.out_variables': a "
+            "file of a version whose head predicted only the first out_channels variables, "
+            "which this model's head (every variable, as ClimaX) cannot load");
+  }
+  // Stored as the defaults they are, so that the configuration reads as one never named.
+  // (Only for a channel count within the limits: validate() refuses the others.)
+  if (c.channels > 0 && c.channels <= ModelConfig::max_channels) {
+    if (c.variables.size() == static_cast<std::size_t>(c.channels) && c.default_variables())
+      c.variables.clear();
+    if (c.variables.size() <= static_cast<std::size_t>(c.channels) && c.all_outputs())
+      c.out_variables.clear();
+  }
+  require(out_channels == c.out_channels(), label, ": metadata 'config.out_channels' = ",
+          out_channels, " but 'config.out_variables' names ", c.out_channels(), " variables");
   const auto seed = meta.find("config.seed");
   if (seed != meta.end()) {
     std::int64_t v = 0;
@@ -205,7 +240,7 @@ inline std::vector<MetadataField> mae_fields(const MaeConfig& m) {
           {"mae.decoder_dim", std::to_string(m.decoder_dim), true},
           {"mae.decoder_depth", std::to_string(m.decoder_depth), true},
           {"mae.decoder_heads", std::to_string(m.decoder_heads), true},
-          {"mae.decoder_mlp_ratio", std::to_string(m.decoder_mlp_ratio), true},
+          {"mae.decoder_mlp_ratio", round_trip_text(m.decoder_mlp_ratio), true},
           {"mae.init", m.xavier_init ? "xavier" : "climax", false}};
 }
 
@@ -236,7 +271,10 @@ inline MaeConfig mae_from_metadata(const std::map<std::string, std::string>& met
   m.decoder_dim = get_int("decoder_dim");
   m.decoder_depth = get_int("decoder_depth");
   m.decoder_heads = get_int("decoder_heads");
-  m.decoder_mlp_ratio = get_int("decoder_mlp_ratio");
+  // A number: older checkpoints wrote an integer ("4"), which reads as one too.
+  const std::string& mlp = require_metadata(meta, "mae.decoder_mlp_ratio", label);
+  require(parse_number(mlp, m.decoder_mlp_ratio), label,
+          ": metadata 'mae.decoder_mlp_ratio' is '", mlp, "', not a number");
   const auto init = meta.find("mae.init");
   if (init != meta.end()) m.xavier_init = init->second != "climax";
   return m;
@@ -253,14 +291,21 @@ inline void check_checkpoint_config(const std::map<std::string, std::string>& me
                                     const std::string& label, const std::string& kind,
                                     const ModelConfig& model,
                                     const std::vector<MetadataField>& fields,
-                                    const std::string& aggregator) {
+                                    const std::string& aggregator,
+                                    bool any_aggregation = false) {
   const std::string file_kind = checkpoint_kind(meta);
   require(file_kind == kind, label, ": the checkpoint holds a ", file_kind, " model, which cannot "
           "be loaded into a ", kind, " (a ChannelViT is a channel_vit, a ChannelMAE a "
           "channel_mae)");
   std::string differences;
   for (const auto& field : config_fields(model)) {
-    const std::string& file = require_metadata(meta, "config." + field.first, label);
+    // (init_from_checkpoint: the file may aggregate the channels otherwise)
+    if (any_aggregation && field.first == "levels") continue;
+    const std::string key = "config." + field.first;
+    const bool named = field.first == "variables" || field.first == "out_variables";
+    const std::string file = named && meta.count(key) == 0
+                                 ? legacy_names(meta, key, model.channels)
+                                 : require_metadata(meta, key, label);
     if (!same_metadata_value(file, field.second))
       differences += concat(differences.empty() ? "" : "; ", field.first, " = ", file,
                             " in the file, ", field.second, " in the model");
@@ -268,12 +313,12 @@ inline void check_checkpoint_config(const std::map<std::string, std::string>& me
   for (const auto& field : fields) {
     if (!field.checked) continue;
     const std::string& file = require_metadata(meta, field.key, label);
-    if (file != field.value)
+    if (!same_metadata_value(file, field.value))
       differences += concat(differences.empty() ? "" : "; ", field.key, " = ", file,
                             " in the file, ", field.value, " in the model");
   }
   const auto agg = meta.find("aggregator");
-  if (agg != meta.end() && agg->second != aggregator)
+  if (!any_aggregation && agg != meta.end() && agg->second != aggregator)
     differences += concat(differences.empty() ? "" : "; ", "aggregator = ", agg->second,
                           " in the file, ", aggregator, " in the model");
   require(differences.empty(), label, ": the checkpoint holds a different model configuration (",

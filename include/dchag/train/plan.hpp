@@ -143,6 +143,7 @@ class StepPlanner {
   }
   void view(std::size_t elements) { view(1, elements); }
   void forward(std::size_t elements) { forward_ += bytes(elements); }
+  void forward_raw(std::size_t raw_bytes) { forward_ += double((raw_bytes + 7) / 8 * 8); }
   void backward(std::size_t elements) { backward_ += bytes(elements); }
 
   // Ring-model payloads (parallel/collectives.hpp).
@@ -382,8 +383,10 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
   const std::size_t pp = std::size_t(config.patch) * config.patch, Cown = mine.size();
   const std::size_t heads_local = config.heads / tp, hd = D / config.heads;
   const std::size_t inner = heads_local * hd, hidden = hidden_total / tp;
-  // The head's output channels (ForecastHead: out_channels * patch^2 features per token).
-  const std::size_t out = config.out_channels;
+  // The head predicts every input variable (ForecastHead: channels * patch^2 features per
+  // token) and selects the output variables, unless they are all of them in order.
+  const std::size_t predicted = config.channels, out = config.out_channels();
+  const bool select = !config.all_outputs();
   const std::size_t H = config.height, W = config.width;
   double flops = 0;
 
@@ -491,13 +494,16 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
     pl.backward(N * D);     // dx
     flops += 2.0 * N * D * D;
   }
-  pl.view(out * pp * D);
-  pl.view(out * pp);
-  pl.forward(N * out * pp);    // Linear output
-  pl.forward(B * out * H * W); // prediction
-  pl.backward(N * out * pp);   // head.dy
-  pl.backward(N * D);          // dx
-  flops += 2.0 * N * D * out * pp;
+  pl.view(predicted * pp * D);
+  pl.view(predicted * pp);
+  if (select) pl.forward_raw((out + predicted) * sizeof(int));  // output ids, slots
+  pl.forward(N * predicted * pp);         // Linear output
+  pl.forward(B * predicted * H * W);      // prediction of every variable
+  if (select) pl.forward(B * out * H * W);  // the selected outputs
+  pl.backward(N * predicted * pp);        // head.dy
+  if (select) pl.backward(B * predicted * H * W);  // head.dprediction (scattered)
+  pl.backward(N * D);                     // dx
+  flops += 2.0 * N * D * predicted * pp;
   // --- the trainer: the prediction's gradient; the step's inputs ---
   pl.backward(B * out * H * W);  // dprediction
   r.input_bytes = pl.bytes(B * Cown * H * W) + pl.bytes(B * out * H * W) + pl.bytes(B) +
