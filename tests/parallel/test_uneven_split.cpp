@@ -23,7 +23,7 @@ using DchagC = dchag::DistributedChannels<dchag::CrossAttentionAggregator>;
 // 12 heads and an MLP of 96 split over 1, 2, 3 and 4 ranks; the channels need not.
 dchag::ModelConfig uneven_config(int channels, std::vector<int> levels) {
   dchag::ModelConfig c;
-  c.channels = c.out_channels = channels;
+  c.channels = channels;
   c.height = 8;
   c.width = 16;
   c.patch = 4;
