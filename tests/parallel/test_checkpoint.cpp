@@ -572,7 +572,10 @@ TEST_CASE_TEMPLATE("a ClimaX-aggregation checkpoint initialises a D-CHAG model o
     dchag::save_checkpoint(out, model, 0);
     if (world.rank() == 0) {
       int loaded = 0, initialised = 0;
-      for (const auto& [name, values] : file_tensors(out)) {
+      for (const auto& entry : file_tensors(out)) {
+        // Named copies, not structured bindings: CAPTURE's lambda cannot capture those (C++17).
+        const std::string& name = entry.first;
+        const auto& values = entry.second;
         CAPTURE(name);
         if (name.rfind("agg.", 0) == 0) {
           CHECK(file.count(name) == 0);
