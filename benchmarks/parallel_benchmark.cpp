@@ -177,14 +177,14 @@ int run(const Options& o) {
   dchag::TrainConfig tc;
   tc.steps = 1000;  // a schedule long enough that the warm-up lr is used throughout
   dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
-  // This rank's inputs are only its own channels (all of them under the baseline); the targets
-  // are every output channel of the same samples.
+  // This rank's inputs are only its own channels (all of them under the baseline), and so are
+  // its targets under D-CHAG (the outputs it predicts; every output under the baseline).
   dchag::View4<T, Space> x("x", B, model.channel_count(), mc.height, mc.width);
-  dchag::View4<T, Space> y("y", B, mc.out_channels(), mc.height, mc.width);
+  dchag::View4<T, Space> y("y", B, model.predicted_outputs().size(), mc.height, mc.width);
   dchag::View1<T, Space> lead("lead_time", B);
   dchag::View1<T, Space> lat("lat_weights", mc.height);
   fill(x, model.channel_begin(), 1);  // (every data-parallel rank the same samples: timing only)
-  fill(y, 0, 2);
+  fill(y, model.channel_begin(), 2);
   Kokkos::deep_copy(lead, T(0.25));
   Kokkos::deep_copy(lat, T(1));
   space.fence();

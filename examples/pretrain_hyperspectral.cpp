@@ -250,17 +250,13 @@ int train(const dchag::Communicator& world, const Options& o, const Data& data) 
                 Space::name(), dchag::Impl::concurrency(space));
   }
 
-  // This rank's inputs are only its own bands; the reconstruction target is every band.
+  // This rank reads only its own bands, which are also the bands it reconstructs.
   dchag::View4<T, Space> x("x", local_batch, model.channel_count(), mc.height, mc.width);
-  dchag::View4<T, Space> x_all("x_all", local_batch, mc.channels, mc.height, mc.width);
-  const bool own_all = model.channel_count() == mc.channels;
   auto load = [&](dchag::Split split, const std::vector<std::size_t>& global) {
     const std::vector<std::size_t> mine(global.begin() + grid.data_rank() * local_batch,
                                         global.begin() + (grid.data_rank() + 1) * local_batch);
-    data.fill(split, mine, x_all, 0);
-    if (!own_all) data.fill(split, mine, x, model.channel_begin());
+    data.fill(split, mine, x, model.channel_begin());
   };
-  const dchag::View4<T, Space>& input = own_all ? x_all : x;
 
   std::ofstream csv;
   dchag_example::prepare_run_dir(world, program, o.run_dir, csv, o.csv, start);
@@ -275,7 +271,7 @@ int train(const dchag::Communicator& world, const Options& o, const Data& data) 
     for (auto& i : indices) i = any(pick);
     if (s < start) continue;  // batches the resumed run already trained on
     load(dchag::Split::Train, indices);
-    const dchag::StepReport r = trainer.step(space, input, x_all);
+    const dchag::StepReport r = trainer.step(space, x);
     dchag_example::watchdog().beat();
     losses.push_back(r.loss);
     total += r.seconds;
@@ -292,11 +288,11 @@ int train(const dchag::Communicator& world, const Options& o, const Data& data) 
   std::vector<std::size_t> test(o.batch);
   for (std::size_t i = 0; i < test.size(); ++i) test[i] = i % data.size(dchag::Split::Test);
   load(dchag::Split::Test, test);
-  const auto pred = model.forward(space, input, std::uint64_t(o.train.steps));
+  const auto pred = model.forward(space, x, std::uint64_t(o.train.steps));
   dchag::View3<T, Space> target("target", pred.extent(0), pred.extent(1), pred.extent(2));
   dchag::View3<T, Space> dpred("dpred", pred.extent(0), pred.extent(1), pred.extent(2));
-  dchag::mae_target(space, x_all, mc.patch, target);
-  double test_mse = dchag::masked_mse(space, pred, target, model.mask(), dpred);
+  dchag::mae_target(space, x, mc.patch, target);
+  double test_mse = dchag::mae_loss(space, model, pred, target, dpred);
   test_mse = dchag::all_reduce_sum(grid.data_comm(), test_mse) / grid.data_size();
   Baselines base = baselines(target, model.mask());
   base.band_mean = dchag::all_reduce_sum(grid.data_comm(), base.band_mean) / grid.data_size();

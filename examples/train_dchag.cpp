@@ -247,33 +247,53 @@ dchag::View3<T, Space> training_climatology(const dchag::Communicator& world, co
   return clim.template mean<T>(space);
 }
 
+// Every TP rank's values of its own channels (`each` values per channel), joined in channel
+// order on every rank: the whole table when the model distributes its outputs (D-CHAG), the
+// rank's own (already whole) values otherwise. Collective over the TP ranks.
+template <class Model>
+std::vector<double> join_channels(const Model& model, const std::vector<double>& mine,
+                                  std::size_t each) {
+  if (!model.distributes_outputs()) return mine;
+  std::vector<std::size_t> counts;
+  std::size_t total = 0;
+  for (const auto& r : model.channel_ranges()) {
+    counts.push_back(r.size() * each);
+    total += counts.back();
+  }
+  using Host = Kokkos::DefaultHostExecutionSpace;
+  Kokkos::View<double*, Kokkos::HostSpace> local("join.local", mine.size()),
+      full("join.full", total);
+  std::copy(mine.begin(), mine.end(), local.data());
+  dchag::all_gatherv(Host(), model.grid().tp_comm(), local, full, counts);
+  return std::vector<double>(full.data(), full.data() + total);
+}
+
 // RMSE and ACC of the model, of persistence (x(t + lead) = x(t): the input channels of the
-// output variables) and of the climatology, on the same held-out samples. Every TP rank holds
-// the whole forecast (the head is replicated), so the parts are summed over the data ranks
-// only. `diverged` turns a non-finite forecast of the model into the job's error.
+// output variables) and of the climatology, on the same held-out samples. Every rank scores the
+// variables it predicts (its own channels under D-CHAG, all of them otherwise) against its own
+// targets, the parts are summed over the data ranks and the variables joined over TP.
+// `diverged` turns a non-finite forecast of the model into the job's error.
 template <class Model, class Data, class Load, class Diverged>
 Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid& grid,
-                     const Space& space, Model& model, const Data& data,
-                     Load& load, const dchag::View4<T, Space>& x, const dchag::View4<T, Space>& y,
-                     const dchag::View4<T, Space>& x_all, const dchag::View1<T, Space>& lead,
-                     const dchag::View1<T, Space>& lat, int batch, Diverged&& diverged) {
-  const int C = static_cast<int>(y.extent(1));
-  // Output variable c is input channel c of the weather data (the model forecasts its inputs).
-  dchag::Impl::require(C <= static_cast<int>(x_all.extent(1)), program, ": ", C,
-                       " output variables but only ", x_all.extent(1),
-                       " input channels: no persistence forecast");
+                     const Space& space, Model& model, const Data& data, Load& load,
+                     const dchag::View4<T, Space>& x, const dchag::View4<T, Space>& y,
+                     const dchag::View1<T, Space>& lead, const dchag::View1<T, Space>& lat,
+                     int batch, Diverged&& diverged) {
+  // The outputs are the inputs (the job forecasts every variable), so this rank's outputs are
+  // its channels, the persistence forecast is its input x and its targets y are those channels.
+  const int C = model.config().channels, mine = model.channel_count();
+  const auto own = Kokkos::make_pair(model.channel_begin(), model.channel_begin() + mine);
   Skill s;
-  const dchag::View3<T, Space> clim =
+  const dchag::View3<T, Space> clim_all =
       training_climatology(world, space, data, C, s.climatology_states);
+  const auto clim = Kokkos::subview(clim_all, own, Kokkos::ALL, Kokkos::ALL);
   dchag::View4<T, Space> clim_forecast;
   dchag::on_every_rank(world, [&] {
-    clim_forecast = dchag::View4<T, Space>("climatology_forecast", y.extent(0), C, y.extent(2),
+    clim_forecast = dchag::View4<T, Space>("climatology_forecast", y.extent(0), mine, y.extent(2),
                                            y.extent(3));
     dchag::climatology_forecast(space, clim_forecast, clim);
   });
-  const auto persistence =
-      Kokkos::subview(x_all, Kokkos::ALL, Kokkos::make_pair(0, C), Kokkos::ALL, Kokkos::ALL);
-  dchag::ForecastSkill model_skill(C), persistence_skill(C), climatology_skill(C);
+  dchag::ForecastSkill model_skill(mine), persistence_skill(mine), climatology_skill(mine);
 
   const std::size_t n_test = data.size(dchag::Split::Test);
   const int batches = (kEvalSamples + batch - 1) / batch;
@@ -283,10 +303,11 @@ Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid&
     for (int i = 0; i < batch; ++i) indices[i] = (std::size_t(k) * batch + i) * n_test / n;
     load(dchag::Split::Test, indices);
     auto pred = model.forward(space, x, lead);
-    if (k == 0 && world.rank() == 0) {
-      s.map_input = first_sample(persistence, C);
-      s.map_truth = first_sample(y, C);
-      s.map_forecast = first_sample(pred, C);
+    if (k == 0) {  // every TP rank joins the gather; world rank 0 keeps the maps
+      const std::size_t pixels = y.extent(2) * y.extent(3);
+      s.map_input = join_channels(model, first_sample(x, mine), pixels);
+      s.map_truth = join_channels(model, first_sample(y, mine), pixels);
+      s.map_forecast = join_channels(model, first_sample(pred, mine), pixels);
     }
     dchag::on_every_rank(world, [&] {
       try {
@@ -294,7 +315,7 @@ Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid&
       } catch (const dchag::Error& e) {
         throw diverged(e);
       }
-      persistence_skill.add(space, persistence, y, clim, lat);
+      persistence_skill.add(space, x, y, clim, lat);
       climatology_skill.add(space, clim_forecast, y, clim, lat);
     });
     dchag_example::watchdog().beat();
@@ -302,11 +323,11 @@ Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid&
   model_skill.all_reduce(grid.data_comm());
   persistence_skill.all_reduce(grid.data_comm());
   climatology_skill.all_reduce(grid.data_comm());
-  s.model_rmse = model_skill.rmse();
-  s.persistence_rmse = persistence_skill.rmse();
-  s.climatology_rmse = climatology_skill.rmse();
-  s.model_acc = model_skill.acc();
-  s.persistence_acc = persistence_skill.acc();
+  s.model_rmse = join_channels(model, model_skill.rmse(), 1);
+  s.persistence_rmse = join_channels(model, persistence_skill.rmse(), 1);
+  s.climatology_rmse = join_channels(model, climatology_skill.rmse(), 1);
+  s.model_acc = join_channels(model, model_skill.acc(), 1);
+  s.persistence_acc = join_channels(model, persistence_skill.acc(), 1);
   s.samples = model_skill.samples();
   s.lead_hours = data.lead_steps(dchag::Split::Test, 0) * data.hours_per_step();
   return s;
@@ -446,23 +467,23 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
                   dchag::Impl::concurrency(space));
   }
 
-  // This rank's inputs are only its own channels; its targets are every output channel. The
-  // largest buffers of the run: allocated where every rank learns if one could not.
-  dchag::View4<T, Space> x, y, x_all, y_own;
+  // This rank reads only its own channels, of the inputs and of the targets: they are the
+  // variables it predicts (all of them under the baseline, its share under D-CHAG). The largest
+  // buffers of the run: allocated where every rank learns if one could not.
+  dchag::Impl::require(model.predicted_outputs().size() == std::size_t(model.channel_count()),
+                       program, ": rank predicts ", model.predicted_outputs().size(),
+                       " variables but reads ", model.channel_count());
+  dchag::View4<T, Space> x, y;
   dchag::View1<T, Space> lead;
   dchag::on_every_rank(world, [&] {
     x = dchag::View4<T, Space>("x", local_batch, model.channel_count(), mc.height, mc.width);
-    y = dchag::View4<T, Space>("y", local_batch, mc.out_channels(), mc.height, mc.width);
-    x_all = dchag::View4<T, Space>("x_all", local_batch, mc.channels, mc.height, mc.width);
-    y_own = dchag::View4<T, Space>("y_own", local_batch, model.channel_count(), mc.height,
-                                   mc.width);
+    y = dchag::View4<T, Space>("y", local_batch, model.channel_count(), mc.height, mc.width);
     lead = dchag::View1<T, Space>("lead_time", local_batch);
   });
   auto load = [&](dchag::Split split, const std::vector<std::size_t>& global) {
     const std::vector<std::size_t> mine(global.begin() + grid.data_rank() * local_batch,
                                         global.begin() + (grid.data_rank() + 1) * local_batch);
-    data.fill(split, mine, x, y_own, lead, model.channel_begin());
-    data.fill(split, mine, x_all, y, lead, 0);
+    data.fill(split, mine, x, y, lead, model.channel_begin());
   };
   auto lat = dchag::latitude_weights<T, Space>(data.latitudes());
 
@@ -495,7 +516,7 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   // are finite but have diverged (a rate far too large) forecast NaN, and must not replace the
   // last good checkpoint either.
   const std::string checkpoint = o.run_dir + "/checkpoint.safetensors";
-  const Skill skill = evaluate_skill(world, grid, space, model, data, load, x, y, x_all, lead, lat,
+  const Skill skill = evaluate_skill(world, grid, space, model, data, load, x, y, lead, lat,
                                      o.batch, [&](const dchag::Error& e) {
                                        return dchag::Error(dchag::Impl::concat(
                                            program,

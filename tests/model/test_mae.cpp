@@ -630,8 +630,8 @@ TEST_CASE("MaeTrainer pre-trains on hyperspectral cubes on the default single-ra
   CAPTURE(before);
   CAPTURE(after);
   CHECK(after < 0.75 * before);
-  // The target must hold every channel of the samples.
+  // The input (and target) must hold the rank's channels: all of them on one rank.
   dchag::View4<T, Space> partial("partial", 4, cfg.channels - 1, cfg.height, cfg.width);
-  CHECK_THROWS_WITH_AS(trainer.step(space, x, partial), doctest::Contains("'partial'[4, 15"),
+  CHECK_THROWS_WITH_AS(trainer.step(space, partial), doctest::Contains("'partial'[4, 15"),
                        dchag::Error);
 }

@@ -41,10 +41,9 @@ Run train(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& grid, int glo
   const auto chans = Kokkos::make_pair(model.channel_begin(),
                                        model.channel_begin() + model.channel_count());
   dchag::View4<T, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
-  dchag::View4<T, Space> y("y", B, cfg.out_channels(), cfg.height, cfg.width);
+  const auto y = predicted_targets(model, yg, rows);
   dchag::View1<T, Space> lead("lead", B);
   Kokkos::deep_copy(x, Kokkos::subview(xg, rows, chans, Kokkos::ALL, Kokkos::ALL));
-  Kokkos::deep_copy(y, Kokkos::subview(yg, rows, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
   Kokkos::deep_copy(lead, Kokkos::subview(leadg, rows));
 
   Run run;

@@ -17,6 +17,18 @@
 
 namespace dchag_test {
 
+// A rank's targets: the outputs its model predicts (all of them, or under D-CHAG those of its
+// channels) of the global targets yg [B_global, C_out, H, W], for its samples `rows`.
+template <class Model, class View, class Rows>
+View predicted_targets(const Model& model, const View& yg, const Rows& rows) {
+  const auto& mine = model.predicted_outputs();
+  View y("y", rows.second - rows.first, mine.size(), yg.extent(2), yg.extent(3));
+  for (std::size_t k = 0; k < mine.size(); ++k)
+    Kokkos::deep_copy(Kokkos::subview(y, Kokkos::ALL, k, Kokkos::ALL, Kokkos::ALL),
+                      Kokkos::subview(yg, rows, mine[k], Kokkos::ALL, Kokkos::ALL));
+  return y;
+}
+
 // The losses of a few training steps and every parameter as the rank holds it.
 struct Run {
   std::vector<double> losses;

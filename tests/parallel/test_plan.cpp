@@ -90,7 +90,8 @@ Measured measure_step(const dchag::ModelConfig& cfg, const dchag::ProcessGrid& g
     tc.steps = 100;
     dchag::ForecastTrainer<decltype(model)> trainer(model, tc);
     dchag::View4<float, Space> x("x", B, model.channel_count(), cfg.height, cfg.width);
-    dchag::View4<float, Space> y("y", B, cfg.out_channels(), cfg.height, cfg.width);
+    dchag::View4<float, Space> y("y", B, model.predicted_outputs().size(), cfg.height,
+                                 cfg.width);
     dchag::View1<float, Space> lead("lead", B), lat("lat", cfg.height);
     fill(x, 0.5);
     fill(y, -0.25);

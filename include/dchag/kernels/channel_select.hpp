@@ -67,6 +67,26 @@ void scatter_channels(const ExecSpace& space, const DOutView& dout, const SlotVi
       });
 }
 
+// out[c, b, h, w] = x[b, c, h, w]: images channel-major, so that one channel's pixels of every
+// sample are contiguous (the layout a gather of channels over ranks concatenates).
+template <class ExecSpace, class XView, class OutView>
+void swap_batch_and_channels(const ExecSpace& space, const XView& x, const OutView& out) {
+  static_assert(XView::rank == 4 && OutView::rank == 4, "images are [B, C, H, W]");
+  Impl::require(out.extent(0) == x.extent(1) && out.extent(1) == x.extent(0) &&
+                    out.extent(2) == x.extent(2) && out.extent(3) == x.extent(3),
+                "dchag::swap_batch_and_channels: output ", Impl::shape_of(out),
+                " is not the input ", Impl::shape_of(x), " with its first two dimensions swapped");
+  const int C = static_cast<int>(x.extent(1));
+  Kokkos::parallel_for(
+      "dchag::swap_batch_and_channels",
+      Kokkos::MDRangePolicy<ExecSpace, Kokkos::Rank<3>>(
+          space, {0, 0, 0}, {int(x.extent(0)) * C, int(x.extent(2)), int(x.extent(3))}),
+      KOKKOS_LAMBDA(int bc, int h, int w) {
+        const int b = bc / C, c = bc % C;
+        out(c, b, h, w) = x(b, c, h, w);
+      });
+}
+
 }  // namespace dchag
 
 #endif

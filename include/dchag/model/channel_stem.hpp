@@ -122,11 +122,13 @@ class ChannelStem {
 
   int channel_begin() const { return int(channels_.begin); }
   int channel_count() const { return int(channels_.size()); }
-
- private:
+  // Every TP rank's channels, in rank order.
+  const std::vector<IndexRange>& channel_ranges() const { return ranges_; }
   // Whether the policy gave this rank part of the channels (then every TP rank has a part:
   // Impl::owned_channels checked it).
   bool distributed() const { return channels_.size() < std::size_t(config_.channels); }
+
+ private:
 
   void mark_channel_owned(ParameterList<T, ExecSpace>& list) const {
     for (auto& p : list) {

@@ -5,7 +5,8 @@
 // a policy parameter (parallel/policies.hpp):
 //   tokenize (one patch embedding per channel) + channel embedding -> partial aggregation
 //   -> [D-CHAG: all-gather group tokens over TP] -> final cross-attention (heads split over TP)
-//   -> + position (+ lead-time) embedding -> encoder (Megatron over TP) -> forecast head.
+//   -> + position (+ lead-time) embedding -> encoder (Megatron over TP) -> forecast head
+//   [D-CHAG: split by output channel, each TP rank predicting the variables of its channels].
 // One rank is a grid of 1 x 1 x 1; there is no separate serial path. The model definition
 // (ModelConfig) never depends on the grid, so every grid computes the same function from the
 // same initial weights.
@@ -20,18 +21,21 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/layers/embeddings.hpp>
 #include <dchag/model/channel_stem.hpp>
+#include <dchag/kernels/channel_select.hpp>
 #include <dchag/kernels/dropout.hpp>
 #include <dchag/model/config.hpp>
 #include <dchag/model/dropout_context.hpp>
 #include <dchag/model/encoder.hpp>
 #include <dchag/model/forecast_head.hpp>
 #include <dchag/parallel/agreement.hpp>
+#include <dchag/parallel/collectives.hpp>
 #include <dchag/parallel/policies.hpp>
 #include <dchag/parallel/process_grid.hpp>
 #include <dchag/parallel/sharded_unit.hpp>
@@ -58,7 +62,8 @@ class ChannelViT {
                  grid.tp_comm(), grid.fsdp_comm(),
                  DropoutRates{config.drop_rate, config.drop_path_rate}),
         head_(config.dim, config.channels, config.output_indices(), config.patch,
-              config.decoder_depth) {
+              config.decoder_depth, head_channels(config, stem_),
+              stem_.distributed() ? std::optional<Communicator>(grid.tp_comm()) : std::nullopt) {
     if (config_.lead_time) lead_embed_ = LeadTimeEmbedding<T, ExecSpace>(config.dim);
     if (grid.fsdp() > 1) {
       embed_unit_.emplace("embeddings", grid.fsdp_comm(), embedding_storage(),
@@ -81,8 +86,9 @@ class ChannelViT {
     Impl::assign_values(head_unit_, head_storage(), [&] { head_.init(s); });
   }
 
-  // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, C_out, H, W] of the output
-  // variables (config().out_variables; the head predicts all C: full_prediction()). mode:
+  // x [B, C, H, W] at time t, lead_times [B] -> prediction [B, K, H, W] of the K output
+  // variables predicted_outputs() (all of config().out_variables unless the channels are
+  // distributed; the head predicts every channel this rank owns: full_prediction()). mode:
   // evaluation (the default) or a training step, which applies the configuration's dropout and
   // drop-path
   // with masks keyed by (seed, step, site, global sample, token, logical feature), the same on
@@ -114,7 +120,7 @@ class ChannelViT {
     return y;
   }
 
-  // Accumulates every parameter's gradient from dL/dprediction.
+  // Accumulates every parameter's gradient from dL/dprediction ([B, K, H, W], as forward's).
   void backward(const ExecSpace& space, const image& dpred) {
     Impl::require(batch_ > 0, "ChannelViT: backward() called before forward()");
     Impl::BackwardScope head(head_unit_, space, head_storage());
@@ -156,8 +162,46 @@ class ChannelViT {
            head_.flops(rows);
   }
 
-  // The last forward's prediction of every input variable, [B, C, H, W].
+  // The last forward's prediction of every input variable this rank owns,
+  // [B, channel_count(), H, W].
   image full_prediction() const { return head_.full_prediction(); }
+
+  // The output variables (indices into config().out_variables) whose prediction this rank
+  // computes, in the order of forward()'s channels. Under a policy that distributes the
+  // channels (D-CHAG) tensor-parallel rank r predicts, and is trained on, the outputs whose
+  // channel it owns: a rank never holds another rank's channels of x or of the targets (its
+  // targets are these outputs). Otherwise every rank predicts all of them.
+  const std::vector<int>& predicted_outputs() const { return head_.predicted_outputs(); }
+  bool distributes_outputs() const { return stem_.distributed(); }
+
+  // Collective over the tensor-parallel ranks: every rank's prediction [B, K_r, H, W] joined
+  // into the whole [B, C_out, H, W] in output order (for evaluation, maps and tests; training
+  // never needs it). The prediction itself when every rank predicts every output.
+  image gather_prediction(const ExecSpace& space, const image& pred) const {
+    if (!distributes_outputs()) return pred;
+    const std::vector<int> outputs = config_.output_indices();
+    Impl::require(pred.extent(1) == predicted_outputs().size(), "ChannelViT::gather_prediction: ",
+                  "prediction ", Impl::shape_of(pred), " must hold this rank's ",
+                  predicted_outputs().size(), " outputs");
+    std::vector<std::size_t> counts;
+    std::vector<int> position(outputs.size());  // output k's place in the gathered order
+    int next = 0;
+    for (const auto& r : stem_.channel_ranges()) {
+      const auto theirs = Impl::outputs_in_channels(outputs, int(r.begin), int(r.size()));
+      counts.push_back(theirs.size());
+      for (int k : theirs) position[std::size_t(k)] = next++;
+    }
+    const std::size_t B = pred.extent(0), H = pred.extent(2), W = pred.extent(3);
+    image mine("prediction.channel_major", pred.extent(1), B, H, W);
+    image all("prediction.gathered", outputs.size(), B, H, W);
+    image joined("prediction.joined", B, outputs.size(), H, W);
+    image out("prediction.all_outputs", B, outputs.size(), H, W);
+    swap_batch_and_channels(space, pred, mine);
+    all_gatherv(space, grid_.tp_comm(), mine, all, counts);
+    swap_batch_and_channels(space, all, joined);
+    select_channels(space, joined, Impl::device_indices<ExecSpace>("positions", position), out);
+    return out;
+  }
 
   const ModelConfig& config() const { return config_; }
   const ProcessGrid& grid() const { return grid_; }
@@ -167,8 +211,16 @@ class ChannelViT {
   // holding global channels [channel_begin(), channel_begin() + channel_count()).
   int channel_begin() const { return stem_.channel_begin(); }
   int channel_count() const { return stem_.channel_count(); }
+  // Every TP rank's input channels, in rank order.
+  const std::vector<IndexRange>& channel_ranges() const { return stem_.channel_ranges(); }
 
  private:
+  // The channels the head predicts: this rank's own when they are distributed.
+  static SplitRange head_channels(const ModelConfig& c, const ChannelStem<T, ExecSpace, Policy>& stem) {
+    if (!stem.distributed()) return SplitRange::whole(c.channels);
+    return {stem.channel_begin(), stem.channel_count(), c.channels};
+  }
+
   // Validates the definition and checks, on every rank at once, that all ranks were given the
   // same one: a rank that disagreed would otherwise hang in the first collective.
   static const ModelConfig& validated(const ModelConfig& c, const ProcessGrid& grid) {

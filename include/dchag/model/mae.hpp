@@ -10,15 +10,17 @@
 //   ones -> + decoder_pos_embed -> decoder "decoder_blocks.{i}" / "decoder_norm" (TP-split too)
 //   -> decoder_pred Linear(Dd -> p*p*C): every channel's pixels of every patch.
 // The loss (train/losses.hpp masked_mse) compares the prediction with the patchified image of
-// ALL C channels, over the masked patches only.
+// all C channels, over the masked patches only.
 //
 // API. forward(space, x_local, mask_step) takes this rank's channels x_local[B, channel_count(),
 // H, W] (all C unless the policy distributes channels over TP ranks) and returns the prediction
-// [B, L, p*p*C], identical on every TP rank, in the patch order of kernels/patchify.hpp. The
-// caller builds the target [B, L, p*p*C] from the full image with mae_target() (every rank
-// holds all channels of its samples for the target, as the forecast trainer holds all output
-// channels) and computes masked_mse(space, pred, target, model.mask(), dpred); backward(space,
-// dpred) accumulates every gradient. MaeTrainer (train/mae_trainer.hpp) does all of this.
+// [B, L, p*p*C_local] of those same channels, in the patch order of kernels/patchify.hpp: under
+// D-CHAG decoder_pred is split by channel as ForecastHead's last Linear is (column-parallel in
+// p*p sections), so a rank predicts, and is trained on, only its own channels, and its input is
+// its own target. The caller builds the target [B, L, p*p*C_local] from x_local with
+// mae_target() and computes the masked MSE normalised by the whole patch (patch_values_total()),
+// summed over the TP ranks when distributes_outputs(); backward(space, dpred) accumulates every
+// gradient. MaeTrainer (train/mae_trainer.hpp) does all of this.
 //
 // Masks. The mask of a sample is a pure function of (config.seed, mask_step, the sample's index
 // in the global batch): see kernels/masking.hpp. Every TP rank therefore draws the same mask
@@ -44,10 +46,12 @@
 #include <dchag/kernels/patchify.hpp>
 #include <dchag/layers/embeddings.hpp>
 #include <dchag/layers/linear.hpp>
+#include <dchag/layers/parallel_linear.hpp>
 #include <dchag/model/channel_stem.hpp>
 #include <dchag/model/config.hpp>
 #include <dchag/model/encoder.hpp>
 #include <dchag/parallel/agreement.hpp>
+#include <dchag/parallel/collectives.hpp>
 #include <dchag/parallel/policies.hpp>
 #include <dchag/parallel/process_grid.hpp>
 #include <dchag/parallel/sharded_unit.hpp>
@@ -113,8 +117,8 @@ struct MaeConfig {
   }
 };
 
-// The reconstruction target: the full image x_full[B, C, H, W] (every channel) as
-// target[B, L, p*p*C], the order decoder_pred predicts in (kernels/patchify.hpp).
+// The reconstruction target: the image x_full[B, C_x, H, W] (the channels a rank predicts: its
+// input) as target[B, L, p*p*C_x], the order decoder_pred predicts in (kernels/patchify.hpp).
 template <class ExecSpace, class ImageView, class TargetView>
 void mae_target(const ExecSpace& space, const ImageView& x_full, int patch,
                 const TargetView& target) {
@@ -203,7 +207,10 @@ class ChannelMAE {
                  mae.decoder_mlp_ratio, "decoder_", 1e-5, grid.tp_comm(),
                  grid.fsdp_comm()),
         decoder_pred_("decoder_pred", mae.decoder_dim,
-                      config.patch * config.patch * config.channels) {
+                      stem_.distributed() ? SplitRange{stem_.channel_begin(), stem_.channel_count(),
+                                                       config.channels}
+                                          : SplitRange::whole(config.channels),
+                      config.patch * config.patch) {
     // Model sharding: the encoder and decoder shard their blocks; the rest is three units, in
     // the order they compute (see channel_vit.hpp).
     if (grid.fsdp() > 1) {
@@ -234,14 +241,16 @@ class ChannelMAE {
       decoder_pos_embed_.init(s);
     });
     decoder_.init(s);
-    Impl::assign_values(head_unit_, head_storage(), [&] { decoder_pred_.init(s); });
+    Impl::assign_values(head_unit_, head_storage(),
+                        [&] { decoder_pred_.init_truncated_normal(s, 0.02); });
     if (!mae_.xavier_init) return;
     // Whole tensors, TP pieces or fsdp slices alike: each writes what this rank holds.
     for (const auto& p : parameters())
       if (p.decay && p.shape.size() >= 2) Impl::xavier_uniform(p, s);
   }
 
-  // x[B, channel_count(), H, W] -> prediction [B, L, p*p*C]; the mask used is then mask().
+  // x[B, channel_count(), H, W] -> prediction [B, L, patch_values()] of those channels; the
+  // mask used is then mask().
   prediction forward(const ExecSpace& space, const image& x, std::uint64_t mask_step) {
     const int B = static_cast<int>(x.extent(0));
     {
@@ -267,8 +276,8 @@ class ChannelMAE {
     return prediction(y.data(), std::size_t(B), std::size_t(L_), y.extent(1));
   }
 
-  // Accumulates every parameter's gradient from dL/dprediction [B, L, p*p*C] (the same on
-  // every TP rank).
+  // Accumulates every parameter's gradient from dL/dprediction [B, L, patch_values()] (this
+  // rank's channels' share when the outputs are distributed).
   void backward(const ExecSpace& space, const Unmanaged<const T***, ExecSpace>& dpred) {
     Impl::require(batch_ > 0, "ChannelMAE: backward() called before forward()");
     Impl::require(dpred.extent(0) == std::size_t(batch_) && dpred.extent(1) == std::size_t(L_) &&
@@ -279,6 +288,8 @@ class ChannelMAE {
     Impl::BackwardScope head(head_unit_, space, head_storage());
     auto d = decoder_pred_.backward(space, dy);
     head.finish();
+    // A channel-parallel decoder_pred's input gradient is this rank's share of a sum over TP.
+    if (distributes_outputs()) all_reduce_sum(space, grid_.tp_comm(), d);
     d = decoder_.backward(space, d);
     Impl::BackwardScope bridge(bridge_unit_, space, bridge_storage());
     decoder_pos_embed_.backward(space, d);
@@ -336,8 +347,12 @@ class ChannelMAE {
   int channel_count() const { return stem_.channel_count(); }
   int patches() const { return L_; }
   int kept_patches() const { return kept_; }
-  // p*p*C: the values predicted per patch.
-  int patch_values() const { return config_.patch * config_.patch * config_.channels; }
+  // p*p*channel_count(): the values this rank predicts per patch (its channels' pixels).
+  int patch_values() const { return config_.patch * config_.patch * channel_count(); }
+  // p*p*C: the values of a whole patch, over which the loss is averaged.
+  int patch_values_total() const { return config_.patch * config_.patch * config_.channels; }
+  // Whether each TP rank predicts only its own channels (the policy distributes them).
+  bool distributes_outputs() const { return stem_.distributed(); }
 
   // The last forward's mask [B, L]: 1 where the patch was removed (the loss is computed
   // there), 0 where the encoder saw it; the layout masked_mse takes.
@@ -448,7 +463,7 @@ class ChannelMAE {
   vector mask_token_, grad_mask_token_;
   PositionEmbedding<T, ExecSpace> decoder_pos_embed_;
   Encoder<T, ExecSpace> decoder_;
-  Linear<T, ExecSpace> decoder_pred_;
+  ColumnParallelLinear<T, ExecSpace> decoder_pred_;
   std::optional<ShardedUnit<T, ExecSpace>> embed_unit_, bridge_unit_, head_unit_;  // sharded only
 
   int batch_ = 0;

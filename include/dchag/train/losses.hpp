@@ -100,9 +100,11 @@ namespace Impl {
 // The losses without their finiteness check, for the trainers: they check the loss after
 // averaging it over the ranks, so that NaN on one rank stops every rank instead of leaving the
 // others waiting for it in the backward pass's collectives.
+// count: the number of values the mean is over, pred.size() unless pred is one rank's part of
+// a prediction split by channel (the loss is then this part's share of the sum over the ranks).
 template <class ExecSpace, class Pred, class Target, class Weights, class Grad>
 double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, const Target& target,
-                                  const Weights& w_lat, const Grad& dpred) {
+                                  const Weights& w_lat, const Grad& dpred, double count = 0) {
   Impl::static_check_loss_view<ExecSpace, Pred, 4>();
   Impl::static_check_loss_view<ExecSpace, Target, 4>();
   Impl::static_check_loss_view<ExecSpace, Weights, 1>();
@@ -114,7 +116,7 @@ double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, cons
   Impl::require_loss_shape(where, "pred", pred, "dpred", dpred);
 
   const std::int64_t C = pred.extent(1), H = pred.extent(2), W = pred.extent(3);
-  const double n = static_cast<double>(pred.size());
+  const double n = count > 0 ? count : static_cast<double>(pred.size());
   const T grad_scale = static_cast<T>(2.0 / n);
   double sum = 0;
   // One work item per image row (b, c, h): its weight is one value and its W pixels are
@@ -205,9 +207,11 @@ std::vector<double> lat_weighted_rmse(const ExecSpace& space, const Pred& pred,
 }
 
 namespace Impl {
+// values_per_patch: P of the whole prediction when pred holds one rank's part of every patch
+// (its channels' pixels, the prediction split by channel); pred.extent(2) by default.
 template <class ExecSpace, class Pred, class Target, class Mask, class Grad>
 double masked_mse_unchecked(const ExecSpace& space, const Pred& pred, const Target& target,
-                            const Mask& mask, const Grad& dpred) {
+                            const Mask& mask, const Grad& dpred, double values_per_patch = 0) {
   Impl::static_check_loss_view<ExecSpace, Pred, 3>();
   Impl::static_check_loss_view<ExecSpace, Target, 3>();
   Impl::static_check_loss_view<ExecSpace, Mask, 2>();
@@ -241,7 +245,7 @@ double masked_mse_unchecked(const ExecSpace& space, const Pred& pred, const Targ
   Impl::require(masked > 0, where, ": mask ", Impl::shape_of(mask),
                 " marks no patch as masked (all kept); the loss over masked patches is undefined");
 
-  const double n = masked * static_cast<double>(P);
+  const double n = masked * (values_per_patch > 0 ? values_per_patch : static_cast<double>(P));
   const T grad_scale = static_cast<T>(2.0 / n);
   double sum = 0;
   // Kept patches are multiplied by 0 rather than skipped, so that NaN anywhere in pred or

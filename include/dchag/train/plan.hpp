@@ -33,6 +33,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/model/channel_stem.hpp>
 #include <dchag/model/config.hpp>
+#include <dchag/model/forecast_head.hpp>
 #include <dchag/parallel/policy.hpp>
 #include <dchag/parallel/process_grid.hpp>
 #include <dchag/train/parameter_table.hpp>
@@ -383,10 +384,17 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
   const std::size_t pp = std::size_t(config.patch) * config.patch, Cown = mine.size();
   const std::size_t heads_local = config.heads / tp, hd = D / config.heads;
   const std::size_t inner = heads_local * hd, hidden = hidden_total / tp;
-  // The head predicts every input variable (ForecastHead: channels * patch^2 features per
-  // token) and selects the output variables, unless they are all of them in order.
-  const std::size_t predicted = config.channels, out = config.out_channels();
-  const bool select = !config.all_outputs();
+  // The head predicts every input variable it owns (ForecastHead: channels * patch^2 features
+  // per token; under D-CHAG this rank's channels only) and selects the output variables among
+  // them, unless they are all of them in order.
+  const std::size_t predicted = distributed ? Cown : std::size_t(C);
+  const std::vector<int> outputs = config.output_indices();
+  const std::vector<int> mine_out =
+      Impl::outputs_in_channels(outputs, int(mine.begin), int(predicted));
+  const std::size_t out = mine_out.size();
+  bool select = out != predicted;
+  for (std::size_t k = 0; k < out && !select; ++k)
+    select = outputs[std::size_t(mine_out[k])] - int(mine.begin) != int(k);
   const std::size_t H = config.height, W = config.width;
   double flops = 0;
 
@@ -503,13 +511,17 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
   pl.backward(N * predicted * pp);        // head.dy
   if (select) pl.backward(B * predicted * H * W);  // head.dprediction (scattered)
   pl.backward(N * D);                     // dx
+  if (distributed) r.tp_all_reduce_bytes += pl.all_reduce(N * D, tp);  // dx, summed over TP
   flops += 2.0 * N * D * predicted * pp;
   // --- the trainer: the prediction's gradient; the step's inputs ---
   pl.backward(B * out * H * W);  // dprediction
   r.input_bytes = pl.bytes(B * Cown * H * W) + pl.bytes(B * out * H * W) + pl.bytes(B) +
                   pl.bytes(H);
   r.forward_flops = flops;
-  return pl.finish(r);
+  StepPlan done = pl.finish(r);
+  // The loss of a prediction split by channel: its parts summed over TP (one double).
+  if (distributed && tp > 1) done.scalar_bytes += 2.0 * (tp - 1) * 8.0 / tp;
+  return done;
 }
 
 }  // namespace dchag
