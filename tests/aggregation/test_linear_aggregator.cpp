@@ -1,5 +1,8 @@
 #include <dchag/aggregation/linear_aggregator.hpp>
 
+#include <algorithm>
+#include <cmath>
+
 #include "gradcheck.hpp"
 #include "test_common.hpp"
 
@@ -152,6 +155,41 @@ TEST_CASE_TEMPLATE_DEFINE("LinearAggregator on long token slices matches Eigen",
   CHECK(rel_diff(to_eigen_vector(agg.grad_bias()), gb) < tol<T>());
 }
 TEST_CASE_TEMPLATE_APPLY(lin_long, AllCases);
+
+// The stem's path: the input gradient written over the tokens it came from, with every
+// gradient as the ordinary backward computes it into a buffer of its own.
+TEST_CASE_TEMPLATE_DEFINE("LinearAggregator backward_in_place equals backward", C, lin_inplace) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const int G = 3, Gs = 4, N = 7, D = 5;
+  dchag::LinearAggregator<T, Space> a("agg.0", G, Gs, D), b("agg.0", G, Gs, D);
+  a.init(3);
+  b.init(3);
+  dchag::View3<T, Space> x("x", G * Gs, N, D), x2("x2", G * Gs, N, D), dout("dout", G, N, D);
+  fill_random(x, 1);
+  fill_random(dout, 2);
+  Kokkos::deep_copy(x2, x);
+  a.forward(space, x);
+  b.forward(space, x2);
+  const auto dx = to_host(a.backward(space, dout));
+  b.backward_in_place(space, dout, dchag::Unmanaged<T***, Space>(x2.data(), G * Gs, N, D));
+  const auto dx2 = to_host(x2);
+  double worst = 0;
+  for (std::size_t i = 0; i < dx.size(); ++i)
+    worst = std::max(worst, double(std::abs(dx.data()[i] - dx2.data()[i])));
+  CHECK(worst == 0.0);
+  const auto gw = to_host(a.grad_weight()), gw2 = to_host(b.grad_weight());
+  const auto gb = to_host(a.grad_bias()), gb2 = to_host(b.grad_bias());
+  for (std::size_t i = 0; i < gw.size(); ++i) CHECK(gw.data()[i] == gw2.data()[i]);
+  for (std::size_t i = 0; i < gb.size(); ++i) CHECK(gb.data()[i] == gb2.data()[i]);
+  // Only the tokens of the last forward may be overwritten.
+  dchag::View3<T, Space> other("other", G * Gs, N, D);
+  CHECK_THROWS_WITH_AS(
+      b.backward_in_place(space, dout, dchag::Unmanaged<T***, Space>(other.data(), G * Gs, N, D)),
+      doctest::Contains("not the tokens of the last forward()"), dchag::Error);
+}
+TEST_CASE_TEMPLATE_APPLY(lin_inplace, AllCases);
 
 TEST_CASE("LinearAggregator refuses inputs that are not its groups") {
   using Space = Kokkos::DefaultExecutionSpace;

@@ -1,6 +1,7 @@
 // Partition invariance, the correctness contract of the parallel model: for a fixed model
 // definition, seed and data, the losses and every parameter after a few training steps are the
 // same on every grid that divides the work as on one rank.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -51,8 +52,10 @@ TEST_CASE("partition invariance: D-CHAG over raw channel tokens (levels {1})") {
   check_all_grids<dchag::DistributedChannels<dchag::LinearAggregator>>(tiny_config({1}));
 }
 
-// The head predicts every variable (replicated over tp, sliced under fsdp) and the loss sees
-// the output variables, here fewer than the inputs and not in their order.
+// The head predicts every variable (replicated over tp under the baseline, split by channel
+// under D-CHAG; sliced under fsdp) and the loss sees the output variables, here fewer than the
+// inputs and not in their order: at tp = 4 with four groups of two channels, rank 2 owns none
+// of them and trains on no target at all.
 dchag::ModelConfig named_subset(dchag::ModelConfig c) {
   c.variables = {"z500", "t850", "t2m", "u10", "v10", "q700", "r850", "tp"};
   c.out_variables = {"tp", "t2m", "z500"};
@@ -66,6 +69,60 @@ TEST_CASE("partition invariance: output variables a subset in another order, bas
 TEST_CASE("partition invariance: output variables a subset in another order, D-CHAG-C") {
   check_all_grids<dchag::DistributedChannels<dchag::CrossAttentionAggregator>>(
       named_subset(tiny_config({4, 1})));
+}
+
+// D-CHAG all the way to the output: a rank predicts only the output variables of its own
+// channels (and its head's last Linear computes only its channels), and the ranks' parts joined
+// are the single-rank prediction.
+TEST_CASE("D-CHAG: each TP rank predicts its own channels' outputs; joined, one rank's") {
+  using Policy = dchag::DistributedChannels<dchag::LinearAggregator>;
+  using T = double;
+  Space space;
+  const auto cfg = named_subset(tiny_config({4, 1}));
+  const int B = 2;
+  dchag::View4<T, Space> xg("xg", B, cfg.channels, cfg.height, cfg.width);
+  dchag::View1<T, Space> lead("lead", B);
+  fill_random(xg, 1);
+  fill_random(lead, 3, 0.0, 1.0);
+  dchag::ChannelViT<T, Space, Policy> one(cfg);
+  const auto ref = to_host(one.forward(space, xg, lead));
+  REQUIRE(ref.extent(1) == 3);
+
+  const int world = dchag::Communicator().size();
+  const dchag::ProcessGrid grid(dchag::Communicator(), world, 1, 1);
+  dchag::ChannelViT<T, Space, Policy> model(cfg, grid);
+  const int c0 = model.channel_begin(), cn = model.channel_count();
+  dchag::View4<T, Space> x("x", B, cn, cfg.height, cfg.width);
+  Kokkos::deep_copy(x, Kokkos::subview(xg, Kokkos::ALL, Kokkos::make_pair(c0, c0 + cn),
+                                       Kokkos::ALL, Kokkos::ALL));
+  const auto pred = model.forward(space, x, lead);
+  std::vector<int> expected;  // outputs tp, t2m, z500 = channels 7, 2, 0
+  for (int k = 0; k < 3; ++k)
+    if (cfg.output_indices()[k] >= c0 && cfg.output_indices()[k] < c0 + cn) expected.push_back(k);
+  CHECK(model.distributes_outputs() == (world > 1));
+  CHECK(model.predicted_outputs() == expected);
+  CHECK(pred.extent(1) == expected.size());
+  CHECK(model.full_prediction().extent(1) == std::size_t(cn));
+  const auto mine = to_host(pred);
+  for (std::size_t k = 0; k < expected.size(); ++k)
+    for (int h = 0; h < cfg.height; ++h)
+      for (int w = 0; w < cfg.width; ++w)
+        CHECK(std::abs(mine(1, k, h, w) - ref(1, expected[k], h, w)) < 1e-12);
+  const auto joined = to_host(model.gather_prediction(space, pred));
+  REQUIRE(joined.extent(1) == ref.extent(1));
+  double worst = 0;
+  for (std::size_t i = 0; i < joined.size(); ++i)
+    worst = std::max(worst, std::abs(joined.data()[i] - ref.data()[i]));
+  CHECK(worst < 1e-12);
+  // The targets must be this rank's outputs, not all of them (under D-CHAG).
+  if (world > 1) {
+    dchag::ForecastTrainer<decltype(model)> trainer(model, dchag::TrainConfig{});
+    dchag::View4<T, Space> all_targets("all_targets", B, 3, cfg.height, cfg.width);
+    dchag::View1<T, Space> w("w", cfg.height);
+    Kokkos::deep_copy(w, 1.0);
+    CHECK_THROWS_WITH_AS(trainer.step(space, x, all_targets, lead, w),
+                         doctest::Contains("predicted_outputs()"), dchag::Error);
+  }
 }
 
 // Dropout and drop-path in training (ClimaX's regularisation, stronger here so that every site

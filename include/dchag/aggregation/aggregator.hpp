@@ -31,6 +31,12 @@
 //       forward multiply-adds x2 for N = rows patches (benchmarks report FLOP/s with it).
 //   static const char* name()
 //       the kind, recorded as a checkpoint's "aggregator" (e.g. "linear").
+// and, optionally (detected; used when the aggregator is the first level):
+//   void backward_in_place(const ExecSpace&, const ConstTensor3<T, ExecSpace>& dout,
+//                          const Unmanaged<T***, ExecSpace>& tokens)
+//       backward() with dL/dtokens written over `tokens`, the buffer forward() read (the
+//       caller's, which it no longer needs): the channel tokens are the largest tensor of the
+//       stem, and their gradient then needs no buffer of its own.
 //
 // is_partial_aggregator<A, T, ExecSpace> says whether A has all of it;
 // Impl::check_partial_aggregator<A, T, ExecSpace>() fails to compile with a message naming each
@@ -131,6 +137,15 @@ constexpr bool check_partial_aggregator() {
                             "move-constructible");
   return M::all;
 }
+
+template <class A, class T, class E>
+using aggregator_backward_in_place_t = decltype(std::declval<A&>().backward_in_place(
+    std::declval<const E&>(), std::declval<const ConstTensor3<T, E>&>(),
+    std::declval<const Unmanaged<T***, E>&>()));
+
+// Whether A has the optional backward_in_place.
+template <class A, class T, class E>
+constexpr bool has_backward_in_place = is_detected<aggregator_backward_in_place_t, A, T, E>;
 
 }  // namespace Impl
 }  // namespace dchag

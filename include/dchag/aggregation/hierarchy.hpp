@@ -160,17 +160,27 @@ class ChannelAggregation {
   }
 
   // d[owned group tokens, N, D] -> dL/dT [owned channels, N, D]. With no partial level the
-  // gradient itself.
+  // gradient itself. `tokens`, if given, is the buffer partial_forward() read T from, and the
+  // caller's to lose: a first level with backward_in_place (aggregation/aggregator.hpp) writes
+  // dL/dT over it and returns it.
   ConstTensor3<T, ExecSpace> partial_backward(const ExecSpace& space,
                                               const ConstTensor3<T, ExecSpace>& dgroups,
-                                              bool input_grad = true) {
+                                              bool input_grad = true,
+                                              const Unmanaged<T***, ExecSpace>& tokens = {}) {
     Impl::require(dgroups.extent(0) == std::size_t(token_count_.back()) &&
                       dgroups.extent(2) == std::size_t(dim_),
                   "ChannelAggregation: gradient ", Impl::shape_of(dgroups), " must be [",
                   token_count_.back(), " owned tokens of the last partial level, N, ", dim_, "]");
     ConstTensor3<T, ExecSpace> d = dgroups;
-    for (std::size_t i = partials_.size(); i-- > 0;)
+    for (std::size_t i = partials_.size(); i-- > 0;) {
+      if constexpr (Impl::has_backward_in_place<Partial<T, ExecSpace>, T, ExecSpace>) {
+        if (i == 0 && input_grad && tokens.data() != nullptr) {
+          partials_[0].backward_in_place(space, d, tokens);
+          return tokens;
+        }
+      }
       d = partials_[i].backward(space, d, input_grad || i > 0);
+    }
     return d;
   }
 

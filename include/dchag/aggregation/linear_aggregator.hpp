@@ -174,6 +174,19 @@ class LinearAggregator {
     return dx_;
   }
 
+  // backward() with dL/dtokens written over the tokens forward() read: each weight gradient
+  // reads the tokens before the input gradient (a function of dout and the weights only)
+  // overwrites them.
+  void backward_in_place(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& dout,
+                         const Unmanaged<T***, ExecSpace>& tokens) {
+    Impl::require(tokens.data() == x_.data() && tokens.extent(0) == x_.extent(0) &&
+                      tokens.extent(1) == x_.extent(1) && tokens.extent(2) == x_.extent(2),
+                  "LinearAggregator '", prefix_, "': backward_in_place() is given ",
+                  Impl::shape_of(tokens), ", not the tokens of the last forward()");
+    backward(space, dout, /*input_grad=*/false);
+    Impl::linear_aggregator_input_grad(space, dout, tokens, weight_);
+  }
+
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
   // parallel/sharded_unit.hpp re-points them).
   template <class F>

@@ -114,6 +114,10 @@ class ChannelPatchEmbed {
     return out_;
   }
 
+  // The last forward's tokens [channels, B*L, D] (this layer's buffer, rewritten by the next
+  // forward).
+  const tensor& output() const { return out_; }
+
   // Accumulates the weight and bias gradients. The input is data: no input gradient.
   void backward(const ExecSpace& space, const ConstTensor3<T, ExecSpace>& dtokens) {
     Impl::require(patches_.extent(1) > 0, "ChannelPatchEmbed '", name_,

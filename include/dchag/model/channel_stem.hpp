@@ -91,7 +91,14 @@ class ChannelStem {
 
   // Accumulates the stem's parameter gradients from dL/d(aggregated tokens).
   void backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& d) {
-    auto dtokens = aggregation_.partial_backward(space, aggregation_backward(space, d));
+    // The tokens (the patch embedding's output, channel embedding added in place) are dead once
+    // the first partial level has read them for its weight gradient: a level that can writes
+    // dL/dtokens over them, which saves the stem's largest buffer, [owned channels, B*L, D].
+    const auto& tokens = embed_.output();
+    auto dtokens = aggregation_.partial_backward(
+        space, aggregation_backward(space, d), true,
+        Unmanaged<T***, ExecSpace>(tokens.data(), tokens.extent(0), tokens.extent(1),
+                                   tokens.extent(2)));
     var_embed_.backward(space, dtokens);
     embed_.backward(space, dtokens);
   }

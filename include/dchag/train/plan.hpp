@@ -300,12 +300,13 @@ struct PartialAggregatorPlan {
 
 template <class T, class E>
 struct PartialAggregatorPlan<LinearAggregator<T, E>> {
+  // first: the first level, whose input gradient overwrites the channel tokens (no dx_).
   static double walk(StepPlanner& pl, std::size_t groups, std::size_t gs, std::size_t dim,
-                     std::size_t /*heads*/, std::size_t rows) {
+                     std::size_t /*heads*/, std::size_t rows, bool first) {
     pl.view(groups, gs);                // weight [groups, gs], one parameter per row
     pl.view(groups, 1);                 // bias [groups]
     pl.forward(groups * rows * dim);    // out_
-    pl.backward(groups * gs * rows * dim);  // dx_
+    if (!first) pl.backward(groups * gs * rows * dim);  // dx_
     return 2.0 * groups * gs * double(rows) * dim;
   }
 };
@@ -313,7 +314,7 @@ struct PartialAggregatorPlan<LinearAggregator<T, E>> {
 template <class T, class E>
 struct PartialAggregatorPlan<CrossAttentionAggregator<T, E>> {
   static double walk(StepPlanner& pl, std::size_t groups, std::size_t gs, std::size_t dim,
-                     std::size_t heads, std::size_t rows) {
+                     std::size_t heads, std::size_t rows, bool /*first*/) {
     double flops = 0;
     for (std::size_t g = 0; g < groups; ++g) {
       // Each group's attention writes its input gradient into the aggregator's dx_.
@@ -415,7 +416,8 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
       t0 /= gs;
       t1 /= gs;
       using Partial = typename Policy::template partial<T, Kokkos::DefaultExecutionSpace>;
-      flops += Impl::PartialAggregatorPlan<Partial>::walk(pl, t1 - t0, gs, D, config.heads, N);
+      flops += Impl::PartialAggregatorPlan<Partial>::walk(pl, t1 - t0, gs, D, config.heads, N,
+                                                          i == 0);
     }
     const std::size_t keys = layout.final_keys, own_keys = t1 - t0;
     if (distributed) {
