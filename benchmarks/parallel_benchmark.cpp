@@ -9,7 +9,7 @@
 //   mpirun -np TP parallel_benchmark --variant baseline|dchag-l|dchag-c --channels C
 //          [--groups 16] [--batch 4] [--height 32] [--width 64] [--patch 4] [--dim 128]
 //          [--depth 2] [--heads 4] [--out-channels C] [--fsdp 1] [--dp 1] [--steps 3]
-//          [--csv FILE [--append]]
+//          [--overlap] [--csv FILE [--append]]
 //   parallel_benchmark --report FILE.csv [--csv OUT.csv]
 //
 // The grid is dp x fsdp x tp with tp = world size / (fsdp x dp) (by default all ranks are TP).
@@ -23,7 +23,9 @@
 //   dchag-c   the same with CrossAttentionAggregator as the partial aggregator.
 // --batch is the global batch: each rank works on batch / (fsdp x dp) samples. At a fixed
 // tp, --fsdp F against --dp F shows what model sharding saves (parameters, gradients and AdamW
-// state cut into F slices; activations are the same).
+// state cut into F slices; activations are the same). --overlap turns on dchag::set_fsdp_overlap
+// (the next encoder block's gather and the last block's gradient reduce-scatter in flight while
+// a block computes; it changes nothing without --fsdp).
 //
 // Measured, each the maximum over the ranks:
 //   Kokkos memory  peak bytes live in Kokkos allocations over the whole process (model,
@@ -37,6 +39,10 @@
 //                  best step is the least disturbed one; the median is reported beside it);
 //   communication  payload bytes this rank sent through dchag's collectives in one step
 //                  (dchag::CommStats, ring-algorithm model), and the number of collective calls;
+//   comm wait      seconds per step this rank spent blocked in dchag's MPI calls and in waits
+//                  for its non-blocking collectives (dchag::CommTimer; the median step, the
+//                  slowest rank): time waiting for the other ranks (load imbalance included) or
+//                  for the network, which overlap can hide;
 //   allocations    Kokkos allocations in one timed step (the most of any step and rank).
 //
 // --report reads the rows of a sweep and prints them with the ratios to the baseline at the same
@@ -78,6 +84,7 @@ struct Options {
   int out_channels = -1;  // -1: as many as the input channels (ClimaX forecasts every variable)
   std::string csv;
   bool append = false;
+  bool overlap = false;
 };
 
 Options parse(int argc, char* argv[]) {
@@ -112,6 +119,7 @@ Options parse(int argc, char* argv[]) {
     else if (a == "--dp") o.dp = std::stoi(value());
     else if (a == "--csv") o.csv = value();
     else if (a == "--append") o.append = true;
+    else if (a == "--overlap") o.overlap = true;
     else throw dchag::Error("parallel_benchmark: unknown option '" + a + "'");
   }
   dchag::Impl::require(o.variant == "baseline" || o.variant == "dchag-l" || o.variant == "dchag-c",
@@ -155,11 +163,13 @@ const std::vector<std::string> kColumns = {
     "samples_per_s_median",
     "gflop_per_step_rank", "comm_MiB_per_step_rank", "comm_calls_per_step",
     "token_tensor_MiB_rank", "kokkos_static_MiB", "kokkos_peak_MiB", "rss_start_MiB",
-    "rss_peak_MiB", "fsdp", "dp", "allocs_per_step", "planned_peak_MiB", "planned_comm_MiB"};
+    "rss_peak_MiB", "fsdp", "dp", "allocs_per_step", "planned_peak_MiB", "planned_comm_MiB",
+    "comm_wait_s_per_step", "overlap"};
 
 template <class Policy>
 int run(const Options& o) {
   Space space;
+  dchag::set_fsdp_overlap(o.overlap);
   const double rss_start = double(dchag::MemoryTracker::peak_rss_bytes());
   dchag::Communicator world;
   dchag::Impl::require(o.fsdp > 0 && o.dp > 0 && world.size() % (o.fsdp * o.dp) == 0,
@@ -206,7 +216,7 @@ int run(const Options& o) {
   MPI_Barrier(world.get());
   double loss = trainer.step(space, x, y, lead, lat).loss;
 
-  std::vector<double> seconds;
+  std::vector<double> seconds, waits;
   double comm_bytes = 0, comm_calls = 0;
   // Kokkos allocations of the timed steps (the warm-up sized every buffer): 0 unless something
   // allocates per step. FSDP gathers each unit's full parameters into buffers it frees after.
@@ -214,6 +224,7 @@ int run(const Options& o) {
   for (int s = 0; s < o.steps; ++s) {
     MPI_Barrier(world.get());
     dchag::CommStats::reset();
+    dchag::CommTimer::reset();
     const std::uint64_t allocated_before = dchag::MemoryTracker::allocation_count();
     const dchag::StepReport r = trainer.step(space, x, y, lead, lat);
     allocations = std::max(
@@ -221,7 +232,9 @@ int run(const Options& o) {
     // Bytes first: the max below goes through the counted collectives too.
     comm_bytes = std::max(comm_bytes, double(dchag::CommStats::bytes()));
     comm_calls = std::max(comm_calls, double(dchag::CommStats::calls()));
+    const double waited = dchag::CommTimer::seconds();
     seconds.push_back(max_over(world, r.seconds));
+    waits.push_back(max_over(world, waited));
     loss = r.loss;
   }
   std::vector<double> sorted = seconds;
@@ -230,6 +243,10 @@ int run(const Options& o) {
                                           : 0.5 * (sorted[sorted.size() / 2 - 1] +
                                                    sorted[sorted.size() / 2]);
   const double best = sorted.front();
+  std::sort(waits.begin(), waits.end());
+  const double wait = waits.size() % 2 ? waits[waits.size() / 2]
+                                       : 0.5 * (waits[waits.size() / 2 - 1] +
+                                                waits[waits.size() / 2]);
 
   // The tensor that makes many channels expensive: T[owned channels, B*L, D].
   const double token_mib =
@@ -259,14 +276,15 @@ int run(const Options& o) {
       fmt(comm_calls, "%.0f"), fmt(token_mib, "%.1f"), fmt(kokkos_static_max / MiB, "%.1f"),
       fmt(kokkos_peak / MiB, "%.1f"), fmt(rss_start_max / MiB, "%.1f"),
       fmt(rss_peak / MiB, "%.1f"), std::to_string(grid.fsdp()), std::to_string(grid.dp()),
-      fmt(allocations, "%.0f"), fmt(planned_peak / MiB, "%.1f"), fmt(planned_comm / MiB, "%.2f")};
+      fmt(allocations, "%.0f"), fmt(planned_peak / MiB, "%.1f"), fmt(planned_comm / MiB, "%.2f"),
+      fmt(wait, "%.4f"), o.overlap ? "1" : "0"};
   std::printf("  loss %.4f; step %.1f ms median (%.1f best) of", loss, median * 1e3, best * 1e3);
   for (double s : seconds) std::printf(" %.1f", s * 1e3);
   std::printf(" ms; %.2f samples/s (best); %.1f GFLOP/step/rank; comm %.2f MiB/step/rank in "
-              "%.0f calls (planned %.2f)\n  Kokkos peak %.1f MiB (static %.1f; planned %.1f); "
+              "%.0f calls (planned %.2f), comm wait %.4f s/step%s\n  Kokkos peak %.1f MiB (static %.1f; planned %.1f); "
               "RSS peak %.1f MiB (start %.1f); token tensor %.1f MiB; %.0f allocations/step\n",
-              o.batch / best, gflop, comm_bytes / MiB, comm_calls, planned_comm / MiB,
-              kokkos_peak / MiB, kokkos_static_max / MiB, planned_peak / MiB, rss_peak / MiB,
+              o.batch / best, gflop, comm_bytes / MiB, comm_calls, planned_comm / MiB, wait,
+              o.overlap ? " (overlap on)" : "", kokkos_peak / MiB, kokkos_static_max / MiB, planned_peak / MiB, rss_peak / MiB,
               rss_start_max / MiB, token_mib, allocations);
   if (!o.csv.empty()) {
     std::ifstream probe(o.csv);
@@ -332,6 +350,11 @@ int report(const std::string& in, const std::string& out_csv) {
     return col.count(c) && col.at(c) < r.size() ? get(r, c) : std::string("1");
   };
 
+  // Sweeps written before the overlap column existed ran without it.
+  auto overlap_of = [&](const std::vector<std::string>& r) {
+    return has(r, "overlap") && get(r, "overlap") == "1";
+  };
+
   // Repeated runs of one configuration (rounds of the sweep): keep the least disturbed one, the
   // run with the fastest step. Memory and communication do not vary between runs.
   {
@@ -374,7 +397,8 @@ int report(const std::string& in, const std::string& out_csv) {
     for (const auto& b : rows)
       if (get(b, "variant") == "baseline" && get(b, "tp") == get(r, "tp") &&
           grid_of(b, "fsdp") == grid_of(r, "fsdp") && grid_of(b, "dp") == grid_of(r, "dp") &&
-          get(b, "channels") == get(r, "channels") && get(b, "batch") == get(r, "batch"))
+          get(b, "channels") == get(r, "channels") && get(b, "batch") == get(r, "batch") &&
+          overlap_of(b) == overlap_of(r))
         return &b;
     return nullptr;
   };
@@ -386,7 +410,7 @@ int report(const std::string& in, const std::string& out_csv) {
                    "Kokkos static MiB", "Kokkos peak MiB", "RSS peak MiB",
                    "Kokkos ratio", "Kokkos saved", "RSS ratio",       "throughput ratio",
                    "(median)",     "comm ratio",  "allocs/step", "planned peak MiB",
-                   "plan / Kokkos", "planned comm MiB"};
+                   "plan / Kokkos", "planned comm MiB", "comm wait s/step", "overlap"};
   const std::vector<std::string> ratio_columns = {"kokkos_peak_ratio", "rss_peak_ratio",
                                                   "rss_growth_ratio", "throughput_ratio",
                                                   "throughput_ratio_median", "comm_ratio"};
@@ -420,7 +444,9 @@ int report(const std::string& in, const std::string& out_csv) {
                has(r, "planned_peak_MiB")
                    ? fmt(num(r, "planned_peak_MiB") / num(r, "kokkos_peak_MiB"), "%.3f")
                    : "-",
-               has(r, "planned_comm_MiB") ? get(r, "planned_comm_MiB") : "-"});
+               has(r, "planned_comm_MiB") ? get(r, "planned_comm_MiB") : "-",
+               has(r, "comm_wait_s_per_step") ? get(r, "comm_wait_s_per_step") : "-",
+               overlap_of(r) ? "on" : "off"});
     auto full = r;
     full.insert(full.end(), ratios.begin(), ratios.end());
     with_ratios.push_back(full);

@@ -18,7 +18,8 @@
 #   CHANNELS ["64 128 256 512"]  VARIANTS ["baseline dchag-l dchag-c"]
 #   GROUP_COUNT [16: the same model definition at tp 2 and 4, whole groups per rank]
 #   BATCH [4]  STEPS [3 timed steps after one warm-up]  BENCH_ARGS [extra program options,
-#   e.g. "--dim 256 --height 32 --width 32"]  OPENBLAS_NUM_THREADS [1]
+#   e.g. "--dim 256 --height 32 --width 32"; "--overlap" overlaps the FSDP gathers and
+#   reduce-scatters with compute]  OPENBLAS_NUM_THREADS [1]
 #   ROUNDS [2: the whole sweep twice; the table keeps each configuration's fastest run, so that
 #   a burst of other work on a shared machine does not decide a ratio]
 set -euo pipefail
@@ -29,7 +30,7 @@ out=runs/parallel_benchmark.csv
 for a in "$@"; do
   case "$a" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "parallel_benchmark.sh: unknown option '$a'" >&2; exit 2 ;;
     *) out="$a" ;;
   esac

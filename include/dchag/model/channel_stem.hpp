@@ -101,6 +101,11 @@ class ChannelStem {
                                    tokens.extent(2)));
     var_embed_.backward(space, dtokens);
     embed_.backward(space, dtokens);
+    // The final query's gradient, summed over TP behind the backward above (nothing reads it).
+    if (grid_.tp() > 1) {
+      query_sum_.wait();
+      aggregation_.final_aggregator().accumulate_query_grad(space);
+    }
   }
 
   // Every view of parameter storage with its gradient, in a fixed order (model sharding,
@@ -148,7 +153,10 @@ class ChannelStem {
 
   // D-CHAG's all-gather of the group tokens over TP (channel-major, so each rank's block is
   // contiguous; ranks may own different numbers of groups, so it gathers each rank's own
-  // count); the input itself when every rank holds all of them.
+  // count); the input itself when every rank holds all of them. Blocking: nothing in the
+  // forward is independent of it (the partial levels before it produce what it sends, the
+  // final cross-attention after it reads every rank's keys), and the same holds for the
+  // all-reduce of the final aggregator's partial output that follows.
   Unmanaged<const T***, ExecSpace> gather_groups(const ExecSpace& space,
                                                  const Unmanaged<const T***, ExecSpace>& part) {
     if (!distributed()) return part;
@@ -166,17 +174,19 @@ class ChannelStem {
   // tokens is a partial sum over this rank's heads: all-reduce it (B*L*G*D values; the baseline
   // moves B*L*C*D). The gather's backward then keeps this rank's own slice, no communication.
   // The query is replicated but each rank's heads see only part of it: the final aggregator
-  // keeps this backward's share apart, to be summed over TP before it is accumulated.
+  // keeps this backward's share apart, to be summed over TP before it is accumulated: that sum
+  // is the one collective here with independent work after it (the partial levels' and the
+  // embeddings' backward), so it is issued non-blocking and completed at the end of backward();
+  // the key gradient's all-reduce stays blocking, the partial backward needs it at once.
   Unmanaged<const T***, ExecSpace> aggregation_backward(const ExecSpace& space,
                                                         const ConstMatrix<T, ExecSpace>& d) {
     const auto dkeys = aggregation_.final_backward(space, d);
     if (grid_.tp() == 1) return dkeys;
     const Unmanaged<T***, ExecSpace> dk(const_cast<T*>(dkeys.data()), dkeys.extent(0),
                                         dkeys.extent(1), dkeys.extent(2));
+    query_sum_ = start_all_reduce_sum(space, grid_.tp_comm(),
+                                      aggregation_.final_aggregator().partial_query_grad());
     all_reduce_sum(space, grid_.tp_comm(), dk);
-    auto& fin = aggregation_.final_aggregator();
-    all_reduce_sum(space, grid_.tp_comm(), fin.partial_query_grad());
-    fin.accumulate_query_grad(space);
     if (!distributed()) return dkeys;
     const int last = aggregation_.partial_levels();
     const std::size_t b = aggregation_.token_begin(last), n = aggregation_.token_count(last);
@@ -192,6 +202,7 @@ class ChannelStem {
   ChannelAggregation<T, ExecSpace, Policy::template partial> aggregation_;
   matrix out_;
   tensor gathered_;
+  CommRequest query_sum_;  // the query gradient's sum over TP, in flight during backward()
 };
 
 }  // namespace dchag

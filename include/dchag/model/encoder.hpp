@@ -7,7 +7,11 @@
 // the final norm is replicated. Under model sharding (an fsdp group of more than one rank) every
 // block, and the final norm, is a ShardedUnit: its parameters are gathered just before its
 // forward and again before its backward, and released after each; its gradients are
-// reduce-scattered at the end of its backward.
+// reduce-scattered at the end of its backward. With dchag::set_fsdp_overlap(true) the gather of
+// the next unit is in flight while a block computes (forward: block i + 1, or the norm after
+// the last block; backward: the block below), and a unit's gradient reduce-scatter is in flight
+// while the next unit computes its backward; the order of the collectives on the fsdp group is
+// the same as without overlap, only their completion moves later.
 
 #include <cstdint>
 #include <optional>
@@ -89,9 +93,12 @@ class Encoder {
                  const DropoutContext& ctx = {}) {
     Impl::require(x.extent(1) == std::size_t(dim()), "Encoder: input ", Impl::shape_of(x),
                   " has ", x.extent(1), " features, expected ", dim());
+    const bool overlap = sharded() && fsdp_overlap();
     ConstMatrix<T, ExecSpace> h = x;
     for (int i = 0; i < depth(); ++i) {
-      if (sharded()) units_[i].gather(space, block_storage(i));
+      if (sharded()) units_[i].gather(space, block_storage(i));  // waits for a prefetch
+      // The next unit (a block, or the norm: units_[depth()]) travels while this block computes.
+      if (overlap) units_[i + 1].start_gather(space);
       h = blocks_[i].forward(space, h, batch, L, ctx);
       if (sharded()) units_[i].release(block_storage(i));
     }
@@ -102,14 +109,43 @@ class Encoder {
 
   // Accumulates the parameter gradients; returns dL/dx.
   matrix backward(const ExecSpace& space, const ConstMatrix<T, ExecSpace>& dy) {
-    if (sharded()) units_.back().begin_backward(space, norm_storage());
-    matrix d = norm_.backward(space, dy);
-    if (sharded()) units_.back().end_backward(space, norm_storage());
-    for (int i = depth() - 1; i >= 0; --i) {
-      if (sharded()) units_[i].begin_backward(space, block_storage(i));
-      d = blocks_[i].backward(space, d);
-      if (sharded()) units_[i].end_backward(space, block_storage(i));
+    if (!sharded()) {
+      matrix d = norm_.backward(space, dy);
+      for (int i = depth() - 1; i >= 0; --i) d = blocks_[i].backward(space, d);
+      return d;
     }
+    const bool overlap = fsdp_overlap();
+    // Units in backward order: the norm (units_[depth()]), then the blocks from the last.
+    // `reducing`: the unit whose gradient reduce-scatter is in flight (-1: none).
+    int reducing = -1;
+    matrix d;
+    for (int u = depth(); u >= 0; --u) {
+      const bool is_norm = u == depth();
+      if (is_norm) {
+        units_[u].begin_backward(space, norm_storage());
+      } else {
+        units_[u].begin_backward(space, block_storage(u));  // waits for a prefetch
+      }
+      if (overlap && u > 0) units_[u - 1].start_gather(space);
+      d = is_norm ? norm_.backward(space, dy) : blocks_[u].backward(space, d);
+      if (!overlap) {
+        if (is_norm) {
+          units_[u].end_backward(space, norm_storage());
+        } else {
+          units_[u].end_backward(space, block_storage(u));
+        }
+        continue;
+      }
+      if (is_norm) {
+        units_[u].start_end_backward(space, norm_storage());
+      } else {
+        units_[u].start_end_backward(space, block_storage(u));
+      }
+      // The previous unit's reduction had this unit's backward to travel behind.
+      if (reducing >= 0) units_[reducing].finish_end_backward(space);
+      reducing = u;
+    }
+    if (reducing >= 0) units_[reducing].finish_end_backward(space);
     return d;
   }
 

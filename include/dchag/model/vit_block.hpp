@@ -12,6 +12,10 @@
 // residuals see identical data on every rank, so their gradients agree without communication.
 // p = 1 (the default, MPI_COMM_SELF) is the whole block; the same code runs, with collectives
 // that do not call MPI.
+// The all-reduces are blocking: each one's result is what the next operation reads (the bias,
+// residual and norm after a branch; the norm's backward after a branch's input gradient), and
+// nothing else of the block is left to compute meanwhile. (The branch's weight gradients could
+// be, were the layers to compute them apart from the input gradient.)
 //
 // Regularisation in training (model/dropout_context.hpp), as timm's Block with ClimaX's
 // settings: x = x + drop_path1(proj_drop(attn(norm1(x)))); x = x + drop_path2(drop2(fc2(

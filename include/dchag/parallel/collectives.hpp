@@ -28,13 +28,27 @@
 //                                          the average over ranks)
 // rounded down per call; 0 when p = 1. It is a model of the traffic, not a measurement: MPI may
 // choose other algorithms, but these are the numbers the paper's comparison is made in.
+//
+// dchag::CommTimer measures what the traffic costs this rank: the seconds spent inside blocking
+// MPI calls of this header (the count checks included) and inside CommRequest::wait(), that is
+// the time the rank could not compute because it waited for the others or for the network.
+//
+// Non-blocking variants (start_all_gather, start_reduce_scatter_sum, start_all_reduce_sum) issue
+// the MPI-3 collective (MPI_Iallgather, MPI_Ireduce_scatter_block, MPI_Iallreduce) and return a
+// dchag::CommRequest; the result is in the views only after its wait(). Between the start and
+// the wait the views must not be touched (neither read nor written) and every rank must start
+// the same non-blocking collectives on a communicator in the same order, as for the blocking
+// ones. Whether the transfer actually progresses while the rank computes depends on the MPI
+// library (a progress thread, or hardware offload); without one it mostly happens in wait().
 
 #include <mpi.h>
 
 #include <Kokkos_Core.hpp>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -73,7 +87,126 @@ class CommStats {
   }
 };
 
+// Process-wide time this rank spent blocked in the collectives of this header (see the top of
+// the file). Resettable, e.g. once per training step.
+class CommTimer {
+ public:
+  static double seconds() { return 1e-9 * double(nanoseconds().load()); }
+  static void reset() { nanoseconds().store(0); }
+  static void add(double s) {
+    if (s > 0) nanoseconds().fetch_add(static_cast<std::uint64_t>(s * 1e9));
+  }
+
+ private:
+  static std::atomic<std::uint64_t>& nanoseconds() {
+    static std::atomic<std::uint64_t> ns{0};
+    return ns;
+  }
+};
+
 namespace Impl {
+
+// Adds the lifetime of the scope to CommTimer (the scope of one blocking MPI call or wait).
+class WaitClock {
+ public:
+  WaitClock() : start_(std::chrono::steady_clock::now()) {}
+  WaitClock(const WaitClock&) = delete;
+  WaitClock& operator=(const WaitClock&) = delete;
+  ~WaitClock() {
+    CommTimer::add(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace Impl
+
+// A non-blocking collective in flight (or none: default-constructed, or after wait()).
+// It owns what MPI works on until completion: the views (and, where the data is staged through
+// the host, the host copies) are held by the request, so they outlive MPI's use of them even if
+// the caller drops its own handles. wait() completes the collective, copies staged results back
+// and throws dchag::Error if MPI reports an error. A request destroyed before wait() (an
+// exception on the way) still waits for MPI to finish with the buffers, without copying the
+// result back and without throwing: MPI forbids freeing the request of a collective in flight,
+// and releasing the memory under it would let MPI write into freed memory. (As for any
+// collective, that wait returns once every rank has started the collective.)
+class CommRequest {
+ public:
+  CommRequest() = default;
+  CommRequest(MPI_Request request, const char* where, std::function<void()> finish)
+      : request_(request), where_(where), finish_(std::move(finish)) {}
+  // A completed request whose finish() runs at wait() (a communicator of one rank: no MPI).
+  CommRequest(const char* where, std::function<void()> finish)
+      : where_(where), finish_(std::move(finish)) {}
+
+  CommRequest(const CommRequest&) = delete;
+  CommRequest& operator=(const CommRequest&) = delete;
+  CommRequest(CommRequest&& o) noexcept
+      : request_(o.request_), where_(o.where_), finish_(std::move(o.finish_)) {
+    o.request_ = MPI_REQUEST_NULL;
+    o.finish_ = nullptr;
+  }
+  CommRequest& operator=(CommRequest&& o) noexcept {
+    if (this != &o) {
+      abandon();
+      request_ = o.request_;
+      where_ = o.where_;
+      finish_ = std::move(o.finish_);
+      o.request_ = MPI_REQUEST_NULL;
+      o.finish_ = nullptr;
+    }
+    return *this;
+  }
+  ~CommRequest() { abandon(); }
+
+  // Whether wait() has work left (MPI in flight or a result to copy back).
+  bool pending() const { return request_ != MPI_REQUEST_NULL || bool(finish_); }
+
+  // Completes the collective; the result is in the views on return. No-op when not pending.
+  void wait() {
+    if (request_ != MPI_REQUEST_NULL) {
+      int rc = MPI_SUCCESS;
+      {
+        Impl::WaitClock clock;
+        rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
+      }
+      request_ = MPI_REQUEST_NULL;  // MPI_Wait set it so; also if it failed, never wait again
+      if (rc != MPI_SUCCESS) finish_ = nullptr;  // the buffers go with the request
+      Impl::check_mpi(rc, "MPI_Wait", where_);
+    }
+    if (finish_) {
+      auto finish = std::move(finish_);
+      finish_ = nullptr;
+      finish();
+    }
+  }
+
+ private:
+  // Local completion without result (see the class comment); never throws.
+  void abandon() noexcept {
+    if (request_ != MPI_REQUEST_NULL) {
+      Impl::WaitClock clock;
+      MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    }
+    request_ = MPI_REQUEST_NULL;
+    finish_ = nullptr;  // releases the views and host copies after MPI is done with them
+  }
+
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  const char* where_ = "CommRequest";
+  std::function<void()> finish_;  // copies staged results back; holds the buffers
+};
+
+namespace Impl {
+
+// One blocking MPI call, its duration counted by CommTimer.
+template <class Call>
+int timed_mpi(Call&& call) {
+  WaitClock clock;
+  return call();
+}
 
 template <class T>
 struct always_false : std::false_type {};
@@ -192,8 +325,9 @@ void check_blocks(const char* where, const Local& local, const Full& full, int p
 inline void require_same_count(const Communicator& comm, std::uint64_t n, const char* where) {
   const std::uint64_t mine[2] = {n, ~n};
   std::uint64_t least[2] = {0, 0};
-  check_mpi(MPI_Allreduce(mine, least, 2, MPI_UINT64_T, MPI_MIN, comm.get()), "MPI_Allreduce",
-            where);
+  check_mpi(
+      timed_mpi([&] { return MPI_Allreduce(mine, least, 2, MPI_UINT64_T, MPI_MIN, comm.get()); }),
+      "MPI_Allreduce", where);
   const std::uint64_t lo = least[0], hi = ~least[1];
   require(lo == hi, "dchag::", where, ": the ranks pass views of different sizes (", lo,
           " to ", hi, " elements; this rank ", n, "): every rank must call it with the same "
@@ -221,8 +355,10 @@ void all_reduce(const ExecSpace& space, const Communicator& comm, const View& vi
   if (view.size() == 0) return;
   using T = typename View::non_const_value_type;
   auto buffer = mpi_buffer(space, view, true);
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(view.size()),
-                          MpiType<T>::get(), op, comm.get()),
+  check_mpi(timed_mpi([&] {
+              return MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(view.size()),
+                                   MpiType<T>::get(), op, comm.get());
+            }),
             "MPI_Allreduce", where);
   mpi_copy_out(space, view, buffer);
 }
@@ -234,7 +370,8 @@ inline double all_reduce_scalar(const Communicator& comm, double x, MPI_Op op,
   CommStats::add(2 * (up - 1) * sizeof(double) / up);
   if (p == 1) return x;
   double result = 0;
-  check_mpi(MPI_Allreduce(&x, &result, 1, MPI_DOUBLE, op, comm.get()), "MPI_Allreduce", where);
+  check_mpi(timed_mpi([&] { return MPI_Allreduce(&x, &result, 1, MPI_DOUBLE, op, comm.get()); }),
+            "MPI_Allreduce", where);
   return result;
 }
 
@@ -285,16 +422,22 @@ void all_gather(const ExecSpace& space, const Communicator& comm, const Local& l
   auto full_buffer = Impl::mpi_buffer(space, full, false);
   if constexpr (Impl::mpi_accessible<typename Full::memory_space>()) {
     // MPI forbids overlapping send and receive buffers; MPI_IN_PLACE is the way to say so.
-    Impl::check_mpi(MPI_Allgather(in_place ? MPI_IN_PLACE : local.data(), static_cast<int>(n),
-                                  Impl::MpiType<T>::get(), full_buffer.data(),
-                                  static_cast<int>(n), Impl::MpiType<T>::get(), comm.get()),
+    Impl::check_mpi(Impl::timed_mpi([&] {
+                      return MPI_Allgather(in_place ? MPI_IN_PLACE : local.data(),
+                                           static_cast<int>(n), Impl::MpiType<T>::get(),
+                                           full_buffer.data(), static_cast<int>(n),
+                                           Impl::MpiType<T>::get(), comm.get());
+                    }),
                     "MPI_Allgather", where);
   } else {
     // Staged: the host copy of full is separate from local, no aliasing possible.
     auto local_buffer = Impl::mpi_buffer(space, local, true);
-    Impl::check_mpi(MPI_Allgather(local_buffer.data(), static_cast<int>(n),
-                                  Impl::MpiType<T>::get(), full_buffer.data(),
-                                  static_cast<int>(n), Impl::MpiType<T>::get(), comm.get()),
+    Impl::check_mpi(Impl::timed_mpi([&] {
+                      return MPI_Allgather(local_buffer.data(), static_cast<int>(n),
+                                           Impl::MpiType<T>::get(), full_buffer.data(),
+                                           static_cast<int>(n), Impl::MpiType<T>::get(),
+                                           comm.get());
+                    }),
                     "MPI_Allgather", where);
   }
   Impl::mpi_copy_out(space, full, full_buffer);
@@ -355,8 +498,10 @@ void all_gatherv(const ExecSpace& space, const Communicator& comm, const Local& 
       mine[i] = counts[i];
       mine[counts.size() + i] = ~std::uint64_t(counts[i]);
     }
-    Impl::check_mpi(MPI_Allreduce(mine.data(), least.data(), static_cast<int>(mine.size()),
-                                  MPI_UINT64_T, MPI_MIN, comm.get()),
+    Impl::check_mpi(Impl::timed_mpi([&] {
+                      return MPI_Allreduce(mine.data(), least.data(), static_cast<int>(mine.size()),
+                                           MPI_UINT64_T, MPI_MIN, comm.get());
+                    }),
                     "MPI_Allreduce", where);
     bool agree = true;
     for (std::size_t i = 0; i < counts.size(); ++i)
@@ -374,15 +519,21 @@ void all_gatherv(const ExecSpace& space, const Communicator& comm, const Local& 
   }
   auto full_buffer = Impl::mpi_buffer(space, full, false);
   if constexpr (Impl::mpi_accessible<typename Full::memory_space>()) {
-    Impl::check_mpi(MPI_Allgatherv(in_place ? MPI_IN_PLACE : local.data(), static_cast<int>(n),
-                                   Impl::MpiType<T>::get(), full_buffer.data(), elems.data(),
-                                   displs.data(), Impl::MpiType<T>::get(), comm.get()),
+    Impl::check_mpi(Impl::timed_mpi([&] {
+                      return MPI_Allgatherv(in_place ? MPI_IN_PLACE : local.data(),
+                                            static_cast<int>(n), Impl::MpiType<T>::get(),
+                                            full_buffer.data(), elems.data(), displs.data(),
+                                            Impl::MpiType<T>::get(), comm.get());
+                    }),
                     "MPI_Allgatherv", where);
   } else {
     auto local_buffer = Impl::mpi_buffer(space, local, true);
-    Impl::check_mpi(MPI_Allgatherv(local_buffer.data(), static_cast<int>(n),
-                                   Impl::MpiType<T>::get(), full_buffer.data(), elems.data(),
-                                   displs.data(), Impl::MpiType<T>::get(), comm.get()),
+    Impl::check_mpi(Impl::timed_mpi([&] {
+                      return MPI_Allgatherv(local_buffer.data(), static_cast<int>(n),
+                                            Impl::MpiType<T>::get(), full_buffer.data(),
+                                            elems.data(), displs.data(), Impl::MpiType<T>::get(),
+                                            comm.get());
+                    }),
                     "MPI_Allgatherv", where);
   }
   Impl::mpi_copy_out(space, full, full_buffer);
@@ -426,11 +577,139 @@ void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const 
   }
   auto full_buffer = Impl::mpi_buffer(space, full, true);
   auto local_buffer = Impl::mpi_buffer(space, local, false);
-  Impl::check_mpi(MPI_Reduce_scatter_block(full_buffer.data(), local_buffer.data(),
-                                           static_cast<int>(n), Impl::MpiType<T>::get(),
-                                           MPI_SUM, comm.get()),
+  Impl::check_mpi(Impl::timed_mpi([&] {
+                    return MPI_Reduce_scatter_block(full_buffer.data(), local_buffer.data(),
+                                                    static_cast<int>(n), Impl::MpiType<T>::get(),
+                                                    MPI_SUM, comm.get());
+                  }),
                   "MPI_Reduce_scatter_block", where);
   Impl::mpi_copy_out(space, local, local_buffer);
+}
+
+// Non-blocking collectives: the same results as all_gather, reduce_scatter_sum and
+// all_reduce_sum once the returned request's wait() has returned (see the top of the file).
+// The checks (shapes, and the element counts between the ranks: a short blocking all-reduce)
+// happen before the start, so a bad call throws here, before MPI holds any buffer. The request
+// holds copies of the view handles (managed views stay allocated until it completes).
+
+// Starts full <- concatenation of every rank's local (all_gather).
+template <class ExecSpace, class Local, class Full>
+CommRequest start_all_gather(const ExecSpace& space, const Communicator& comm, const Local& local,
+                             const Full& full) {
+  const char* where = "start_all_gather";
+  Impl::require_writable<Full>();
+  Impl::check_view<ExecSpace>(where, local);
+  Impl::check_view<ExecSpace>(where, full);
+  static_assert(std::is_same<typename Local::non_const_value_type,
+                             typename Full::non_const_value_type>::value,
+                "dchag::start_all_gather: local and full must hold the same scalar type");
+  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
+                "dchag::start_all_gather: local and full must live in the same memory space");
+  const int p = comm.size();
+  Impl::check_blocks(where, local, full, p);
+  space.fence();
+  using T = typename Full::non_const_value_type;
+  const std::size_t n = local.size();
+  CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));
+  const bool in_place = local.data() == full.data() + n * static_cast<std::size_t>(comm.rank());
+  if (p > 1) Impl::require_same_count(comm, n, where);
+  if (p == 1 || n == 0) {
+    if (!in_place && n > 0) {
+      Kokkos::deep_copy(space, Impl::flat(full), Impl::flat(local));
+      space.fence();
+    }
+    return CommRequest();
+  }
+  MPI_Request request = MPI_REQUEST_NULL;
+  if constexpr (Impl::mpi_accessible<typename Full::memory_space>()) {
+    Impl::check_mpi(MPI_Iallgather(in_place ? MPI_IN_PLACE : local.data(), static_cast<int>(n),
+                                   Impl::MpiType<T>::get(), full.data(), static_cast<int>(n),
+                                   Impl::MpiType<T>::get(), comm.get(), &request),
+                    "MPI_Iallgather", where);
+    return CommRequest(request, where, [local, full] {});
+  } else {
+    auto full_buffer = Impl::mpi_buffer(space, full, false);
+    auto local_buffer = Impl::mpi_buffer(space, local, true);
+    Impl::check_mpi(MPI_Iallgather(local_buffer.data(), static_cast<int>(n),
+                                   Impl::MpiType<T>::get(), full_buffer.data(),
+                                   static_cast<int>(n), Impl::MpiType<T>::get(), comm.get(),
+                                   &request),
+                    "MPI_Iallgather", where);
+    return CommRequest(request, where, [space, full, full_buffer, local_buffer] {
+      Impl::mpi_copy_out(space, full, full_buffer);
+    });
+  }
+}
+
+// Starts local <- this rank's block of the sum over ranks of full (reduce_scatter_sum).
+template <class ExecSpace, class Full, class Local>
+CommRequest start_reduce_scatter_sum(const ExecSpace& space, const Communicator& comm,
+                                     const Full& full, const Local& local) {
+  const char* where = "start_reduce_scatter_sum";
+  Impl::require_writable<Local>();
+  Impl::check_view<ExecSpace>(where, local);
+  Impl::check_view<ExecSpace>(where, full);
+  static_assert(std::is_same<typename Local::non_const_value_type,
+                             typename Full::non_const_value_type>::value,
+                "dchag::start_reduce_scatter_sum: local and full must hold the same scalar type");
+  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
+                "dchag::start_reduce_scatter_sum: local and full must live in the same memory "
+                "space");
+  const int p = comm.size();
+  Impl::check_blocks(where, local, full, p);
+  using T = typename Local::non_const_value_type;
+  const std::size_t n = local.size();
+  {
+    const auto l0 = reinterpret_cast<std::uintptr_t>(local.data());
+    const auto f0 = reinterpret_cast<std::uintptr_t>(full.data());
+    const bool overlap = n > 0 && l0 < f0 + full.size() * sizeof(T) && f0 < l0 + n * sizeof(T);
+    Impl::require(!overlap, "dchag::", where, ": local ", Impl::shape_of(local),
+                  " overlaps full ", Impl::shape_of(full));
+  }
+  space.fence();
+  CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));
+  if (p > 1) Impl::require_same_count(comm, n, where);
+  if (p == 1 || n == 0) {
+    if (n > 0) {
+      Kokkos::deep_copy(space, Impl::flat(local), Impl::flat(full));
+      space.fence();
+    }
+    return CommRequest();
+  }
+  auto full_buffer = Impl::mpi_buffer(space, full, true);
+  auto local_buffer = Impl::mpi_buffer(space, local, false);
+  MPI_Request request = MPI_REQUEST_NULL;
+  Impl::check_mpi(MPI_Ireduce_scatter_block(full_buffer.data(), local_buffer.data(),
+                                            static_cast<int>(n), Impl::MpiType<T>::get(), MPI_SUM,
+                                            comm.get(), &request),
+                  "MPI_Ireduce_scatter_block", where);
+  return CommRequest(request, where, [space, full, local, full_buffer, local_buffer] {
+    Impl::mpi_copy_out(space, local, local_buffer);
+  });
+}
+
+// Starts view <- sum over the ranks of comm, element by element, in place (all_reduce_sum).
+template <class ExecSpace, class View>
+CommRequest start_all_reduce_sum(const ExecSpace& space, const Communicator& comm,
+                                 const View& view) {
+  const char* where = "start_all_reduce_sum";
+  Impl::require_writable<View>();
+  Impl::check_view<ExecSpace>(where, view);
+  space.fence();
+  const int p = comm.size();
+  const auto up = static_cast<std::uint64_t>(p);
+  using T = typename View::non_const_value_type;
+  CommStats::add(2 * (up - 1) * (view.size() * sizeof(T)) / up);
+  if (p == 1) return CommRequest();
+  Impl::require_same_count(comm, view.size(), where);
+  if (view.size() == 0) return CommRequest();
+  auto buffer = Impl::mpi_buffer(space, view, true);
+  MPI_Request request = MPI_REQUEST_NULL;
+  Impl::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(view.size()),
+                                 Impl::MpiType<T>::get(), MPI_SUM, comm.get(), &request),
+                  "MPI_Iallreduce", where);
+  return CommRequest(request, where,
+                     [space, view, buffer] { Impl::mpi_copy_out(space, view, buffer); });
 }
 
 // view <- root's view, on every rank.
@@ -453,8 +732,10 @@ void broadcast(const ExecSpace& space, const Communicator& comm, const View& vie
   // Only the root's data needs to reach MPI, and only the others' needs to come back.
   const bool is_root = comm.rank() == root;
   auto buffer = Impl::mpi_buffer(space, view, is_root);
-  Impl::check_mpi(MPI_Bcast(buffer.data(), static_cast<int>(view.size()), Impl::MpiType<T>::get(),
-                            root, comm.get()),
+  Impl::check_mpi(Impl::timed_mpi([&] {
+                    return MPI_Bcast(buffer.data(), static_cast<int>(view.size()),
+                                     Impl::MpiType<T>::get(), root, comm.get());
+                  }),
                   "MPI_Bcast", where);
   if (!is_root) Impl::mpi_copy_out(space, view, buffer);
 }

@@ -23,6 +23,13 @@
 // The unit never stores its layers: every call that touches them takes `visit`, a callable with
 // visit(f) -> layer.visit_storage(f) for each layer of the unit, so the owner may move.
 //
+// Overlap (dchag::set_fsdp_overlap(true)): start_gather() issues the all-gather non-blocking
+// (the next gather() only waits for it), so a model can have the next unit's parameters travel
+// while this unit computes; start_end_backward() issues the gradient reduce-scatter
+// non-blocking and releases the unit, finish_end_backward() waits for it and accumulates, so
+// the reduction of one unit can travel while the next one computes its backward. It costs
+// memory: one more unit's full values (forward) and full gradient (backward) live at once.
+//
 // A model holds a unit as std::optional<ShardedUnit> (empty unless sharded) and uses it through
 // Impl::GatheredScope (gathered for a scope, released when it ends) and Impl::BackwardScope
 // (begin_backward, then an explicit finish(): the reduce-scatter is a collective, which a
@@ -45,6 +52,23 @@
 #include <dchag/parallel/communicator.hpp>
 
 namespace dchag {
+namespace Impl {
+inline bool& fsdp_overlap_flag() {
+  static bool on = false;
+  return on;
+}
+}  // namespace Impl
+
+// Whether the models overlap their FSDP communication with compute: the encoder gathers the next
+// block while a block computes and reduce-scatters a block's gradient while the next block
+// computes its backward (see ShardedUnit). Process-wide, off by default: it holds up to two
+// units whole at a time instead of one, which the planner (train/plan.hpp) does not assume.
+// The results are the same either way (the same sums, possibly added in another order by MPI's
+// non-blocking algorithms). Every rank must choose the same: MPI does not match a blocking
+// collective on one rank with a non-blocking one on another.
+inline void set_fsdp_overlap(bool on) { Impl::fsdp_overlap_flag() = on; }
+inline bool fsdp_overlap() { return Impl::fsdp_overlap_flag(); }
+
 namespace Impl {
 
 // The part [lo, hi) (row-major order) of `box`, as boxes of the same tensor whose row-major
@@ -233,12 +257,29 @@ class ShardedUnit {
   }
 
   // The layers' values are those of the slices of every rank (collective over fsdp).
+  // Waits for a start_gather() instead when one is in flight.
   template <class Visit>
   void gather(const ExecSpace& space, Visit&& visit) {
-    if (full_value_.extent(0) != shard_ * fsdp_size())
-      full_value_ = vector(name_ + ".gathered", shard_ * fsdp_size());
-    all_gather(space, *fsdp_, shard_value_, full_value_);
+    if (gathering_) {
+      gathering_ = false;
+      gather_request_.wait();
+    } else {
+      allocate_full_value();
+      all_gather(space, *fsdp_, shard_value_, full_value_);
+    }
     bind(visit, full_value_.data(), full_grad_.data());
+  }
+
+  // Issues the all-gather of the values without waiting for it; the layers are not touched
+  // (gather() waits for it and points them at the result). A unit still gathered (the encoder's
+  // norm after an evaluation forward) is gathered anew into the same buffer, as gather() does:
+  // its layers must not compute until gather(). Collective over fsdp.
+  void start_gather(const ExecSpace& space) {
+    Impl::require(!gathering_, "dchag::ShardedUnit '", name_,
+                  "': start_gather() while a gather is in flight");
+    allocate_full_value();
+    gather_request_ = start_all_gather(space, *fsdp_, shard_value_, full_value_);
+    gathering_ = true;
   }
 
   // set() writes every value of the unit (each rank the same: an initialisation); this rank
@@ -255,8 +296,11 @@ class ShardedUnit {
     release(visit);
   }
 
+  // (A gather still in flight is waited for first: MPI writes into the buffer until then.)
   template <class Visit>
   void release(Visit&& visit) {
+    gathering_ = false;
+    gather_request_.wait();
     bind(visit, nullptr, nullptr);
     full_value_ = vector();
     full_grad_ = vector();
@@ -265,8 +309,10 @@ class ShardedUnit {
   // The layers' gradients go to a zeroed full buffer (the values are gathered unless they are).
   template <class Visit>
   void begin_backward(const ExecSpace& space, Visit&& visit) {
+    Impl::require(!reducing_, "dchag::ShardedUnit '", name_,
+                  "': begin_backward() before finish_end_backward() of the last backward");
     full_grad_ = vector(name_ + ".gathered.grad", shard_ * fsdp_size());
-    if (full_value_.extent(0) == 0) {
+    if (full_value_.extent(0) == 0 || gathering_) {
       gather(space, visit);
     } else {
       bind(visit, full_value_.data(), full_grad_.data());
@@ -286,13 +332,36 @@ class ShardedUnit {
     release(visit);
   }
 
+  // end_backward() in two halves: issues the reduce-scatter and releases the unit (the request
+  // keeps the full gradient alive until it completes); finish_end_backward() waits for it and
+  // adds this rank's slice to its gradient. Both collective over fsdp, in this order.
+  template <class Visit>
+  void start_end_backward(const ExecSpace& space, Visit&& visit) {
+    Impl::require(full_grad_.extent(0) > 0, "dchag::ShardedUnit '", name_,
+                  "': start_end_backward() without begin_backward()");
+    if (scratch_.extent(0) != shard_) scratch_ = vector(name_ + ".reduced.grad", shard_);
+    grad_request_ = start_reduce_scatter_sum(space, *fsdp_, full_grad_, scratch_);
+    reducing_ = true;
+    release(visit);
+  }
+
+  void finish_end_backward(const ExecSpace& space) {
+    Impl::require(reducing_, "dchag::ShardedUnit '", name_,
+                  "': finish_end_backward() without start_end_backward()");
+    reducing_ = false;
+    grad_request_.wait();
+    add_scaled(space, shard_grad_, T(1), scratch_);
+    space.fence();
+  }
+
   // This rank's slices, one entry per parameter of the unit (empty ones included), with the
   // logical boxes they hold.
   void parameters(ParameterList<T, ExecSpace>& list) const {
     list.insert(list.end(), params_.begin(), params_.end());
   }
 
-  bool gathered() const { return full_value_.extent(0) > 0; }
+  // (Not while a start_gather() is in flight: the values arrive at gather().)
+  bool gathered() const { return full_value_.extent(0) > 0 && !gathering_; }
   // Values in the unit (without padding) and in this rank's slice.
   std::size_t full_size() const { return full_size_; }
   std::size_t shard_size() const { return shard_; }
@@ -301,6 +370,10 @@ class ShardedUnit {
  private:
   int fsdp_size() const { return fsdp_->size(); }
 
+  void allocate_full_value() {
+    if (full_value_.extent(0) != shard_ * fsdp_size())
+      full_value_ = vector(name_ + ".gathered", shard_ * fsdp_size());
+  }
 
   template <class Visit>
   void bind(Visit&& visit, T* values, T* grads) {
@@ -313,9 +386,13 @@ class ShardedUnit {
   std::string name_;
   std::optional<Communicator> fsdp_;  // empty only in a default-constructed unit
   std::size_t views_ = 0, full_size_ = 0, shard_ = 0;
+  bool gathering_ = false;  // between start_gather() and gather() (or release())
+  bool reducing_ = false;   // between start_end_backward() and finish_end_backward()
   std::vector<std::size_t> offsets_, sizes_;
   vector shard_value_, shard_grad_, full_value_, full_grad_, scratch_;
   ParameterList<T, ExecSpace> params_;
+  // Declared last: destroyed first, each waiting for MPI before the buffers above may go.
+  CommRequest gather_request_, grad_request_;
 };
 
 namespace Impl {
