@@ -229,11 +229,10 @@ struct BatchedGemmTeam {
   }
 };
 
-template <bool TransA, bool TransB, class ExecSpace, class AV, class BV, class CV>
+template <bool TransA, bool TransB, class Tiling, class ExecSpace, class AV, class BV, class CV>
 void launch_batched_gemm_team(const ExecSpace& space, typename CV::non_const_value_type alpha,
                               const AV& A, const BV& B, typename CV::non_const_value_type beta,
                               const CV& C) {
-  using Tiling = BatchedGemmTiling<ExecSpace>;
   using Policy = Kokkos::TeamPolicy<ExecSpace>;
   using Kernel = BatchedGemmTeam<Tiling, TransA, TransB, AV, BV, CV,
                                  typename ExecSpace::scratch_memory_space>;
@@ -253,6 +252,21 @@ void launch_batched_gemm_team(const ExecSpace& space, typename CV::non_const_val
       Policy(space, league, Tiling::team_size, Tiling::vector_length)
           .set_scratch_size(level, Kokkos::PerTeam(bytes)),
       kernel);
+}
+
+// The team form with a given tiling (the tests run the GPU's on a host backend too).
+template <class Tiling, class ExecSpace, class AV, class BV, class CV>
+void batched_gemm_team_tiled(const ExecSpace& space, Op opa, Op opb,
+                             typename CV::non_const_value_type alpha, const AV& A, const BV& B,
+                             typename CV::non_const_value_type beta, const CV& C) {
+  if (opa == Op::N && opb == Op::N)
+    launch_batched_gemm_team<false, false, Tiling>(space, alpha, A, B, beta, C);
+  else if (opa == Op::N)
+    launch_batched_gemm_team<false, true, Tiling>(space, alpha, A, B, beta, C);
+  else if (opb == Op::N)
+    launch_batched_gemm_team<true, false, Tiling>(space, alpha, A, B, beta, C);
+  else
+    launch_batched_gemm_team<true, true, Tiling>(space, alpha, A, B, beta, C);
 }
 
 template <class AV, class BV, class CV>
@@ -281,10 +295,8 @@ void batched_gemm_team(const ExecSpace& space, Op opa, Op opb,
                        typename CV::non_const_value_type alpha, const AV& A, const BV& B,
                        typename CV::non_const_value_type beta, const CV& C) {
   Impl::check_batched_gemm("dchag::batched_gemm", opa, opb, A, B, C);
-  if (opa == Op::N && opb == Op::N) Impl::launch_batched_gemm_team<false, false>(space, alpha, A, B, beta, C);
-  else if (opa == Op::N) Impl::launch_batched_gemm_team<false, true>(space, alpha, A, B, beta, C);
-  else if (opb == Op::N) Impl::launch_batched_gemm_team<true, false>(space, alpha, A, B, beta, C);
-  else Impl::launch_batched_gemm_team<true, true>(space, alpha, A, B, beta, C);
+  Impl::batched_gemm_team_tiled<Impl::BatchedGemmTiling<ExecSpace>>(space, opa, opb, alpha, A, B,
+                                                                    beta, C);
 }
 
 // One BLAS call per batch entry; slices of rank-3 LayoutRight views are contiguous matrices.
