@@ -10,6 +10,17 @@
 // loop of KokkosBlas::gemm calls on contiguous slices. On host backends the loop hands each
 // product to the optimised BLAS and wins (see benchmarks/kernel_benchmark); on GPUs one launch
 // per product would be latency-bound, so the team kernel is used there.
+//
+// The team kernel on a GPU (CUDA/HIP): one launch for the whole batch, a league of
+// batch x (64 x 64 tiles of C) teams, i.e. thread blocks (1,024 at 64 batches of 256 x 256
+// scores). A block is 16 team threads x 16 vector lanes (threadIdx.y, threadIdx.x). For each
+// K block of 32 it copies op(A)[64 x 32] and op(B)[32 x 64] into shared memory (level-0
+// scratch) with the lanes along the operand's contiguous index (coalesced loads, transposes
+// done in the copy), synchronises, and each of the 256 threads accumulates its interleaved
+// 4 x 4 micro-tile of C in registers, 16 FMAs per 8 shared-memory reads, conflict-free and
+// broadcast; C is written once per K block with the lanes along its rows (coalesced). On a CPU
+// the same code runs one thread per team over 128 x 128 tiles with SIMD-wide micro-tiles
+// (BatchedGemmTiling below).
 
 #include <Kokkos_Core.hpp>
 #include <cstddef>
