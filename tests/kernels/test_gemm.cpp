@@ -191,12 +191,17 @@ TEST_CASE_TEMPLATE_DEFINE("batched gemm on strided views matches Eigen", C, bgem
       Kokkos::deep_copy(c_big0, C_big);
       const T alpha = T(-0.5), beta = T(2);
       dchag::batched_gemm(space, oa, ob, alpha, A, B, beta, Cv);
-      auto c_big1 = to_host(C_big);
+      // The slices are taken on host copies of the whole views: a strided device view cannot
+      // be copied to the host by itself.
+      const auto a_big = to_host(A_big);
+      const auto b_big = to_host(B_big);
+      const auto c_big1 = to_host(C_big);
+      const auto rows = [](int begin, int count) { return Kokkos::make_pair(begin, begin + count); };
       for (int i = 0; i < batch; ++i) {
-        auto ai = Kokkos::subview(A, i, Kokkos::ALL, Kokkos::ALL);
-        auto bi = Kokkos::subview(B, i, Kokkos::ALL, Kokkos::ALL);
-        auto ci = Kokkos::subview(Cv, i, Kokkos::ALL, Kokkos::ALL);
-        auto c0i = Kokkos::subview(c_big0, i, Kokkos::make_pair(1, 1 + m), Kokkos::make_pair(2, 2 + n));
+        auto ai = Kokkos::subview(a_big, i, rows(2, ar), rows(1, ac));
+        auto bi = Kokkos::subview(b_big, i, rows(1, br), rows(3, bc));
+        auto ci = Kokkos::subview(c_big1, i, rows(1, m), rows(2, n));
+        auto c0i = Kokkos::subview(c_big0, i, rows(1, m), rows(2, n));
         const Matrix<double> ref = double(alpha) * op(oa, to_eigen(ai)) * op(ob, to_eigen(bi)) +
                                    double(beta) * to_eigen(c0i);
         CAPTURE(i);
