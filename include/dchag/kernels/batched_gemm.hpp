@@ -46,7 +46,7 @@ struct BatchedGemmTiling {
   // 4 x 4 micro-tile each, cover a 64 x 64 tile. A thread's rows and columns are interleaved
   // (row p + 16 i, column q + 16 j): the lanes of a warp read 16 consecutive floats of the B
   // block (no bank conflict), the same A value (a broadcast), and store consecutive columns of
-  // C (coalesced). The A and B blocks rows are padded by one value so that the staging writes
+  // C (coalesced). The A and B blocks' rows are padded by one value so that the staging writes
   // of a transposed operand, which walk k across the lanes, hit distinct banks. 2 x 32 x 65
   // floats of scratch per team leave room for several teams per multiprocessor.
   static constexpr int mt = 64, nt = 64, kc = 32, mr = 4, nr = 4, pad = 1;
@@ -64,7 +64,7 @@ struct BatchedGemmTiling<ExecSpace, true> {
   // copies over 128 rows or columns; their 2 x 64 x 128 floats of scratch stay in L2.
   static constexpr int mt = 128, nt = 128, kc = 64, mr = 4, nr = 8, pad = 0;
   static constexpr bool interleaved = false;
-  static constexpr int group = 4;
+  static constexpr int group = 4;  // rows transposed at a time when staging (stage())
   static constexpr int team_size = 1, vector_length = 1;
 };
 
