@@ -169,6 +169,38 @@ int main(int argc, char* argv[]) {
       b.run("softmax backward", "16384 x 256", 0, 3.0 * S.size() * F,
             [&] { dchag::softmax_rows_backward(b.space, S2, dS2, dS2); });
     }
+    // The attention products at other model shapes, L = 128..512, head_dim 16..64, for both
+    // forms: Q K^T, P V (and dQ = dS K), P^T dO (dV, and dK = dS^T Q).
+    {
+      const int nb = 64;
+      const int shapes[][2] = {{128, 32}, {256, 64}, {512, 64}, {512, 16}};
+      for (const auto& sh : shapes) {
+        const int L = sh[0], dh = sh[1];
+        dchag::View3<T, Space> Q("Q", nb, L, dh), K("K", nb, L, dh), O("O", nb, L, dh),
+            S("S", nb, L, L);
+        randomize(Q, 22);
+        randomize(K, 23);
+        randomize(S, 24);
+        const double f = 2.0 * nb * L * L * dh;
+        const double bytes = (2.0 * Q.size() + S.size()) * F;
+        const std::string shape = str(nb) + " x " + str(L) + "x" + str(dh) + "x" + str(L);
+        const std::string pv_shape = str(nb) + " x " + str(L) + "x" + str(L) + "x" + str(dh);
+        if (!(L == 256 && dh == 64)) {  // that one is above
+          b.run("batched Q K^T (BLAS loop)", shape, f, bytes,
+                [&] { dchag::batched_gemm_blas(b.space, Op::N, Op::T, T(1), Q, K, T(0), S); });
+          b.run("batched Q K^T (team)", shape, f, bytes,
+                [&] { dchag::batched_gemm_team(b.space, Op::N, Op::T, T(1), Q, K, T(0), S); });
+        }
+        b.run("batched P V (BLAS loop)", pv_shape, f, bytes,
+              [&] { dchag::batched_gemm_blas(b.space, Op::N, Op::N, T(1), S, K, T(0), O); });
+        b.run("batched P V (team)", pv_shape, f, bytes,
+              [&] { dchag::batched_gemm_team(b.space, Op::N, Op::N, T(1), S, K, T(0), O); });
+        b.run("batched P^T dO (BLAS loop)", pv_shape, f, bytes,
+              [&] { dchag::batched_gemm_blas(b.space, Op::T, Op::N, T(1), S, K, T(0), O); });
+        b.run("batched P^T dO (team)", pv_shape, f, bytes,
+              [&] { dchag::batched_gemm_team(b.space, Op::T, Op::N, T(1), S, K, T(0), O); });
+      }
+    }
     // Row kernels at [4096, 512] and [4096, 2048].
     {
       dchag::View2<T, Space> X("X", rows, D), Y("Y", rows, D), dY("dY", rows, D);
@@ -318,6 +350,18 @@ int main(int argc, char* argv[]) {
 
     const auto table = b.table();
     table.print();
+    // The portable team GEMM against the BLAS loop on the same shapes (the time ratio).
+    for (const auto& team : b.results) {
+      const std::string suffix = " (team)";
+      if (team.name.size() < suffix.size() ||
+          team.name.compare(team.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+        continue;
+      const std::string base = team.name.substr(0, team.name.size() - suffix.size());
+      for (const auto& r : b.results)
+        if (r.name == base + " (BLAS loop)" && r.shape == team.shape)
+          std::printf("team / BLAS loop time: %.2fx  %s, %s\n", team.seconds / r.seconds,
+                      base.c_str(), team.shape.c_str());
+    }
     table.write_csv(csv);
     std::printf("wrote %s\n", csv.c_str());
   }
