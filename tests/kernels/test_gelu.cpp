@@ -104,7 +104,7 @@ TEST_CASE("gelu refuses mismatched, empty and strided views, naming the shapes")
                        dchag::Error);
 }
 
-// The host kernels take a cheaper path for a block of 16 inputs that all have |x / sqrt 2| < 1;
+// The host kernels take a cheaper path for a block of 32 inputs that all have |x / sqrt 2| < 1;
 // it must give the bits of the general path. Inputs in (-1.4, 1.4), some blocks spoiled by one
 // large or NaN value, a length that leaves a partial block at the end of a work item and of
 // the array.
@@ -113,15 +113,15 @@ TEST_CASE_TEMPLATE_DEFINE("gelu's small-input blocks give the general path's bit
   using Space = typename C::space;
   using T = typename C::scalar;
   Space space;
-  const int n = 4096 + 16 * 37 + 5;
+  const int n = 4096 + 32 * 37 + 5;
   dchag::View1<T, Space> X("X", n), Y("Y", n), dY("dY", n), dX("dX", n);
   fill_random(X, 500, -1.4, 1.4);
   fill_random(dY, 501);
   {
     auto h = Kokkos::create_mirror_view(X);
     Kokkos::deep_copy(h, X);
-    for (int k = 5; k < n; k += 16 * 3) h(k) = T(k % 2 ? 3.0 : -2.0);
-    h(16 * 20 + 3) = std::numeric_limits<T>::quiet_NaN();
+    for (int k = 5; k < n; k += 32 * 3) h(k) = T(k % 2 ? 3.0 : -2.0);
+    h(32 * 20 + 3) = std::numeric_limits<T>::quiet_NaN();
     Kokkos::deep_copy(X, h);
   }
   dchag::gelu(space, X, Y);

@@ -76,7 +76,9 @@ struct GeluBackwardOp {
 template <class Op, class ExecSpace, class T>
 void gelu_host(const char* label, const ExecSpace& space, std::int64_t n, const T* x,
                const T* dy, T* out) {
-  constexpr int B = 16;
+  // 32: eight independent 4-wide vectors per block keep the polynomials' dependent chains
+  // overlapped; 16 ran up to half as fast.
+  constexpr int B = 32;
   constexpr std::int64_t S = 4096;  // elements per work item, a multiple of B
   Kokkos::parallel_for(
       label, flat_policy(space, std::size_t((n + S - 1) / S)), KOKKOS_LAMBDA(std::int64_t c) {
@@ -88,8 +90,10 @@ void gelu_host(const char* label, const ExecSpace& space, std::int64_t n, const 
           int big = 0;
           for (int e = 0; e < B; ++e) {
             v[e] = x[k + e];
+            // a^2 < 1 in one comparison without a branch; a NaN counts as big, and so may an |a|
+            // just below 1 whose square rounds to 1, which the general path handles as well.
             const T a = v[e] * T(inv_sqrt2);
-            big |= int(!(a < T(1) && a > T(-1)));  // a NaN counts as big
+            big += int(!(a * a < T(1)));
           }
           if (dy)
             for (int e = 0; e < B; ++e) g[e] = dy[k + e];
