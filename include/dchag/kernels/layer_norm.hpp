@@ -262,8 +262,8 @@ void layer_norm_backward(const ExecSpace& space, const XV& X, const GV& gamma, c
   if constexpr (host) {
     const int threads = Impl::concurrency(space);
     const int per_thread = ((n + threads - 1) / threads + 15) / 16 * 16;
-    const int floor = Impl::column_chunk<ExecSpace>();
-    width = per_thread < floor ? floor : (per_thread > W ? W : per_thread);
+    const int least = Impl::column_chunk<ExecSpace>();
+    width = per_thread < least ? least : (per_thread > W ? W : per_thread);
   }
   Kokkos::parallel_for(
       "dchag::layer_norm_backward_params",
