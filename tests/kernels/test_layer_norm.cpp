@@ -80,50 +80,65 @@ TEST_CASE_TEMPLATE_DEFINE("layer_norm forward matches Eigen, statistics included
 }
 TEST_CASE_TEMPLATE_APPLY(ln_fwd, AllCases);
 
+namespace {
+// layer_norm_backward on one random [rows, n] problem against the Jacobian and column sums.
+template <class T, class Space>
+void check_ln_backward(int rows, int n, std::uint64_t& seed) {
+  Space space;
+  dchag::View2<T, Space> X("X", rows, n), Y("Y", rows, n), dY("dY", rows, n),
+      dX("dX", rows, n);
+  dchag::View1<T, Space> gamma("gamma", n), beta("beta", n), mean("mean", rows),
+      rstd("rstd", rows), dgamma("dgamma", n), dbeta("dbeta", n);
+  fill_random(X, seed++, -2.0, 1.0);
+  fill_random(gamma, seed++, 0.5, 1.5);
+  fill_random(beta, seed++);
+  fill_random(dY, seed++);
+  fill_random(dX, seed++);  // must be overwritten
+  fill_random(dgamma, seed++);  // must be added to
+  fill_random(dbeta, seed++);
+  const Eigen::VectorXd dgamma0 = to_eigen_vector(dgamma), dbeta0 = to_eigen_vector(dbeta);
+  dchag::layer_norm(space, X, gamma, beta, T(eps), Y, mean, rstd);
+  dchag::layer_norm_backward(space, X, gamma, mean, rstd, dY, dX, dgamma, dbeta);
+
+  const Eigen::VectorXd g = to_eigen_vector(gamma);
+  const Reference r = layer_norm_ref(to_eigen(X), g, to_eigen_vector(beta));
+  const Matrix<double> dy = to_eigen(dY);
+  const Matrix<double> dx_ref = layer_norm_dx_ref(r, g, dy);
+  const Eigen::VectorXd dgamma_ref = dy.cwiseProduct(r.xhat).colwise().sum().transpose();
+  const Eigen::VectorXd dbeta_ref = dy.colwise().sum().transpose();
+  CAPTURE(rows);
+  CAPTURE(n);
+  CHECK(rel_diff(to_eigen(dX), dx_ref) < tol<T>());
+  CHECK(rel_diff(to_eigen_vector(dgamma), dgamma0 + dgamma_ref) < tol<T>());
+  CHECK(rel_diff(to_eigen_vector(dbeta), dbeta0 + dbeta_ref) < tol<T>());
+
+  // A second call adds the same gradients again; dX is written over dY this time.
+  dchag::layer_norm_backward(space, X, gamma, mean, rstd, dY, dY, dgamma, dbeta);
+  CHECK(rel_diff(to_eigen(dY), dx_ref) < tol<T>());
+  CHECK(rel_diff(to_eigen_vector(dgamma), dgamma0 + 2.0 * dgamma_ref) < tol<T>());
+  CHECK(rel_diff(to_eigen_vector(dbeta), dbeta0 + 2.0 * dbeta_ref) < tol<T>());
+}
+}  // namespace
+
 TEST_CASE_TEMPLATE_DEFINE("layer_norm_backward matches the Jacobian; parameter grads accumulate",
                           C, ln_bwd) {
   using Space = typename C::space;
   using T = typename C::scalar;
-  Space space;
   std::uint64_t seed = 300;
-  for (int rows : row_counts) {
-    for (int n : col_counts) {
-      dchag::View2<T, Space> X("X", rows, n), Y("Y", rows, n), dY("dY", rows, n),
-          dX("dX", rows, n);
-      dchag::View1<T, Space> gamma("gamma", n), beta("beta", n), mean("mean", rows),
-          rstd("rstd", rows), dgamma("dgamma", n), dbeta("dbeta", n);
-      fill_random(X, seed++, -2.0, 1.0);
-      fill_random(gamma, seed++, 0.5, 1.5);
-      fill_random(beta, seed++);
-      fill_random(dY, seed++);
-      fill_random(dX, seed++);  // must be overwritten
-      fill_random(dgamma, seed++);  // must be added to
-      fill_random(dbeta, seed++);
-      const Eigen::VectorXd dgamma0 = to_eigen_vector(dgamma), dbeta0 = to_eigen_vector(dbeta);
-      dchag::layer_norm(space, X, gamma, beta, T(eps), Y, mean, rstd);
-      dchag::layer_norm_backward(space, X, gamma, mean, rstd, dY, dX, dgamma, dbeta);
-
-      const Eigen::VectorXd g = to_eigen_vector(gamma);
-      const Reference r = layer_norm_ref(to_eigen(X), g, to_eigen_vector(beta));
-      const Matrix<double> dy = to_eigen(dY);
-      const Matrix<double> dx_ref = layer_norm_dx_ref(r, g, dy);
-      const Eigen::VectorXd dgamma_ref = dy.cwiseProduct(r.xhat).colwise().sum().transpose();
-      const Eigen::VectorXd dbeta_ref = dy.colwise().sum().transpose();
-      CAPTURE(rows);
-      CAPTURE(n);
-      CHECK(rel_diff(to_eigen(dX), dx_ref) < tol<T>());
-      CHECK(rel_diff(to_eigen_vector(dgamma), dgamma0 + dgamma_ref) < tol<T>());
-      CHECK(rel_diff(to_eigen_vector(dbeta), dbeta0 + dbeta_ref) < tol<T>());
-
-      // A second call adds the same gradients again; dX is written over dY this time.
-      dchag::layer_norm_backward(space, X, gamma, mean, rstd, dY, dY, dgamma, dbeta);
-      CHECK(rel_diff(to_eigen(dY), dx_ref) < tol<T>());
-      CHECK(rel_diff(to_eigen_vector(dgamma), dgamma0 + 2.0 * dgamma_ref) < tol<T>());
-      CHECK(rel_diff(to_eigen_vector(dbeta), dbeta0 + 2.0 * dbeta_ref) < tol<T>());
-    }
-  }
+  for (int rows : row_counts)
+    for (int n : col_counts) check_ln_backward<T, Space>(rows, n, seed);
 }
 TEST_CASE_TEMPLATE_APPLY(ln_bwd, AllCases);
+
+// Rows wider than one column chunk of the parameter gradients (host backends give a chunk up
+// to 1024 columns, fewer with more threads), with a partial last chunk.
+TEST_CASE_TEMPLATE_DEFINE("layer_norm_backward on rows of several column chunks", C, ln_wide) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  std::uint64_t seed = 700;
+  for (int n : {300, 1100}) check_ln_backward<T, Space>(3, n, seed);
+}
+TEST_CASE_TEMPLATE_APPLY(ln_wide, AllCases);
 
 TEST_CASE_TEMPLATE_DEFINE("layer_norm parameter grads start from zero and double", C, ln_acc) {
   using Space = typename C::space;
