@@ -112,19 +112,33 @@ Batch read_batch(const std::string& path) {
   return {view4("x"), view4("y"), view1("lead_times"), view1("lat_weights")};
 }
 
-// Prediction and latitude-weighted MSE of the whole batch (each rank passes its channels).
+// This rank's share of the batch: its input channels and the targets of its outputs.
 template <class Model>
-std::pair<View4, double> evaluate(Model& model, const Batch& b) {
-  Space space;
+std::pair<View4, View4> local_batch(const Model& model, const Batch& b) {
   const auto chans = Kokkos::make_pair(model.channel_begin(),
                                        model.channel_begin() + model.channel_count());
   View4 x("x_local", b.x.extent(0), model.channel_count(), b.x.extent(2), b.x.extent(3));
   Kokkos::deep_copy(x, Kokkos::subview(b.x, Kokkos::ALL, chans, Kokkos::ALL, Kokkos::ALL));
-  const View4 pred = model.forward(space, x, b.lead);
-  View4 keep("prediction", pred.extent(0), pred.extent(1), pred.extent(2), pred.extent(3));
-  Kokkos::deep_copy(keep, pred);
+  const auto& mine = model.predicted_outputs();
+  View4 y("y_local", b.y.extent(0), mine.size(), b.y.extent(2), b.y.extent(3));
+  for (std::size_t k = 0; k < mine.size(); ++k)
+    Kokkos::deep_copy(Kokkos::subview(y, Kokkos::ALL, k, Kokkos::ALL, Kokkos::ALL),
+                      Kokkos::subview(b.y, Kokkos::ALL, mine[k], Kokkos::ALL, Kokkos::ALL));
+  return {x, y};
+}
+
+// Prediction and latitude-weighted MSE of the whole batch (each rank passes its channels; the
+// prediction is joined over the ranks).
+template <class Model>
+std::pair<View4, double> evaluate(Model& model, const Batch& b) {
+  Space space;
+  const auto xy = local_batch(model, b);
+  const View4 pred = model.forward(space, xy.first, b.lead);
   View4 dpred("dpred", pred.extent(0), pred.extent(1), pred.extent(2), pred.extent(3));
-  const double loss = dchag::lat_weighted_mse(space, keep, b.y, b.w, dpred);
+  const double loss = dchag::forecast_loss(space, model, pred, xy.second, b.w, dpred);
+  const View4 whole = model.gather_prediction(space, pred);
+  View4 keep("prediction", whole.extent(0), whole.extent(1), whole.extent(2), whole.extent(3));
+  Kokkos::deep_copy(keep, whole);
   return {keep, loss};
 }
 
@@ -145,13 +159,10 @@ int write(const dchag::ModelConfig& c, const std::string& dir) {
     const auto params = model.parameters();
     for (int s = 0; s < 2; ++s) {
       dchag::zero_grad(space, params);
-      const auto chans = Kokkos::make_pair(model.channel_begin(),
-                                           model.channel_begin() + model.channel_count());
-      View4 x("x_local", b.x.extent(0), model.channel_count(), c.height, c.width);
-      Kokkos::deep_copy(x, Kokkos::subview(b.x, Kokkos::ALL, chans, Kokkos::ALL, Kokkos::ALL));
-      const auto pred = model.forward(space, x, b.lead);
+      const auto xy = local_batch(model, b);
+      const auto pred = model.forward(space, xy.first, b.lead);
       View4 dpred("dpred", pred.extent(0), pred.extent(1), pred.extent(2), pred.extent(3));
-      dchag::lat_weighted_mse(space, pred, b.y, b.w, dpred);
+      dchag::forecast_loss(space, model, pred, xy.second, b.w, dpred);
       model.backward(space, dpred);
       opt.step(space, params, 0.05);
     }
