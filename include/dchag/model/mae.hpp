@@ -117,18 +117,18 @@ struct MaeConfig {
   }
 };
 
-// The reconstruction target: the image x_full[B, C_x, H, W] (the channels a rank predicts: its
+// The reconstruction target: the image x[B, C_x, H, W] (the channels a rank predicts: its
 // input) as target[B, L, p*p*C_x], the order decoder_pred predicts in (kernels/patchify.hpp).
 template <class ExecSpace, class ImageView, class TargetView>
-void mae_target(const ExecSpace& space, const ImageView& x_full, int patch,
+void mae_target(const ExecSpace& space, const ImageView& x, int patch,
                 const TargetView& target) {
   static_assert(TargetView::rank == 3, "dchag::mae_target: the target is [B, L, p*p*C]");
   static_assert(std::is_same<typename TargetView::array_layout, Kokkos::LayoutRight>::value,
                 "dchag::mae_target: the target must be LayoutRight (viewed as [B*L, p*p*C])");
-  Impl::require(target.extent(0) == x_full.extent(0), "dchag::mae_target: target ",
-                Impl::shape_of(target), " must hold the ", x_full.extent(0), " samples of ",
-                Impl::shape_of(x_full));
-  patchify(space, x_full, patch,
+  Impl::require(target.extent(0) == x.extent(0), "dchag::mae_target: target ",
+                Impl::shape_of(target), " must hold the ", x.extent(0), " samples of ",
+                Impl::shape_of(x));
+  patchify(space, x, patch,
            Impl::as_matrix(target, target.extent(0) * target.extent(1), target.extent(2)));
 }
 
