@@ -33,11 +33,11 @@
 // writer left behind is found by remove_stale_temporaries.
 //
 // The parts, one concept each: io/safetensors_format.hpp (what the header describes, dtypes,
-// byte order), io/half.hpp (F16 and BF16), io/safetensors_header.hpp (the JSON header),
-// io/safetensors_reader.hpp (SafetensorsFile) and io/safetensors_writer.hpp (SafetensorsWriter,
-// write_safetensors, remove_stale_temporaries). This header includes them all.
+// byte order), io/safetensors_header.hpp (the JSON header), io/safetensors_reader.hpp
+// (SafetensorsFile) and io/safetensors_writer.hpp (SafetensorsWriter, write_safetensors,
+// remove_stale_temporaries). This header includes them all. F16 and BF16 convert through
+// core/low_precision.hpp.
 
-#include <dchag/io/half.hpp>
 #include <dchag/io/safetensors_format.hpp>
 #include <dchag/io/safetensors_header.hpp>
 #include <dchag/io/safetensors_reader.hpp>

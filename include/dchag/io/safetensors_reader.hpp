@@ -23,7 +23,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/hash.hpp>
-#include <dchag/io/half.hpp>
+#include <dchag/core/low_precision.hpp>
 #include <dchag/io/safetensors_format.hpp>
 #include <dchag/io/safetensors_header.hpp>
 
@@ -47,7 +47,7 @@ T decode_element(const std::string& dtype, const unsigned char* raw, std::size_t
     return static_cast<T>(d);
   }
   const std::uint16_t bits = load_le<std::uint16_t>(raw + 2 * i);
-  return static_cast<T>(dtype == "F16" ? half_to_float(bits) : bfloat16_to_float(bits));
+  return static_cast<T>(dtype == "F16" ? half_bits_to_float(bits) : bfloat16_bits_to_float(bits));
 }
 // Where the bytes of a safetensors file come from: the file itself (kept open) or memory.
 class SafetensorsSource {
