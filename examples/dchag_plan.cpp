@@ -3,13 +3,15 @@
 //
 //   dchag_plan [model options] [--variant baseline|dchag-l|dchag-c] [--tp 1] [--fsdp 1]
 //              [--dp 1] [--batch GLOBAL | --batch-per-rank B] [--scalar float|double]
+//              [--overlap]
 //   dchag_plan --frontier [--gpu-gib 64] [--height 128] [--width 256] [--patch 4] [--depth 24]
 //              [--batch-per-rank 2] [--groups 32] [--tp 8]
 //
 // Model options (as parallel_benchmark): --channels C [64] --out-channels [C] --height [32]
 // --width [64] --patch [4] --dim [128] --depth [2] --heads [4] --mlp-ratio [4]
 // --decoder-depth [1] --groups G [16: D-CHAG levels {G, 1}; the baseline uses {1}]
-// --no-lead-time.
+// --no-lead-time. --overlap: model sharding overlaps its communication with compute
+// (dchag::set_fsdp_overlap), which holds more of the model whole at once.
 //
 // The first form prints one row per rank (every tensor-parallel rank; fsdp ranks differ only by
 // their slice of the padding), the second the paper-scale table: D in {1024, 2048, 4096},
@@ -78,7 +80,8 @@ Options parse(int argc, char* argv[]) {
       dchag::Impl::require(s == "float" || s == "double", "dchag_plan: --scalar is float or ",
                            "double (the model has no bf16 path), got '", s, "'");
       o.double_precision = s == "double";
-    } else if (a == "--frontier") o.frontier = true;
+    } else if (a == "--overlap") dchag::set_fsdp_overlap(true);
+    else if (a == "--frontier") o.frontier = true;
     else if (a == "--gpu-gib") o.gpu_gib = std::stod(value());
     else if (a == "-h" || a == "--help") {
       std::printf("see the top of examples/dchag_plan.cpp, or README.md (dchag_plan)\n");
@@ -132,8 +135,9 @@ int per_rank(Options o) {
     batch = global / grid.data_size();
   }
   plan_any(o, o.variant, m, grid, batch);  // a definition or split the model refuses stops here
-  std::printf("dchag_plan: %s, %s, %d samples per rank, %s\n  model %s\n", o.variant.c_str(),
+  std::printf("dchag_plan: %s, %s, %d samples per rank, %s%s\n  model %s\n", o.variant.c_str(),
               grid.describe().c_str(), batch, o.double_precision ? "fp64" : "fp32",
+              dchag::fsdp_overlap() && o.fsdp > 1 ? ", sharding overlapped" : "",
               m.describe().c_str());
   std::printf("%4s %4s %9s %12s %10s %10s %10s %10s %10s %10s %10s %10s | %9s %9s %9s %9s %9s "
               "%9s | %10s\n",

@@ -36,6 +36,7 @@
 #include <dchag/model/forecast_head.hpp>
 #include <dchag/parallel/policy.hpp>
 #include <dchag/parallel/process_grid.hpp>
+#include <dchag/parallel/sharded_unit.hpp>
 #include <dchag/train/parameter_table.hpp>
 
 namespace dchag {
@@ -135,7 +136,8 @@ struct PlanView {
 // of forward and backward, collectives and FLOPs, then sums them for the rank.
 class StepPlanner {
  public:
-  StepPlanner(std::size_t scalar, const GridShape& grid) : S_(scalar), grid_(grid) {}
+  StepPlanner(std::size_t scalar, const GridShape& grid, bool overlap)
+      : S_(scalar), grid_(grid), overlap_(overlap) {}
 
   void begin_unit() { units_.emplace_back(); }
   // A storage view holding `count` parameters of `each` elements.
@@ -211,9 +213,22 @@ class StepPlanner {
       // values and gradients with the norm's values still gathered (the norm stays gathered
       // from its forward to its backward, which comes after the head's).
       const std::size_t n = unit_full.size();
-      double most = 0;
-      for (std::size_t i = 0; i + 2 < n; ++i) most = std::max(most, 2 * unit_full[i]);
-      most = std::max(most, 2 * unit_full[n - 1] + unit_full[n - 2]);
+      const auto& u = unit_full;
+      double most = 2 * u[n - 1] + u[n - 2];
+      if (!overlap_) {
+        for (std::size_t i = 0; i + 2 < n; ++i) most = std::max(most, 2 * u[i]);
+      } else {
+        // Overlapped (model/encoder.hpp): the embeddings' backward comes after every
+        // reduction has finished; a block computes its forward with the next unit (a block or
+        // the norm) arriving, and an encoder unit j (norm = n - 2 down to the first block, 1)
+        // its backward holding its values and gradients, the block below it arriving and the
+        // gradient of the unit above it (j + 1) still being reduce-scattered.
+        most = std::max(most, 2 * u[0]);
+        for (std::size_t j = 1; j + 2 < n; ++j) most = std::max(most, u[j] + u[j + 1]);
+        for (std::size_t j = 1; j + 1 < n; ++j)
+          most = std::max(most, 2 * u[j] + (j >= 2 ? u[j - 1] : 0.0) +
+                                    (j + 2 < n ? u[j + 1] : 0.0));
+      }
       r.transient_bytes = most;
       // Gathers: embeddings and blocks twice (forward, backward), norm and head once;
       // one reduce-scatter per unit.
@@ -252,6 +267,7 @@ class StepPlanner {
 
   std::size_t S_;
   GridShape grid_;
+  bool overlap_;
 
  private:
   std::vector<std::vector<PlanView>> units_;
@@ -331,10 +347,12 @@ struct PartialAggregatorPlan<CrossAttentionAggregator<T, E>> {
 
 // The plan of one training step of ChannelViT<T, ExecSpace, Policy> on rank `grid` (its
 // coordinates say which rank; the sizes need not exist as MPI ranks) with `batch` samples on this
-// rank (the global batch / grid.data_size()). Throws dchag::Error for a definition or a split the
-// model would refuse.
+// rank (the global batch / grid.data_size()). `overlap`: whether model sharding overlaps its
+// communication with compute (dchag::set_fsdp_overlap), which keeps the next unit and the last
+// unit's gradient whole beside the current one. Throws dchag::Error for a definition or a split the model would refuse.
 template <class Policy, class T = float>
-StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
+StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch,
+              bool overlap = fsdp_overlap()) {
   static_assert(Impl::is_detected<Impl::policy_owned_on_t, Policy, GridShape>,
                 "dchag::plan: the policy's owned_channels must accept a GridShape (declare it as "
                 "template <class Grid> static IndexRange owned_channels(const ChannelLayout&, "
@@ -377,7 +395,7 @@ StepPlan plan(const ModelConfig& config, const GridShape& grid, int batch) {
   const IndexRange mine = owned[grid.tp_rank()];
   const bool distributed = !whole;
 
-  Impl::StepPlanner pl(sizeof(T), grid);
+  Impl::StepPlanner pl(sizeof(T), grid, overlap);
   StepPlan r;
   r.channel_begin = int(mine.begin);
   r.channel_count = int(mine.size());
