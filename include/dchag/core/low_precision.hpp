@@ -80,56 +80,55 @@ KOKKOS_INLINE_FUNCTION float half_bits_to_float(std::uint16_t h) {
 template <class U>
 using enable_if_arithmetic = std::enable_if_t<std::is_arithmetic<U>::value, int>;
 
+struct BFloat16Format {
+  KOKKOS_INLINE_FUNCTION static std::uint16_t encode(float f) {
+    return float_to_bfloat16_bits(f);
+  }
+  KOKKOS_INLINE_FUNCTION static float decode(std::uint16_t b) {
+    return bfloat16_bits_to_float(b);
+  }
+};
+struct HalfFormat {
+  KOKKOS_INLINE_FUNCTION static std::uint16_t encode(float f) { return float_to_half_bits(f); }
+  KOKKOS_INLINE_FUNCTION static float decode(std::uint16_t b) { return half_bits_to_float(b); }
+};
+
+// A value of a 16-bit format: its bits, read as float, written back rounded.
+template <class Format>
+struct Float16 {
+  std::uint16_t bits;
+
+  Float16() = default;
+  template <class U, enable_if_arithmetic<U> = 0>
+  KOKKOS_INLINE_FUNCTION Float16(U value) : bits(Format::encode(static_cast<float>(value))) {}
+  KOKKOS_INLINE_FUNCTION operator float() const { return Format::decode(bits); }
+
+  KOKKOS_INLINE_FUNCTION static Float16 from_bits(std::uint16_t b) {
+    Float16 v;
+    v.bits = b;
+    return v;
+  }
+  KOKKOS_INLINE_FUNCTION Float16& operator+=(float x) { return *this = float(*this) + x; }
+  KOKKOS_INLINE_FUNCTION Float16& operator-=(float x) { return *this = float(*this) - x; }
+  KOKKOS_INLINE_FUNCTION Float16& operator*=(float x) { return *this = float(*this) * x; }
+  KOKKOS_INLINE_FUNCTION Float16& operator/=(float x) { return *this = float(*this) / x; }
+};
+
+template <class Format>
+std::ostream& operator<<(std::ostream& os, Float16<Format> v) {
+  return os << float(v);
+}
+
 }  // namespace Impl
 
 // bfloat16: the upper half of a float. Same range as float, so no loss scaling is needed.
-struct bf16 {
-  std::uint16_t bits;
-
-  bf16() = default;
-  template <class U, Impl::enable_if_arithmetic<U> = 0>
-  KOKKOS_INLINE_FUNCTION bf16(U value)
-      : bits(Impl::float_to_bfloat16_bits(static_cast<float>(value))) {}
-  KOKKOS_INLINE_FUNCTION operator float() const { return Impl::bfloat16_bits_to_float(bits); }
-
-  KOKKOS_INLINE_FUNCTION static bf16 from_bits(std::uint16_t b) {
-    bf16 v;
-    v.bits = b;
-    return v;
-  }
-  KOKKOS_INLINE_FUNCTION bf16& operator+=(float x) { return *this = float(*this) + x; }
-  KOKKOS_INLINE_FUNCTION bf16& operator-=(float x) { return *this = float(*this) - x; }
-  KOKKOS_INLINE_FUNCTION bf16& operator*=(float x) { return *this = float(*this) * x; }
-  KOKKOS_INLINE_FUNCTION bf16& operator/=(float x) { return *this = float(*this) / x; }
-};
-
+using bf16 = Impl::Float16<Impl::BFloat16Format>;
 // IEEE 754 binary16. Largest finite value 65504, smallest normal 2^-14: gradients underflow
 // without loss scaling (train/loss_scaler.hpp).
-struct fp16 {
-  std::uint16_t bits;
-
-  fp16() = default;
-  template <class U, Impl::enable_if_arithmetic<U> = 0>
-  KOKKOS_INLINE_FUNCTION fp16(U value)
-      : bits(Impl::float_to_half_bits(static_cast<float>(value))) {}
-  KOKKOS_INLINE_FUNCTION operator float() const { return Impl::half_bits_to_float(bits); }
-
-  KOKKOS_INLINE_FUNCTION static fp16 from_bits(std::uint16_t b) {
-    fp16 v;
-    v.bits = b;
-    return v;
-  }
-  KOKKOS_INLINE_FUNCTION fp16& operator+=(float x) { return *this = float(*this) + x; }
-  KOKKOS_INLINE_FUNCTION fp16& operator-=(float x) { return *this = float(*this) - x; }
-  KOKKOS_INLINE_FUNCTION fp16& operator*=(float x) { return *this = float(*this) * x; }
-  KOKKOS_INLINE_FUNCTION fp16& operator/=(float x) { return *this = float(*this) / x; }
-};
+using fp16 = Impl::Float16<Impl::HalfFormat>;
 
 static_assert(sizeof(bf16) == 2 && std::is_trivially_copyable<bf16>::value, "bf16 is 2 bytes");
 static_assert(sizeof(fp16) == 2 && std::is_trivially_copyable<fp16>::value, "fp16 is 2 bytes");
-
-inline std::ostream& operator<<(std::ostream& os, bf16 v) { return os << float(v); }
-inline std::ostream& operator<<(std::ostream& os, fp16 v) { return os << float(v); }
 
 }  // namespace dchag
 
