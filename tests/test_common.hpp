@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/low_precision.hpp>
 #include <dchag/core/view.hpp>
 
 namespace dchag_test {
@@ -62,9 +63,42 @@ struct DoubleOnly<std::tuple<Cs...>> {
 };
 using DoubleCases = typename DoubleOnly<AllCases>::type;
 
-// Tolerances that pass float rounding on the shapes we test but catch any wrong index.
+// The 16-bit storage types on every backend (kernels with float accumulation).
+template <class Space>
+using LowPrecision = std::tuple<Case<Space, dchag::bf16>, Case<Space, dchag::fp16>>;
+#if defined(KOKKOS_ENABLE_SERIAL)
+using SerialLowCases = LowPrecision<Kokkos::Serial>;
+#else
+using SerialLowCases = std::tuple<>;
+#endif
+#if defined(KOKKOS_ENABLE_OPENMP)
+using OpenMPLowCases = LowPrecision<Kokkos::OpenMP>;
+#else
+using OpenMPLowCases = std::tuple<>;
+#endif
+#if defined(KOKKOS_ENABLE_CUDA)
+using CudaLowCases = LowPrecision<Kokkos::Cuda>;
+#else
+using CudaLowCases = std::tuple<>;
+#endif
+#if defined(KOKKOS_ENABLE_HIP)
+using HipLowCases = LowPrecision<dchag::HipExecSpace>;
+#else
+using HipLowCases = std::tuple<>;
+#endif
+using LowPrecisionCases =
+    decltype(std::tuple_cat(std::declval<SerialLowCases>(), std::declval<OpenMPLowCases>(),
+                            std::declval<CudaLowCases>(), std::declval<HipLowCases>()));
+
+// Tolerances that pass float rounding on the shapes we test but catch any wrong index. For the
+// 16-bit types, against a reference computed in double from the same rounded inputs: a result
+// rounded once to 8 (bf16) or 11 (fp16) significant bits is within 2^-9 resp. 2^-12 of it;
+// four of those leave room for an intermediate rounding (a stored exp(), a saved statistic),
+// while a wrong index is off by O(1).
 template <class T>
 constexpr double tol() {
+  if (std::is_same<T, dchag::bf16>::value) return 4.0 / 512;
+  if (std::is_same<T, dchag::fp16>::value) return 4.0 / 4096;
   return std::is_same<T, float>::value ? 2e-4 : 1e-11;
 }
 

@@ -6,13 +6,16 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/low_precision.hpp>
 #include <dchag/core/memory_tracker.hpp>
 #include <dchag/core/parameter.hpp>
 #include <dchag/core/random.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 
 #include <dchag/kernels/batched_gemm.hpp>
 #include <dchag/kernels/bias.hpp>
+#include <dchag/kernels/blas_gemm.hpp>
 #include <dchag/kernels/blas_info.hpp>
 #include <dchag/kernels/channel_rows.hpp>
 #include <dchag/kernels/channel_select.hpp>
@@ -27,6 +30,7 @@
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/kernels/residual.hpp>
 #include <dchag/kernels/softmax.hpp>
+#include <dchag/kernels/team_gemm.hpp>
 
 #include <dchag/layers/cross_attention.hpp>
 #include <dchag/layers/embeddings.hpp>

@@ -195,6 +195,60 @@ TEST_CASE("safetensors: BF16 from hand-made bytes") {
   CHECK(f.read<float>("b")[2] == 3.140625f);
 }
 
+TEST_CASE("safetensors: BF16 and F16 written from 16-bit values, read back into any scalar") {
+  // Every finite bf16 and fp16 pattern of the positive half, and their negatives.
+  std::vector<dchag::bf16> b;
+  std::vector<dchag::fp16> h;
+  for (std::uint32_t u = 0; u < 0x10000u; ++u) {
+    const auto bits = static_cast<std::uint16_t>(u);
+    if (std::isfinite(float(dchag::bf16::from_bits(bits)))) b.push_back(dchag::bf16::from_bits(bits));
+    if (std::isfinite(float(dchag::fp16::from_bits(bits)))) h.push_back(dchag::fp16::from_bits(bits));
+  }
+  const std::string p = path_of("round_16.safetensors");
+  {
+    dchag::SafetensorsWriter w(p, {{"b", "BF16", {b.size()}}, {"h", "F16", {h.size()}}}, {});
+    w.write("b", b.data(), b.size());
+    w.write("h", h.data(), h.size());
+    w.commit();
+  }
+  const auto f = dchag::SafetensorsFile::read(p);
+  CHECK(f.info("b").dtype == "BF16");
+  CHECK(f.info("h").dtype == "F16");
+  const auto b_back = f.read<dchag::bf16>("b");
+  const auto h_back = f.read<dchag::fp16>("h");
+  const auto b_wide = f.read<double>("b");
+  const auto h_wide = f.read<float>("h");
+  bool same = true;
+  for (std::size_t i = 0; i < b.size(); ++i)
+    same = same && b_back[i].bits == b[i].bits && b_wide[i] == double(float(b[i]));
+  for (std::size_t i = 0; i < h.size(); ++i)
+    same = same && h_back[i].bits == h[i].bits && h_wide[i] == float(h[i]);
+  CHECK(same);
+  // The file's bytes are the values' bits, little-endian, as PyTorch writes them.
+  const std::string bytes = slurp(p);
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  const std::size_t at = 8 + n + 2 * 1000;
+  CHECK(std::uint16_t(static_cast<unsigned char>(bytes[at]) |
+                      (static_cast<unsigned char>(bytes[at + 1]) << 8)) == b[1000].bits);
+  // Narrowing on read and on write rounds to nearest even: F32 into bf16, float written as F16.
+  const float x[3] = {1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -9), 70000.0f};
+  const std::string q = path_of("narrow.safetensors");
+  {
+    dchag::SafetensorsWriter w(q, {{"f", "F32", {3}}, {"h", "F16", {3}}}, {});
+    w.write("f", x, 3);
+    w.write("h", x, 3);
+    w.commit();
+  }
+  const auto g = dchag::SafetensorsFile::read(q);
+  const auto fb = g.read<dchag::bf16>("f");
+  CHECK(fb[0].bits == dchag::bf16(1.0f).bits);         // a tie: to even
+  CHECK(float(fb[1]) == 1.0f + std::ldexp(1.0f, -7));  // above the tie: up
+  const auto hf = g.read<float>("h");
+  CHECK(hf[0] == float(dchag::fp16(x[0])));
+  CHECK(std::isinf(hf[2]));  // beyond half's range
+}
+
 TEST_CASE("safetensors: other dtypes validate but are not read as floating point") {
   const std::string header =
       R"({"i":{"dtype":"I64","shape":[1],"data_offsets":[0,8]},"f":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})";

@@ -17,6 +17,7 @@
 #include <dchag/core/parameter.hpp>
 #include <dchag/aggregation/aggregator.hpp>
 #include <dchag/core/view.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/layers/embeddings.hpp>
 
@@ -34,6 +35,7 @@ template <class ExecSpace, class XV, class DYV, class GWV, class GBV>
 void linear_aggregator_gradients(const ExecSpace& space, const XV& x, const DYV& dout,
                                  const GWV& gw, const GBV& gb) {
   using T = typename GWV::non_const_value_type;
+  using A = accum_t<T>;
   const std::int64_t Gs = static_cast<std::int64_t>(gw.extent(1));
   const std::int64_t ND = static_cast<std::int64_t>(dout.extent(1) * dout.extent(2));
   const int items = static_cast<int>(gw.extent(0) * (gw.extent(1) + 1));
@@ -45,10 +47,10 @@ void linear_aggregator_gradients(const ExecSpace& space, const XV& x, const DYV&
           const T* dy = dout.data() + g * ND;
           if (c < Gs) {
             const T* xr = x.data() + (g * Gs + c) * ND;
-            gw(g, c) += Impl::sum_interleaved<T>(
-                ND, [&](std::int64_t e) { return dy[e] * xr[e]; });
+            gw(g, c) += Impl::sum_interleaved<A>(
+                ND, [&](std::int64_t e) { return A(dy[e]) * A(xr[e]); });
           } else {
-            gb(g) += Impl::sum_interleaved<T>(ND, [&](std::int64_t e) { return dy[e]; });
+            gb(g) += Impl::sum_interleaved<A>(ND, [&](std::int64_t e) { return A(dy[e]); });
           }
         });
   } else {
@@ -60,10 +62,11 @@ void linear_aggregator_gradients(const ExecSpace& space, const XV& x, const DYV&
           const std::int64_t g = team.league_rank() / (Gs + 1), c = team.league_rank() % (Gs + 1);
           const T* dy = dout.data() + g * ND;
           const T* xr = x.data() + (g * Gs + (c < Gs ? c : 0)) * ND;
-          T s = 0;
+          A s = 0;
           Kokkos::parallel_reduce(
               Kokkos::TeamThreadRange(team, ND),
-              [&](std::int64_t e, T& acc) { acc += c < Gs ? dy[e] * xr[e] : dy[e]; }, s);
+              [&](std::int64_t e, A& acc) { acc += c < Gs ? A(dy[e]) * A(xr[e]) : A(dy[e]); },
+              s);
           Kokkos::single(Kokkos::PerTeam(team), [&]() {
             if (c < Gs)
               gw(g, c) += s;
@@ -74,22 +77,31 @@ void linear_aggregator_gradients(const ExecSpace& space, const XV& x, const DYV&
   }
 }
 
-// out(g, :) = b(g) + sum_c w(g, c) T(g*Gs + c, :), each token slice [N*D] read once.
+// out(g, :) = b(g) + sum_c w(g, c) T(g*Gs + c, :), each token slice [N*D] read once. The sums
+// run over c in blocks of output elements held in accum_t<T> (float for a 16-bit T, which would
+// otherwise round at every one of the Gs terms).
 template <class ExecSpace, class XV, class YV, class WV, class BV>
 void linear_aggregator_forward(const ExecSpace& space, const XV& x, const YV& y, const WV& w,
                                const BV& b) {
   using T = typename YV::non_const_value_type;
+  using A = accum_t<T>;
   const std::int64_t Gs = static_cast<std::int64_t>(w.extent(1));
   const std::int64_t ND = static_cast<std::int64_t>(y.extent(1) * y.extent(2));
   Impl::for_each_row_segment(
       "dchag::LinearAggregator::forward", space, y.extent(0), std::size_t(ND),
       KOKKOS_LAMBDA(std::int64_t g, std::int64_t j0, std::int64_t j1) {
+        constexpr std::int64_t Block = 64;
         T* yr = y.data() + g * ND;
-        for (std::int64_t j = j0; j < j1; ++j) yr[j] = b(g);
-        for (std::int64_t c = 0; c < Gs; ++c) {
-          const T wc = w(g, c);
-          const T* xr = x.data() + (g * Gs + c) * ND;
-          for (std::int64_t j = j0; j < j1; ++j) yr[j] += wc * xr[j];
+        for (std::int64_t j = j0; j < j1; j += Block) {
+          const std::int64_t m = j1 - j < Block ? j1 - j : Block;
+          A acc[Block];
+          for (std::int64_t k = 0; k < m; ++k) acc[k] = A(b(g));
+          for (std::int64_t c = 0; c < Gs; ++c) {
+            const A wc = w(g, c);
+            const T* xr = x.data() + (g * Gs + c) * ND + j;
+            for (std::int64_t k = 0; k < m; ++k) acc[k] += wc * A(xr[k]);
+          }
+          for (std::int64_t k = 0; k < m; ++k) yr[j + k] = acc[k];
         }
       });
 }
@@ -104,7 +116,7 @@ void linear_aggregator_input_grad(const ExecSpace& space, const DYV& dout, const
   Impl::for_each_row_segment(
       "dchag::LinearAggregator::dx", space, dx.extent(0), std::size_t(ND),
       KOKKOS_LAMBDA(std::int64_t c, std::int64_t j0, std::int64_t j1) {
-        const T wc = w(c / Gs, c % Gs);
+        const compute_t<T> wc = w(c / Gs, c % Gs);
         const T* dy = dout.data() + (c / Gs) * ND;
         T* dxr = dx.data() + c * ND;
         for (std::int64_t j = j0; j < j1; ++j) dxr[j] = wc * dy[j];

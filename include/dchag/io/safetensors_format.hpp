@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include <dchag/core/scalar_traits.hpp>
+
 namespace dchag {
 
 // One tensor as the header describes it.
@@ -68,11 +70,19 @@ inline bool safetensors_readable(const std::string& dtype) {
   return dtype == "F32" || dtype == "F64" || dtype == "F16" || dtype == "BF16";
 }
 
+// The dtypes the library reads and writes: F32, F64, BF16 and F16 (ScalarTraits<T>::dtype).
 template <class T>
 constexpr const char* safetensors_dtype_of() {
-  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
-                "dchag safetensors: tensors are written as float (F32) or double (F64)");
-  return std::is_same<T, float>::value ? "F32" : "F64";
+  return ScalarTraits<std::remove_cv_t<T>>::dtype;
+}
+
+inline bool safetensors_writable(const std::string& dtype) { return safetensors_readable(dtype); }
+
+// A value of one of the four scalar types as another, rounding to nearest even when narrowing
+// (through the compute type: the 16-bit types convert only to and from arithmetic types).
+template <class To, class From>
+To convert_scalar(From x) {
+  return static_cast<To>(static_cast<compute_t<From>>(x));
 }
 
 inline std::string shape_text(const std::vector<std::size_t>& shape) {

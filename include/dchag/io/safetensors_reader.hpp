@@ -31,7 +31,8 @@ namespace dchag {
 
 namespace Impl {
 
-// Little-endian element i of `raw` (dtype one of the readable four) as T.
+// Little-endian element i of `raw` (dtype one of the readable four) as T, rounded to nearest
+// even where T is narrower.
 template <class T>
 T decode_element(const std::string& dtype, const unsigned char* raw, std::size_t i) {
   if (dtype == "F32") {
@@ -146,8 +147,8 @@ class SafetensorsFile {
   // Reads tensor `name` into out[0, count), converted to T; count must be its element count.
   template <class T>
   void read(const std::string& name, T* out, std::size_t count) const {
-    static_assert(std::is_floating_point<T>::value,
-                  "dchag::SafetensorsFile::read converts to a floating-point scalar");
+    static_assert(std::is_floating_point<T>::value || is_low_precision_v<T>,
+                  "dchag::SafetensorsFile::read converts to float, double, bf16 or fp16");
     const SafetensorsInfo& t = info(name);
     Impl::require(Impl::safetensors_readable(t.dtype), label(), ": tensor '", name,
                   "' has dtype ", t.dtype, ", which cannot be read as floating point (F32, F64, "
@@ -157,9 +158,8 @@ class SafetensorsFile {
                   count, " was given");
     const std::size_t width = Impl::safetensors_dtype_size(t.dtype);
     const std::uint64_t start = data_offset_ + t.begin;
-    const bool direct = Impl::host_is_little_endian() &&
-                        ((t.dtype == "F32" && std::is_same<T, float>::value) ||
-                         (t.dtype == "F64" && std::is_same<T, double>::value));
+    const bool direct =
+        Impl::host_is_little_endian() && t.dtype == Impl::safetensors_dtype_of<T>();
     Impl::Fnv1a hash;
     if (direct) {
       source_->read(start, count * width, reinterpret_cast<unsigned char*>(out),

@@ -122,7 +122,7 @@ inline std::vector<std::string> remove_stale_temporaries(const std::string& dire
 // What a tensor will be: declared up front, because the header (with every offset) comes first.
 struct SafetensorsEntry {
   std::string name;
-  std::string dtype;  // "F32" or "F64"
+  std::string dtype;  // "F32", "F64", "BF16" or "F16"
   std::vector<std::size_t> shape;
 };
 
@@ -164,8 +164,8 @@ class SafetensorsWriter {
   // the entry's dtype.
   template <class T>
   void write(const std::string& name, const T* data, std::size_t count) {
-    static_assert(std::is_floating_point<T>::value,
-                  "dchag::SafetensorsWriter::write takes floating-point values");
+    static_assert(std::is_floating_point<T>::value || is_low_precision_v<T>,
+                  "dchag::SafetensorsWriter::write takes float, double, bf16 or fp16 values");
     Impl::require(file_ != nullptr && !committed_, label(), ": write('", name,
                   "') after the file was committed or failed");
     Impl::require(next_ < entries_.size(), label(), ": write('", name, "') but all ",
@@ -180,7 +180,9 @@ class SafetensorsWriter {
                   " were given");
     Impl::Fnv1a hash;
     if (e.dtype == "F32") put_values<float>(data, count, name, hash);
-    else put_values<double>(data, count, name, hash);
+    else if (e.dtype == "F64") put_values<double>(data, count, name, hash);
+    else if (e.dtype == "BF16") put_values<bf16>(data, count, name, hash);
+    else put_values<fp16>(data, count, name, hash);
     checksums_ += (next_ ? "," : "") + Impl::hex16(hash.value());
     ++next_;
   }
@@ -233,8 +235,8 @@ class SafetensorsWriter {
     std::vector<std::string> seen;
     for (const auto& e : entries_) {
       Impl::require(e.name != "__metadata__", label(), ": '__metadata__' cannot be a tensor name");
-      Impl::require(e.dtype == "F32" || e.dtype == "F64", label(), ": tensor '", e.name,
-                    "': dtype ", e.dtype, " cannot be written (F32 and F64 can)");
+      Impl::require(Impl::safetensors_writable(e.dtype), label(), ": tensor '", e.name,
+                    "': dtype ", e.dtype, " cannot be written (F32, F64, BF16 and F16 can)");
       seen.push_back(e.name);
       std::uint64_t n = Impl::safetensors_dtype_size(e.dtype);
       for (auto d : e.shape) {
@@ -295,13 +297,15 @@ class SafetensorsWriter {
       put(data, count * sizeof(T), what.c_str());
       return;
     }
-    using Bits = std::conditional_t<sizeof(Stored) == 4, std::uint32_t, std::uint64_t>;
+    using Bits = std::conditional_t<
+        sizeof(Stored) == 2, std::uint16_t,
+        std::conditional_t<sizeof(Stored) == 4, std::uint32_t, std::uint64_t>>;
     constexpr std::size_t chunk = std::size_t(1) << 16;
     std::vector<unsigned char> raw(std::min(count, chunk) * sizeof(Stored));
     for (std::size_t done = 0; done < count;) {
       const std::size_t n = std::min(chunk, count - done);
       for (std::size_t i = 0; i < n; ++i) {
-        const Stored v = static_cast<Stored>(data[done + i]);
+        const Stored v = Impl::convert_scalar<Stored>(data[done + i]);
         Bits bits;
         std::memcpy(&bits, &v, sizeof v);
         Impl::store_le<Bits>(bits, raw.data() + i * sizeof(Stored));

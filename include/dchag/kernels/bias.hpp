@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -76,7 +77,7 @@ void add_bias(const ExecSpace& space, const YV& Y, const BV& b) {
 // db(j) += sum_i dY(i, j): accumulated, like every parameter gradient.
 template <class ExecSpace, class DYV, class DBV>
 void sum_rows(const ExecSpace& space, const DYV& dY, const DBV& db) {
-  using T = typename DBV::non_const_value_type;
+  using T = accum_t<typename DBV::non_const_value_type>;  // the column sums
   Impl::check_bias("dchag::sum_rows", "dY", dY, "db", db);
   constexpr int W = Impl::column_chunk<ExecSpace>();
   const int n = static_cast<int>(dY.extent(1));

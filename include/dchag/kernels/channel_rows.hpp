@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -64,7 +65,7 @@ void add_channel_rows(const ExecSpace& space, const YV& Y, const EV& E) {
 // G(c, j) += sum_n dY(c, n, j): the matching gradient, accumulated.
 template <class ExecSpace, class DYV, class GV>
 void sum_channel_rows(const ExecSpace& space, const DYV& dY, const GV& G) {
-  using T = typename GV::non_const_value_type;
+  using T = accum_t<typename GV::non_const_value_type>;  // the column sums
   Impl::check_channel_rows("dchag::sum_channel_rows", dY, G);
   constexpr int W = Impl::column_chunk<ExecSpace>();
   const int tiles = static_cast<int>((dY.extent(2) + W - 1) / W);

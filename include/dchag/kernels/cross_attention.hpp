@@ -14,6 +14,7 @@
 #include <Kokkos_Core.hpp>
 #include <cstdint>
 
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -30,14 +31,14 @@ struct CrossAttentionShape {
 template <class ExecSpace, class WV, class BV, class XV, class QV>
 void cross_attention_query(const ExecSpace& space, const WV& W, const BV& b, const XV& x,
                            const QV& q) {
-  using T = typename QV::non_const_value_type;
+  using A = accum_t<typename QV::non_const_value_type>;
   const int D = static_cast<int>(x.extent(0));
   Kokkos::parallel_for(
       "dchag::QueryCrossAttention::query",
       Kokkos::RangePolicy<ExecSpace>(space, 0, static_cast<int>(q.extent(0))),
       KOKKOS_LAMBDA(int i) {
-        T s = b(i);
-        for (int d = 0; d < D; ++d) s += W(i, d) * x(d);
+        A s = b(i);
+        for (int d = 0; d < D; ++d) s += A(W(i, d)) * A(x(d));
         q(i) = s;
       });
 }
@@ -55,6 +56,7 @@ template <class ExecSpace, class QV, class KVV, class AV>
 void cross_attention_scores(const ExecSpace& space, CrossAttentionShape s, const QV& q,
                             const KVV& kv, const AV& attn) {
   using T = typename AV::non_const_value_type;
+  using A = accum_t<T>;
   if constexpr (cross_attention_by_rows<ExecSpace>()) {
     Kokkos::parallel_for(
         "dchag::QueryCrossAttention::scores", flat_policy(space, std::size_t(s.N)),
@@ -64,7 +66,7 @@ void cross_attention_scores(const ExecSpace& space, CrossAttentionShape s, const
               const T* k = &kv(c * s.N + n, h * s.hd);
               const T* qh = &q(h * s.hd);
               attn(n * s.H + h, c) =
-                  sum_interleaved<T>(s.hd, [&](std::int64_t j) { return qh[j] * k[j]; });
+                  sum_interleaved<A>(s.hd, [&](std::int64_t j) { return A(qh[j]) * A(k[j]); });
             }
         });
   } else {
@@ -72,42 +74,50 @@ void cross_attention_scores(const ExecSpace& space, CrossAttentionShape s, const
         "dchag::QueryCrossAttention::scores", flat_policy(space, attn.size()),
         KOKKOS_LAMBDA(std::int64_t e) {
           const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
-          T acc = 0;
+          A acc = 0;
           for (std::int64_t j = 0; j < s.hd; ++j)
-            acc += q(h * s.hd + j) * kv(c * s.N + n, h * s.hd + j);
+            acc += A(q(h * s.hd + j)) * A(kv(c * s.N + n, h * s.hd + j));
           attn(nh, c) = acc;
         });
   }
 }
 
-// ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j).
+// ctx(n, h*hd + j) = sum_c attn(n*H + h, c) v(c*N + n, h*hd + j). On the host, blocks of up to
+// 64 elements of a head are summed over c in accum_t registers, so a 16-bit ctx is rounded
+// once and not after each of the K terms.
 template <class ExecSpace, class AV, class KVV, class CV>
 void cross_attention_context(const ExecSpace& space, CrossAttentionShape s, const AV& attn,
                              const KVV& kv, const CV& ctx) {
   using T = typename CV::non_const_value_type;
+  using A = accum_t<T>;
   if constexpr (cross_attention_by_rows<ExecSpace>()) {
     Kokkos::parallel_for(
         "dchag::QueryCrossAttention::context", flat_policy(space, std::size_t(s.N)),
         KOKKOS_LAMBDA(std::int64_t n) {
+          constexpr std::int64_t Block = 64;
           const std::int64_t I = s.inner();
           T* out = &ctx(n, 0);
-          for (std::int64_t i = 0; i < I; ++i) out[i] = T(0);
-          for (std::int64_t c = 0; c < s.K; ++c) {
-            const T* v = &kv(c * s.N + n, I);
-            for (std::int64_t h = 0; h < s.H; ++h) {
-              const T a = attn(n * s.H + h, c);
-              for (std::int64_t j = h * s.hd; j < (h + 1) * s.hd; ++j) out[j] += a * v[j];
+          for (std::int64_t h = 0; h < s.H; ++h)
+            for (std::int64_t j0 = h * s.hd; j0 < (h + 1) * s.hd; j0 += Block) {
+              const std::int64_t m = (h + 1) * s.hd - j0 < Block ? (h + 1) * s.hd - j0 : Block;
+              A acc[Block];
+              for (std::int64_t k = 0; k < m; ++k) acc[k] = A(0);
+              for (std::int64_t c = 0; c < s.K; ++c) {
+                const A a = attn(n * s.H + h, c);
+                const T* v = &kv(c * s.N + n, I + j0);
+                for (std::int64_t k = 0; k < m; ++k) acc[k] += a * A(v[k]);
+              }
+              for (std::int64_t k = 0; k < m; ++k) out[j0 + k] = acc[k];
             }
-          }
         });
   } else {
     Kokkos::parallel_for(
         "dchag::QueryCrossAttention::context", flat_policy(space, ctx.size()),
         KOKKOS_LAMBDA(std::int64_t e) {
           const std::int64_t I = s.inner(), i = e % I, n = e / I, h = i / s.hd;
-          T acc = 0;
+          A acc = 0;
           for (std::int64_t c = 0; c < s.K; ++c)
-            acc += attn(n * s.H + h, c) * kv(c * s.N + n, I + i);
+            acc += A(attn(n * s.H + h, c)) * A(kv(c * s.N + n, I + i));
           ctx(n, i) = acc;
         });
   }
@@ -117,14 +127,14 @@ void cross_attention_context(const ExecSpace& space, CrossAttentionShape s, cons
 template <class ExecSpace, class DCV, class KVV, class DAV>
 void cross_attention_dattn(const ExecSpace& space, CrossAttentionShape s, const DCV& dctx,
                            const KVV& kv, const DAV& dattn) {
-  using T = typename DAV::non_const_value_type;
+  using A = accum_t<typename DAV::non_const_value_type>;
   Kokkos::parallel_for(
       "dchag::QueryCrossAttention::dattn", flat_policy(space, dattn.size()),
       KOKKOS_LAMBDA(std::int64_t e) {
         const std::int64_t c = e % s.K, nh = e / s.K, n = nh / s.H, h = nh % s.H;
-        T acc = 0;
+        A acc = 0;
         for (std::int64_t j = 0; j < s.hd; ++j)
-          acc += dctx(n, h * s.hd + j) * kv(c * s.N + n, s.inner() + h * s.hd + j);
+          acc += A(dctx(n, h * s.hd + j)) * A(kv(c * s.N + n, s.inner() + h * s.hd + j));
         dattn(nh, c) = acc;
       });
 }
@@ -134,9 +144,9 @@ void cross_attention_dattn(const ExecSpace& space, CrossAttentionShape s, const 
 // Walked by row segments, a head block at a time (its factor is one value).
 template <class ExecSpace, class QV, class AV, class DSV, class DCV, class DKVV>
 void cross_attention_dkv(const ExecSpace& space, CrossAttentionShape s,
-                         typename DKVV::non_const_value_type scale, const QV& q, const AV& attn,
-                         const DSV& dS, const DCV& dctx, const DKVV& dkv) {
-  using T = typename DKVV::non_const_value_type;
+                         compute_t<typename DKVV::non_const_value_type> scale, const QV& q,
+                         const AV& attn, const DSV& dS, const DCV& dctx, const DKVV& dkv) {
+  using T = compute_t<typename DKVV::non_const_value_type>;
   for_each_row_segment(
       "dchag::QueryCrossAttention::dkv", space, dkv.extent(0), dkv.extent(1),
       KOKKOS_LAMBDA(std::int64_t row, std::int64_t j0, std::int64_t j1) {
@@ -164,9 +174,9 @@ void cross_attention_dkv(const ExecSpace& space, CrossAttentionShape s,
 // number of threads. (A reduction over each column of k instead read all of k once per i.)
 template <class ExecSpace, class DSV, class KVV, class PV, class DQV>
 void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
-                        typename DQV::non_const_value_type scale, const DSV& dS, const KVV& kv,
-                        const PV& partial, const DQV& dq) {
-  using T = typename DQV::non_const_value_type;
+                        compute_t<typename DQV::non_const_value_type> scale, const DSV& dS,
+                        const KVV& kv, const PV& partial, const DQV& dq) {
+  using T = accum_t<typename DQV::non_const_value_type>;
   const std::int64_t chunks = static_cast<std::int64_t>(partial.extent(0));
   const std::int64_t rows = s.K * s.N;
   Kokkos::parallel_for(
@@ -179,7 +189,8 @@ void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
           const std::int64_t c = r / s.N, n = r % s.N;
           for (std::int64_t h = 0; h < s.H; ++h) {
             const T w = dS(n * s.H + h, c);
-            for (std::int64_t j = h * s.hd; j < (h + 1) * s.hd; ++j) partial(ch, j) += w * kv(r, j);
+            for (std::int64_t j = h * s.hd; j < (h + 1) * s.hd; ++j)
+              partial(ch, j) += w * T(kv(r, j));
           }
         }
       });
@@ -187,7 +198,7 @@ void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
       "dchag::QueryCrossAttention::dq", flat_policy(space, dq.extent(0)),
       KOKKOS_LAMBDA(std::int64_t i) {
         T acc = 0;
-        for (std::int64_t ch = 0; ch < chunks; ++ch) acc += partial(ch, i);
+        for (std::int64_t ch = 0; ch < chunks; ++ch) acc += T(partial(ch, i));
         dq(i) = scale * acc;
       });
 }
@@ -197,7 +208,7 @@ void cross_attention_dq(const ExecSpace& space, CrossAttentionShape s,
 template <class ExecSpace, class DQV, class XV, class WV, class GWV, class GBV, class GXV>
 void cross_attention_query_backward(const ExecSpace& space, const DQV& dq, const XV& x,
                                     const WV& W, const GWV& gW, const GBV& gb, const GXV& gx) {
-  using T = typename GXV::non_const_value_type;
+  using T = accum_t<typename GXV::non_const_value_type>;
   const std::int64_t D = static_cast<std::int64_t>(x.extent(0));
   const std::int64_t I = static_cast<std::int64_t>(dq.extent(0));
   Kokkos::parallel_for(
@@ -211,7 +222,7 @@ void cross_attention_query_backward(const ExecSpace& space, const DQV& dq, const
       "dchag::QueryCrossAttention::dquery", Kokkos::RangePolicy<ExecSpace>(space, 0, int(D)),
       KOKKOS_LAMBDA(int d) {
         T acc = 0;
-        for (std::int64_t i = 0; i < I; ++i) acc += W(i, d) * dq(i);
+        for (std::int64_t i = 0; i < I; ++i) acc += T(W(i, d)) * T(dq(i));
         gx(d) += acc;
       });
 }

@@ -26,6 +26,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/random.hpp>
 #include <dchag/io/counter_rng.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -92,7 +93,7 @@ void apply_mask(const char* where, const ExecSpace& space, const DropoutSite& si
   require(site.rate < 1, where, ": the drop probability must be below 1, got ", site.rate);
   using T = typename OutV::non_const_value_type;
   const std::uint64_t key = site.key, threshold = dropout_threshold(site.rate);
-  const T scale = static_cast<T>(1.0 / (1.0 - site.rate));
+  const compute_t<T> scale = static_cast<compute_t<T>>(1.0 / (1.0 - site.rate));
   const std::int64_t tokens = static_cast<std::int64_t>(L);
   for_each_row_segment(
       where, space, in.extent(0), in.extent(1),

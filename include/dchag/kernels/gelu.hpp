@@ -13,6 +13,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/fast_math.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -83,16 +84,17 @@ void gelu_host(const char* label, const ExecSpace& space, std::int64_t n, const 
       label, flat_policy(space, std::size_t((n + S - 1) / S)), KOKKOS_LAMBDA(std::int64_t c) {
         const std::int64_t k1 = (c + 1) * S < n ? (c + 1) * S : n;
         std::int64_t k = c * S;
-        T v[B], g[B], o[B];
-        for (int e = 0; e < B; ++e) g[e] = T(1);
+        using C = compute_t<T>;  // a 16-bit T is computed in float
+        C v[B], g[B], o[B];
+        for (int e = 0; e < B; ++e) g[e] = C(1);
         for (; k + B <= k1; k += B) {
           int big = 0;
           for (int e = 0; e < B; ++e) {
             v[e] = x[k + e];
             // a^2 < 1 in one comparison without a branch; a NaN counts as big, and so may an |a|
             // just below 1 whose square rounds to 1, which the general path handles as well.
-            const T a = v[e] * T(0.70710678118654752440);
-            big += int(!(a * a < T(1)));
+            const C a = v[e] * C(0.70710678118654752440);
+            big += int(!(a * a < C(1)));
           }
           if (dy)
             for (int e = 0; e < B; ++e) g[e] = dy[k + e];
@@ -103,7 +105,7 @@ void gelu_host(const char* label, const ExecSpace& space, std::int64_t n, const 
           }
           for (int e = 0; e < B; ++e) out[k + e] = o[e];
         }
-        for (; k < k1; ++k) out[k] = Op::template apply<false>(x[k], dy ? dy[k] : T(1));
+        for (; k < k1; ++k) out[k] = Op::template apply<false>(C(x[k]), dy ? C(dy[k]) : C(1));
       });
 }
 
@@ -122,7 +124,7 @@ void gelu(const ExecSpace& space, const XV& X, const YV& Y) {
   } else {
     Kokkos::parallel_for(
         "dchag::gelu", Impl::flat_policy(space, y.size()),
-        KOKKOS_LAMBDA(std::int64_t k) { y(k) = Impl::gelu_value<false>(T(x(k))); });
+        KOKKOS_LAMBDA(std::int64_t k) { y(k) = Impl::gelu_value<false>(compute_t<T>(x(k))); });
   }
 }
 
@@ -143,7 +145,10 @@ void gelu_backward(const ExecSpace& space, const XV& X, const DYV& dY, const DXV
   } else {
     Kokkos::parallel_for(
         "dchag::gelu_backward", Impl::flat_policy(space, dx.size()),
-        KOKKOS_LAMBDA(std::int64_t k) { dx(k) = dy(k) * Impl::gelu_slope<false>(T(x(k))); });
+        KOKKOS_LAMBDA(std::int64_t k) {
+          using C = compute_t<T>;
+          dx(k) = C(dy(k)) * Impl::gelu_slope<false>(C(x(k)));
+        });
   }
 }
 

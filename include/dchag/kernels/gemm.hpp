@@ -1,75 +1,45 @@
 #ifndef DCHAG_KERNELS_GEMM_HPP
 #define DCHAG_KERNELS_GEMM_HPP
 
-// C = alpha * op(A) * op(B) + beta * C on LayoutRight matrices, through KokkosBlas::gemm
-// (OpenBLAS / cuBLAS / rocBLAS where Kokkos Kernels has the TPL, its own kernels otherwise).
+// C = alpha * op(A) * op(B) + beta * C on matrices: through BLAS (kernels/blas_gemm.hpp) for
+// float and double, through the library's team kernel (kernels/team_gemm.hpp) for 16-bit
+// values, which BLAS does not take: it reads them, multiplies and adds in float, and rounds C
+// once.
 
-#include <KokkosBlas3_gemm.hpp>
-#include <KokkosKernels_config.h>
 #include <Kokkos_Core.hpp>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/scalar_traits.hpp>
+#include <dchag/kernels/blas_gemm.hpp>
+#include <dchag/kernels/team_gemm.hpp>
 
 namespace dchag {
 
-enum class Op { N, T };
-
 namespace Impl {
-inline const char* blas_char(Op op) { return op == Op::N ? "N" : "T"; }
-
+// A matrix as a batch of one, with its strides: any rank-2 view, any layout.
 template <class V>
-std::size_t op_rows(Op op, const V& v) { return op == Op::N ? v.extent(0) : v.extent(1); }
-template <class V>
-std::size_t op_cols(Op op, const V& v) { return op == Op::N ? v.extent(1) : v.extent(0); }
-
-inline const char* op_name(Op op) { return op == Op::N ? "" : "^T"; }
-
-// Kokkos Kernels 4 takes the execution-space instance: the product is queued behind the work
-// already on `space` (a CUDA/HIP stream), with no fence. 3.4 runs it on the default instance,
-// so the work queued on `space` must be complete first.
-#if defined(KOKKOSKERNELS_VERSION) && KOKKOSKERNELS_VERSION >= 40000
-#define DCHAG_BLAS_TAKES_INSTANCE 1
-#else
-#define DCHAG_BLAS_TAKES_INSTANCE 0
-#endif
-
-template <class ExecSpace>
-void fence_for_blas(const ExecSpace& space) {
-  if constexpr (!DCHAG_BLAS_TAKES_INSTANCE) space.fence();
-  (void)space;
-}
-
-template <class ExecSpace, class AV, class BV, class CV>
-void blas_gemm(const ExecSpace& space, const char* ta, const char* tb,
-               typename CV::non_const_value_type alpha, const AV& A, const BV& B,
-               typename CV::non_const_value_type beta, const CV& C) {
-#if DCHAG_BLAS_TAKES_INSTANCE
-  KokkosBlas::gemm(space, ta, tb, alpha, A, B, beta, C);
-#else
-  (void)space;
-  KokkosBlas::gemm(ta, tb, alpha, A, B, beta, C);
-#endif
-}
-
-template <class AV, class BV, class CV>
-void check_gemm(const char* where, Op opa, Op opb, const AV& A, const BV& B, const CV& C) {
-  static_assert(AV::rank == 2 && BV::rank == 2 && CV::rank == 2, "gemm takes matrices");
-  require_nonempty(where, A);
-  require_nonempty(where, B);
-  require_nonempty(where, C);
-  const bool ok = op_cols(opa, A) == op_rows(opb, B) && op_rows(opa, A) == C.extent(0) &&
-                  op_cols(opb, B) == C.extent(1);
-  require(ok, where, ": cannot multiply A", op_name(opa), " with A = ", shape_of(A), " by B",
-          op_name(opb), " with B = ", shape_of(B), " into C = ", shape_of(C));
+auto as_batch_of_one(const V& v) {
+  using Out = Kokkos::View<typename V::value_type***, Kokkos::LayoutStride,
+                           typename V::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  const Kokkos::LayoutStride layout(1, v.span(), v.extent(0), v.stride(0), v.extent(1),
+                                    v.stride(1));
+  return Out(v.data(), layout);
 }
 }  // namespace Impl
 
 template <class ExecSpace, class AV, class BV, class CV>
-void gemm(const ExecSpace& space, Op opa, Op opb, typename CV::non_const_value_type alpha,
-          const AV& A, const BV& B, typename CV::non_const_value_type beta, const CV& C) {
+void gemm(const ExecSpace& space, Op opa, Op opb, gemm_scalar_t<CV> alpha,
+          const AV& A, const BV& B, gemm_scalar_t<CV> beta,
+          const CV& C) {
   Impl::check_gemm("dchag::gemm", opa, opb, A, B, C);
-  Impl::fence_for_blas(space);
-  Impl::blas_gemm(space, Impl::blas_char(opa), Impl::blas_char(opb), alpha, A, B, beta, C);
+  if constexpr (is_low_precision_v<typename CV::non_const_value_type>) {
+    Impl::batched_gemm_team_tiled<Impl::BatchedGemmTiling<ExecSpace>>(
+        space, opa, opb, alpha, Impl::as_batch_of_one(A), Impl::as_batch_of_one(B), beta,
+        Impl::as_batch_of_one(C));
+  } else {
+    Impl::fence_for_blas(space);
+    Impl::blas_gemm(space, Impl::blas_char(opa), Impl::blas_char(opb), alpha, A, B, beta, C);
+  }
 }
 
 }  // namespace dchag

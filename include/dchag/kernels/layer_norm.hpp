@@ -3,12 +3,14 @@
 
 // LayerNorm over the last index of [rows, n] views, as torch.nn.LayerNorm: biased variance,
 // y = (x - mean) * rstd * gamma + beta with rstd = 1 / sqrt(var + eps). The forward saves
-// mean[rows] and rstd[rows] so that the backward need not recompute the statistics.
+// mean[rows] and rstd[rows] so that the backward need not recompute the statistics; for 16-bit
+// values they are best kept in float (accum_t), which is what the sums run in.
 
 #include <Kokkos_Core.hpp>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -211,9 +213,9 @@ void check_layer_norm_io(const char* where, const XV& X, const char* name, const
 // Y = LayerNorm(X) over each row; mean and rstd receive the row statistics for the backward.
 template <class ExecSpace, class XV, class GV, class BV, class YV, class MV, class RV>
 void layer_norm(const ExecSpace& space, const XV& X, const GV& gamma, const BV& beta,
-                typename YV::non_const_value_type eps, const YV& Y, const MV& mean,
+                compute_t<typename YV::non_const_value_type> eps, const YV& Y, const MV& mean,
                 const RV& rstd) {
-  using T = typename YV::non_const_value_type;
+  using T = accum_t<typename YV::non_const_value_type>;  // statistics and sums
   const char* where = "dchag::layer_norm";
   Impl::check_layer_norm_io(where, X, "Y", Y);
   Impl::check_layer_norm_param(where, X, "gamma", gamma);
@@ -240,7 +242,7 @@ template <class ExecSpace, class XV, class GV, class MV, class RV, class DYV, cl
 void layer_norm_backward(const ExecSpace& space, const XV& X, const GV& gamma, const MV& mean,
                          const RV& rstd, const DYV& dY, const DXV& dX, const DGV& dgamma,
                          const DBV& dbeta) {
-  using T = typename DXV::non_const_value_type;
+  using T = accum_t<typename DXV::non_const_value_type>;  // sums
   const char* where = "dchag::layer_norm_backward";
   Impl::check_layer_norm_io(where, X, "dY", dY);
   Impl::check_layer_norm_io(where, X, "dX", dX);

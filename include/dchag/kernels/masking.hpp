@@ -24,6 +24,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/random.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -153,7 +154,7 @@ void scatter_tokens(const ExecSpace& space, const KeptV& kept, const IdsV& ids_k
 template <class ExecSpace, class DXV, class SlotV, class DFillV>
 void sum_masked_rows(const ExecSpace& space, const DXV& dx, const SlotV& slot,
                      const DFillV& dfill) {
-  using T = typename DFillV::non_const_value_type;
+  using T = accum_t<typename DFillV::non_const_value_type>;  // the column sums
   const char* where = "dchag::sum_masked_rows";
   Impl::require(dx.extent(0) == slot.extent(0) * slot.extent(1) &&
                     dfill.extent(0) == dx.extent(1),
@@ -165,7 +166,7 @@ void sum_masked_rows(const ExecSpace& space, const DXV& dx, const SlotV& slot,
       where, Impl::flat_policy(space, dfill.extent(0)), KOKKOS_LAMBDA(std::int64_t j) {
         T s = T(0);
         for (std::int64_t row = 0; row < rows; ++row)
-          if (slot(row / L, row % L) < 0) s += dx(row, j);
+          if (slot(row / L, row % L) < 0) s += T(dx(row, j));
         dfill(j) += s;
       });
 }

@@ -3,7 +3,8 @@
 
 // Small whole-tensor operations the training loop needs on views of any rank: the squared norm
 // for gradient clipping, NaN/Inf detection, in-place scaling and Y += alpha X. They treat a
-// contiguous view as its flat array of elements, so one kernel serves every rank.
+// contiguous view as its flat array of elements, so one kernel serves every rank. Scales are
+// given in the compute type (float for 16-bit views), and sums are never kept in 16 bits.
 //
 // Unlike the activation kernels these accept empty views: under FSDP a small parameter's local
 // slice can legitimately hold no element on some ranks, and its norm is then simply 0.
@@ -18,6 +19,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/scalar_traits.hpp>
 
 namespace dchag {
 namespace Impl {
@@ -181,7 +183,7 @@ bool all_finite(const ExecSpace& space, const View& x) {
   Kokkos::parallel_reduce(
       "dchag::all_finite", Impl::flat_policy(space, v.size()),
       KOKKOS_LAMBDA(std::int64_t k, int& good) {
-        if (!math::isfinite(v(k))) good = 0;
+        if (!math::isfinite(compute_t<typename View::value_type>(v(k)))) good = 0;
       },
       Kokkos::LAnd<int>(ok));
   return ok != 0;
@@ -189,7 +191,8 @@ bool all_finite(const ExecSpace& space, const View& x) {
 
 // x *= alpha, in place.
 template <class ExecSpace, class View>
-void scale(const ExecSpace& space, const View& x, typename View::non_const_value_type alpha) {
+void scale(const ExecSpace& space, const View& x,
+           compute_t<typename View::non_const_value_type> alpha) {
   Impl::require_contiguous("dchag::scale", x);
   const auto v = Impl::flat(x);
   Kokkos::parallel_for(
@@ -200,7 +203,7 @@ void scale(const ExecSpace& space, const View& x, typename View::non_const_value
 // y += alpha * x; y and x have the same shape.
 template <class ExecSpace, class YView, class XView>
 void add_scaled(const ExecSpace& space, const YView& y,
-                typename YView::non_const_value_type alpha, const XView& x) {
+                compute_t<typename YView::non_const_value_type> alpha, const XView& x) {
   static_assert(Impl::same_flat_order<YView, XView>(),
                 "dchag::add_scaled: views must share a LayoutLeft or LayoutRight layout");
   const char* where = "dchag::add_scaled";

@@ -12,6 +12,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/fast_math.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 
 namespace dchag {
@@ -122,8 +123,8 @@ void check_softmax(const char* where, const char* a, const AV& A, const char* b,
 // Y = softmax(scale * X) over the last index of each row. X and Y may be the same view.
 template <class ExecSpace, class XV, class YV>
 void softmax_rows(const ExecSpace& space, const XV& X, const YV& Y,
-                  typename YV::non_const_value_type scale = 1) {
-  using T = typename YV::non_const_value_type;
+                  compute_t<typename YV::non_const_value_type> scale = 1) {
+  using T = accum_t<typename YV::non_const_value_type>;  // row maxima and sums
   Impl::check_softmax("dchag::softmax_rows", "X", X, "Y", Y);
   if constexpr (Impl::host_rows<ExecSpace>()) {
     Kokkos::parallel_for("dchag::softmax_rows",
@@ -141,7 +142,7 @@ void softmax_rows(const ExecSpace& space, const XV& X, const YV& Y,
 // multiplies by its scale, if it used one). dX may alias dY.
 template <class ExecSpace, class YV, class DYV, class DXV>
 void softmax_rows_backward(const ExecSpace& space, const YV& Y, const DYV& dY, const DXV& dX) {
-  using T = typename DXV::non_const_value_type;
+  using T = accum_t<typename DXV::non_const_value_type>;  // the row dot products
   const char* where = "dchag::softmax_rows_backward";
   Impl::check_softmax(where, "Y", Y, "dY", dY);
   Impl::check_softmax(where, "Y", Y, "dX", dX);

@@ -26,6 +26,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/bias.hpp>
 #include <dchag/kernels/cross_attention.hpp>
@@ -212,7 +213,9 @@ class QueryCrossAttention {
   const std::string& query_name() const { return query_name_; }
 
  private:
-  T scale() const { return T(1) / static_cast<T>(std::sqrt(static_cast<double>(head_dim_))); }
+  compute_t<T> scale() const {
+    return compute_t<T>(1) / static_cast<compute_t<T>>(std::sqrt(static_cast<double>(head_dim_)));
+  }
   Impl::CrossAttentionShape shape() const {
     return {std::int64_t(keys_), std::int64_t(rows_), heads_, head_dim_};
   }
@@ -244,7 +247,7 @@ class QueryCrossAttention {
     dattn_ = matrix(name_ + ".dattn", attn_.extent(0), attn_.extent(1));
     // Enough chunks to keep every thread of a host busy, few enough to sum quickly.
     const std::size_t chunks = kv_.extent(0) < 256 ? kv_.extent(0) : 256;
-    dq_partial_ = matrix(name_ + ".dq_partial", chunks, inner());
+    dq_partial_ = View2<accum_t<T>, ExecSpace>(name_ + ".dq_partial", chunks, inner());
   }
 
   std::string name_, query_name_;
@@ -255,7 +258,8 @@ class QueryCrossAttention {
   ConstTensor3<T, ExecSpace> x_;
   std::size_t keys_ = 0, rows_ = 0;
   vector q_, dq_;
-  matrix kv_, attn_, ctx_, dkv_, dattn_, dq_partial_;
+  matrix kv_, attn_, ctx_, dkv_, dattn_;
+  View2<accum_t<T>, ExecSpace> dq_partial_;  // sums of many terms: never 16-bit
   tensor dx_;
 };
 

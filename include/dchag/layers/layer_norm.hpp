@@ -9,6 +9,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/layer_norm.hpp>
 #include <dchag/layers/linear.hpp>
@@ -47,10 +48,10 @@ class LayerNorm {
     const std::size_t rows = x.extent(0);
     if (y_.extent(0) != rows) {
       y_ = matrix(name_ + ".out", rows, dim_);
-      mean_ = vector(name_ + ".mean", rows);
-      rstd_ = vector(name_ + ".rstd", rows);
+      mean_ = statistics(name_ + ".mean", rows);
+      rstd_ = statistics(name_ + ".rstd", rows);
     }
-    layer_norm(space, x, weight_, bias_, T(eps_), y_, mean_, rstd_);
+    layer_norm(space, x, weight_, bias_, compute_t<T>(eps_), y_, mean_, rstd_);
     return y_;
   }
 
@@ -98,7 +99,10 @@ class LayerNorm {
   vector weight_, bias_, grad_weight_, grad_bias_;
   ConstMatrix<T, ExecSpace> x_;
   matrix y_, dx_;
-  vector mean_, rstd_;
+  // Row statistics in the accumulation type: the backward then uses the mean and rstd the
+  // forward normalised with, not their 16-bit roundings.
+  using statistics = View1<accum_t<T>, ExecSpace>;
+  statistics mean_, rstd_;
 };
 
 }  // namespace dchag

@@ -15,6 +15,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/init.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/batched_gemm.hpp>
 #include <dchag/kernels/bias.hpp>
@@ -145,7 +146,9 @@ class SelfAttention {
   const std::string& name() const { return name_; }
 
  private:
-  T scale() const { return T(1) / static_cast<T>(std::sqrt(static_cast<double>(head_dim_))); }
+  compute_t<T> scale() const {
+    return compute_t<T>(1) / static_cast<compute_t<T>>(std::sqrt(static_cast<double>(head_dim_)));
+  }
 
   // [batch*heads, L, L] seen as [batch*heads*L, L]: softmax runs over the keys of each query.
   static auto scores_as_rows(const tensor3& s) {

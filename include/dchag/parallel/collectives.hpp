@@ -49,11 +49,13 @@
 #include <climits>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/parallel/communicator.hpp>
 
@@ -213,7 +215,14 @@ struct always_false : std::false_type {};
 
 template <class T>
 struct MpiType {
-  static_assert(always_false<T>::value, "dchag collectives take views of float or double");
+  static_assert(always_false<T>::value,
+                "dchag collectives take views of float, double, bf16 or fp16");
+};
+// 16-bit values travel as their bits. Sums of them never reach MPI as such (MPI_SUM would add
+// the integers): they are widened to float first (reduce_in_float below).
+template <class Format>
+struct MpiType<Float16<Format>> {
+  static MPI_Datatype get() { return MPI_UINT16_T; }
 };
 template <>
 struct MpiType<float> {
@@ -268,6 +277,38 @@ void mpi_copy_out(const ExecSpace& space, const View& v, const Buffer& buffer) {
   }
 }
 
+// Sums of 16-bit views run in float (accum_t): the view is widened into a float copy in its own
+// memory space, reduced there, and rounded back once. Summed in bf16 over p ranks, every
+// partial sum would lose low bits; the float copy costs twice the bytes on the wire.
+template <class ExecSpace, class View>
+auto widened(const ExecSpace& space, const View& v, bool copy_in) {
+  using A = accum_t<typename View::non_const_value_type>;
+  Kokkos::View<A*, typename View::memory_space> w(
+      Kokkos::view_alloc(Kokkos::WithoutInitializing, "dchag::mpi_widened"), v.size());
+  if (copy_in && v.size() > 0) {
+    const auto f = flat(v);
+    Kokkos::parallel_for(
+        "dchag::mpi_widen",
+        Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
+            space, 0, static_cast<std::int64_t>(v.size())),
+        KOKKOS_LAMBDA(std::int64_t k) { w(k) = f(k); });
+  }
+  return w;
+}
+
+template <class ExecSpace, class Wide, class View>
+void narrow_into(const ExecSpace& space, const Wide& w, const View& v) {
+  if (v.size() > 0) {
+    const auto f = flat(v);
+    Kokkos::parallel_for(
+        "dchag::mpi_narrow",
+        Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
+            space, 0, static_cast<std::int64_t>(v.size())),
+        KOKKOS_LAMBDA(std::int64_t k) { f(k) = w(k); });
+  }
+  space.fence();  // complete on return, as after MPI
+}
+
 template <class ExecSpace, class View>
 void check_view(const char* where, const View& v) {
   static_assert(Kokkos::is_view<View>::value, "dchag collectives take Kokkos views");
@@ -276,7 +317,7 @@ void check_view(const char* where, const View& v) {
   static_assert(
       Kokkos::SpaceAccessibility<ExecSpace, typename View::memory_space>::accessible,
       "dchag collectives: the execution space cannot access the view's memory");
-  (void)sizeof(MpiType<typename View::non_const_value_type>);  // float or double only
+  (void)sizeof(MpiType<typename View::non_const_value_type>);  // a type MPI can carry
   require(v.span_is_contiguous(), "dchag::", where, ": view ", shape_of(v),
           " is not contiguous (take a contiguous copy first)");
   require(v.size() <= static_cast<std::size_t>(INT_MAX), "dchag::", where, ": view ",
@@ -345,6 +386,12 @@ void all_reduce(const ExecSpace& space, const Communicator& comm, const View& vi
                 const char* where) {
   require_writable<View>();
   check_view<ExecSpace>(where, view);
+  if constexpr (is_low_precision_v<typename View::non_const_value_type>) {
+    const auto wide = widened(space, view, true);
+    all_reduce(space, comm, wide, op, where);
+    narrow_into(space, wide, view);
+    return;
+  }
   space.fence();
   const int p = comm.size();
   const auto up = static_cast<std::uint64_t>(p);
@@ -565,6 +612,13 @@ void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const 
     Impl::require(!overlap, "dchag::", where, ": local ", Impl::shape_of(local),
                   " overlaps full ", Impl::shape_of(full));
   }
+  if constexpr (is_low_precision_v<T>) {  // summed in float
+    const auto wide_full = Impl::widened(space, full, true);
+    const auto wide_local = Impl::widened(space, local, false);
+    reduce_scatter_sum(space, comm, wide_full, wide_local);
+    Impl::narrow_into(space, wide_local, local);
+    return;
+  }
   space.fence();
   CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));  // (p-1)/p * n_full
   if (p > 1) Impl::require_same_count(comm, n, where);
@@ -666,6 +720,16 @@ CommRequest start_reduce_scatter_sum(const ExecSpace& space, const Communicator&
     Impl::require(!overlap, "dchag::", where, ": local ", Impl::shape_of(local),
                   " overlaps full ", Impl::shape_of(full));
   }
+  if constexpr (is_low_precision_v<T>) {  // summed in float, rounded into local at wait()
+    const auto wide_full = Impl::widened(space, full, true);
+    const auto wide_local = Impl::widened(space, local, false);
+    auto inner = std::make_shared<CommRequest>(
+        start_reduce_scatter_sum(space, comm, wide_full, wide_local));
+    return CommRequest(where, [space, inner, wide_local, local] {
+      inner->wait();
+      Impl::narrow_into(space, wide_local, local);
+    });
+  }
   space.fence();
   CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));
   if (p > 1) Impl::require_same_count(comm, n, where);
@@ -695,6 +759,14 @@ CommRequest start_all_reduce_sum(const ExecSpace& space, const Communicator& com
   const char* where = "start_all_reduce_sum";
   Impl::require_writable<View>();
   Impl::check_view<ExecSpace>(where, view);
+  if constexpr (is_low_precision_v<typename View::non_const_value_type>) {  // summed in float
+    const auto wide = Impl::widened(space, view, true);
+    auto inner = std::make_shared<CommRequest>(start_all_reduce_sum(space, comm, wide));
+    return CommRequest(where, [space, inner, wide, view] {
+      inner->wait();
+      Impl::narrow_into(space, wide, view);
+    });
+  }
   space.fence();
   const int p = comm.size();
   const auto up = static_cast<std::uint64_t>(p);

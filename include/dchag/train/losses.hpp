@@ -7,7 +7,8 @@
 //   - masked MSE of a masked autoencoder's patch predictions [B, L, P] (MAE's forward_loss).
 //
 // The views are taken as templates (any layout, const or not, in a memory space the execution
-// space can access) like the kernels are; the scalar T is the value type of `pred`. Sums are
+// space can access) like the kernels are; the scalar T is the value type of `pred`, and a 16-bit
+// T is computed in float (ScalarTraits<T>::compute_type), rounded once into dpred. Sums are
 // accumulated in double whatever T is: a float loss over millions of pixels would otherwise
 // lose the small errors that matter late in training, and the value is logged and compared
 // across partitionings. A non-finite loss means NaN or Inf in the inputs (a diverged model or a
@@ -23,6 +24,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/kokkos_compat.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
 
@@ -102,9 +104,12 @@ namespace Impl {
 // others waiting for it in the backward pass's collectives.
 // count: the number of values the mean is over, pred.size() unless pred is one rank's part of
 // a prediction split by channel (the loss is then this part's share of the sum over the ranks).
+// grad_multiplier: dpred is that many times the loss's gradient (a loss scale: in IEEE half,
+// 2 / count of a large prediction underflows unless scaled before it is stored).
 template <class ExecSpace, class Pred, class Target, class Weights, class Grad>
 double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, const Target& target,
-                                  const Weights& w_lat, const Grad& dpred, double count = 0) {
+                                  const Weights& w_lat, const Grad& dpred, double count = 0,
+                                  double grad_multiplier = 1) {
   Impl::static_check_loss_view<ExecSpace, Pred, 4>();
   Impl::static_check_loss_view<ExecSpace, Target, 4>();
   Impl::static_check_loss_view<ExecSpace, Weights, 1>();
@@ -117,7 +122,8 @@ double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, cons
 
   const std::int64_t C = pred.extent(1), H = pred.extent(2), W = pred.extent(3);
   const double n = count > 0 ? count : static_cast<double>(pred.size());
-  const T grad_scale = static_cast<T>(2.0 / n);
+  using A = compute_t<T>;
+  const A grad_scale = static_cast<A>(2.0 / n * grad_multiplier);
   double sum = 0;
   // One work item per image row (b, c, h): its weight is one value and its W pixels are
   // contiguous, so the inner loop vectorises and no index is split per element.
@@ -125,10 +131,10 @@ double lat_weighted_mse_unchecked(const ExecSpace& space, const Pred& pred, cons
       "dchag::lat_weighted_mse", Impl::flat_policy(space, pred.size() / W),
       KOKKOS_LAMBDA(std::int64_t r, double& s) {
         const std::int64_t h = r % H, c = (r / H) % C, b = r / (H * C);
-        const T wh = w_lat(h);
+        const A wh = w_lat(h);
         double row = 0;
         for (std::int64_t w = 0; w < W; ++w) {
-          const T d = pred(b, c, h, w) - target(b, c, h, w);
+          const A d = A(pred(b, c, h, w)) - A(target(b, c, h, w));
           dpred(b, c, h, w) = grad_scale * wh * d;
           const double dd = static_cast<double>(pred(b, c, h, w)) -
                             static_cast<double>(target(b, c, h, w));
@@ -209,9 +215,11 @@ std::vector<double> lat_weighted_rmse(const ExecSpace& space, const Pred& pred,
 namespace Impl {
 // values_per_patch: P of the whole prediction when pred holds one rank's part of every patch
 // (its channels' pixels, the prediction split by channel); pred.extent(2) by default.
+// grad_multiplier: as for lat_weighted_mse_unchecked.
 template <class ExecSpace, class Pred, class Target, class Mask, class Grad>
 double masked_mse_unchecked(const ExecSpace& space, const Pred& pred, const Target& target,
-                            const Mask& mask, const Grad& dpred, double values_per_patch = 0) {
+                            const Mask& mask, const Grad& dpred, double values_per_patch = 0,
+                            double grad_multiplier = 1) {
   Impl::static_check_loss_view<ExecSpace, Pred, 3>();
   Impl::static_check_loss_view<ExecSpace, Target, 3>();
   Impl::static_check_loss_view<ExecSpace, Mask, 2>();
@@ -246,7 +254,8 @@ double masked_mse_unchecked(const ExecSpace& space, const Pred& pred, const Targ
                 " marks no patch as masked (all kept); the loss over masked patches is undefined");
 
   const double n = masked * (values_per_patch > 0 ? values_per_patch : static_cast<double>(P));
-  const T grad_scale = static_cast<T>(2.0 / n);
+  using A = compute_t<T>;
+  const A grad_scale = static_cast<A>(2.0 / n * grad_multiplier);
   double sum = 0;
   // Kept patches are multiplied by 0 rather than skipped, so that NaN anywhere in pred or
   // target still makes the loss non-finite and is reported.
@@ -254,8 +263,8 @@ double masked_mse_unchecked(const ExecSpace& space, const Pred& pred, const Targ
       "dchag::masked_mse", Impl::flat_policy(space, pred.size()),
       KOKKOS_LAMBDA(std::int64_t k, double& s) {
         const std::int64_t p = k % P, l = (k / P) % L, b = k / (P * L);
-        const T m = static_cast<T>(mask(b, l));
-        const T d = pred(b, l, p) - target(b, l, p);
+        const A m = static_cast<A>(mask(b, l));
+        const A d = A(pred(b, l, p)) - A(target(b, l, p));
         dpred(b, l, p) = grad_scale * m * d;
         const double dd =
             static_cast<double>(pred(b, l, p)) - static_cast<double>(target(b, l, p));
