@@ -2,8 +2,15 @@
 // ChannelViT<float>, rounded, and the same rounded input computes the float model's prediction,
 // loss and gradients to the formats' precision, under both D-CHAG aggregators (the cross-attention
 // one is also the baseline's).
+#include <dchag/io/safetensors.hpp>
 #include <dchag/model/channel_vit.hpp>
+#include <dchag/train/checkpoint.hpp>
 #include <dchag/train/losses.hpp>
+#include <dchag/train/trainer.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include <cmath>
 #include <vector>
@@ -57,13 +64,10 @@ double relative(const std::vector<double>& a, const std::vector<double>& b) {
   return diff / scale;
 }
 
-template <class T, class Policy>
-void compare(const dchag::ModelConfig& cfg, double tolerance) {
-  using Space = Kokkos::DefaultExecutionSpace;
-  Space space;
-  dchag::ChannelViT<float, Space, Policy> wide(cfg);
-  dchag::ChannelViT<T, Space, Policy> narrow(cfg);
-  // The float model's weights, rounded, in both: the comparison is then of the arithmetic only.
+// The float model's weights, rounded to T, in both models.
+template <class Wide, class Narrow>
+void share_rounded_weights(Wide& wide, Narrow& narrow) {
+  using T = typename Narrow::scalar;
   const auto pw = wide.parameters();
   const auto pn = narrow.parameters();
   REQUIRE(pw.size() == pn.size());
@@ -79,6 +83,20 @@ void compare(const dchag::ModelConfig& cfg, double tolerance) {
     Kokkos::deep_copy(pw[i].value, hw);
     Kokkos::deep_copy(pn[i].value, hn);
   }
+}
+
+// loss_scale: the loss gradient is that many times larger (IEEE half needs it, below), and the
+// parameter gradients are compared divided by it.
+template <class T, class Policy>
+void compare(const dchag::ModelConfig& cfg, double tolerance, double loss_scale = 1) {
+  using Space = Kokkos::DefaultExecutionSpace;
+  Space space;
+  dchag::ChannelViT<float, Space, Policy> wide(cfg);
+  dchag::ChannelViT<T, Space, Policy> narrow(cfg);
+  // The same rounded weights: the comparison is then of the arithmetic only.
+  share_rounded_weights(wide, narrow);
+  const auto pw = wide.parameters();
+  const auto pn = narrow.parameters();
   const int B = 2;
   dchag::View4<T, Space> xn("xn", B, cfg.channels, cfg.height, cfg.width);
   dchag::View4<T, Space> yn("yn", B, cfg.channels, cfg.height, cfg.width);
@@ -104,14 +122,17 @@ void compare(const dchag::ModelConfig& cfg, double tolerance) {
   dchag::View4<T, Space> dn("dn", pred_n.extent(0), pred_n.extent(1), pred_n.extent(2),
                             pred_n.extent(3));
   const double loss_w = dchag::lat_weighted_mse(space, pred_w, yw, lat_w, dw);
-  const double loss_n = dchag::lat_weighted_mse(space, pred_n, yn, lat_n, dn);
+  const double loss_n =
+      dchag::Impl::lat_weighted_mse_unchecked(space, pred_n, yn, lat_n, dn, 0, loss_scale);
   CHECK(loss_n == doctest::Approx(loss_w).epsilon(tolerance));
   wide.backward(space, dw);
   narrow.backward(space, dn);
   // Every parameter's gradient, relative to its own largest entry.
   for (std::size_t i = 0; i < pw.size(); ++i) {
     CAPTURE(pw[i].name);
-    CHECK(relative(host_values(pn[i].grad), host_values(pw[i].grad)) < 4 * tolerance);
+    std::vector<double> g = host_values(pn[i].grad);
+    for (auto& v : g) v /= loss_scale;
+    CHECK(relative(g, host_values(pw[i].grad)) < 4 * tolerance);
   }
 }
 
@@ -123,5 +144,132 @@ TEST_CASE("ChannelViT<bf16> and <fp16> compute the float model's prediction and 
   // Relative to the largest value: a handful of 16-bit roundings per layer, through two blocks.
   compare<dchag::bf16, DL>(model_config({4, 1}), 3e-2);
   compare<dchag::bf16, DC>(model_config({4, 1}), 3e-2);
-  compare<dchag::fp16, DL>(model_config({4, 1}), 4e-3);
+  // IEEE half with a loss scale of 2^16: the smallest gradients (1e-9) are below its smallest
+  // subnormal (6e-8) unless scaled.
+  compare<dchag::fp16, DL>(model_config({4, 1}), 4e-3, 65536);
+}
+
+TEST_CASE("fp16 gradients underflow without a loss scale") {
+  using DL = dchag::DistributedChannels<dchag::LinearAggregator>;
+  using Space = Kokkos::DefaultExecutionSpace;
+  Space space;
+  const auto cfg = model_config({4, 1});
+  dchag::ChannelViT<dchag::fp16, Space, DL> model(cfg);
+  dchag::View4<dchag::fp16, Space> x("x", 2, cfg.channels, cfg.height, cfg.width);
+  dchag::View4<dchag::fp16, Space> y("y", 2, cfg.channels, cfg.height, cfg.width);
+  dchag::View1<dchag::fp16, Space> lead("lead", 2), lat("lat", cfg.height);
+  fill_random(x, 1);
+  fill_random(y, 2);
+  Kokkos::deep_copy(lat, dchag::fp16(1.0f));
+  const auto pred = model.forward(space, x, lead);
+  dchag::View4<dchag::fp16, Space> d("d", pred.extent(0), pred.extent(1), pred.extent(2),
+                                     pred.extent(3));
+  dchag::lat_weighted_mse(space, pred, y, lat, d);
+  model.backward(space, d);
+  double largest = 0;
+  for (const auto& p : model.parameters())
+    if (p.name == "var_query")
+      for (double v : host_values(p.grad)) largest = std::max(largest, std::fabs(v));
+  CHECK(largest == 0.0);  // every entry of the query's gradient (about 1e-9) flushed to zero
+}
+
+namespace {
+using Space = Kokkos::DefaultExecutionSpace;
+using DL = dchag::DistributedChannels<dchag::LinearAggregator>;
+
+// A fixed batch to fit: the target is the input one step along the width (a learnable map).
+template <class T>
+struct Batch {
+  dchag::View4<T, Space> x, y;
+  dchag::View1<T, Space> lead, lat;
+  explicit Batch(const dchag::ModelConfig& c, int B)
+      : x("x", B, c.channels, c.height, c.width), y("y", B, c.channels, c.height, c.width),
+        lead("lead", B), lat("lat", c.height) {
+    auto hx = Kokkos::create_mirror_view(x);
+    auto hy = Kokkos::create_mirror_view(y);
+    for (int b = 0; b < B; ++b)
+      for (int ch = 0; ch < c.channels; ++ch)
+        for (int h = 0; h < c.height; ++h)
+          for (int w = 0; w < c.width; ++w) {
+            const auto at = [&](int ww) {
+              return std::sin(0.7 * ww + 1.3 * h + 0.5 * ch + b);
+            };
+            hx(b, ch, h, w) = T(at(w));
+            hy(b, ch, h, w) = T(at(w + 1));
+          }
+    Kokkos::deep_copy(x, hx);
+    Kokkos::deep_copy(y, hy);
+    Kokkos::deep_copy(lead, T(0.25));
+    Kokkos::deep_copy(lat, T(1));
+  }
+};
+
+dchag::TrainConfig train_config() {
+  dchag::TrainConfig t;
+  t.steps = 100;
+  t.lr = 2e-3;
+  t.warmup_steps = 5;
+  return t;
+}
+}  // namespace
+
+TEST_CASE("bf16 training follows the float loss curve over 100 steps") {
+  const auto cfg = model_config({4, 1});
+  dchag::ChannelViT<float, Space, DL> wide(cfg);
+  dchag::ChannelViT<dchag::bf16, Space, DL> narrow(cfg);
+  share_rounded_weights(wide, narrow);
+  dchag::ForecastTrainer<decltype(wide)> tw(wide, train_config());
+  dchag::ForecastTrainer<decltype(narrow)> tn(narrow, train_config());
+  const Batch<float> bw(cfg, 4);
+  const Batch<dchag::bf16> bn(cfg, 4);
+  Space space;
+  // The stated tolerance: |log(bf16 loss / float loss)| < 0.4 at every step, and within 10% over
+  // the last 20. (Measured: 0.35 at most, during the steepest descent, where the bf16 curve runs
+  // about one step behind; under 10% from step 80 on, 6% at step 100.)
+  double worst_log = 0, worst_end = 0, first = 0, last_w = 0, last_n = 0;
+  for (int s = 0; s < 100; ++s) {
+    last_w = tw.step(space, bw.x, bw.y, bw.lead, bw.lat).loss;
+    last_n = tn.step(space, bn.x, bn.y, bn.lead, bn.lat).loss;
+    if (s == 0) first = last_w;
+    worst_log = std::max(worst_log, std::fabs(std::log(last_n / last_w)));
+    if (s >= 80) worst_end = std::max(worst_end, std::fabs(last_n - last_w) / last_w);
+    if (std::getenv("DCHAG_PRINT_CURVES")) std::printf("%d %.6g %.6g\n", s, last_w, last_n);
+  }
+  MESSAGE("loss: first " << first << ", after 100 steps float " << last_w << ", bf16 " << last_n
+                         << "; largest |log ratio| " << worst_log << ", over the last 20 steps "
+                         << worst_end);
+  CHECK(last_w < 0.01 * first);  // the model learns the map
+  CHECK(worst_log < 0.4);
+  CHECK(worst_end < 0.10);
+}
+
+TEST_CASE("a bf16 run resumes from its checkpoint with the same losses") {
+  const auto cfg = model_config({4, 1});
+  const Batch<dchag::bf16> batch(cfg, 2);
+  Space space;
+  const std::string dir = "low_precision_checkpoint";
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/bf16.safetensors";
+  std::vector<double> straight, resumed;
+  {
+    dchag::ChannelViT<dchag::bf16, Space, DL> model(cfg);
+    dchag::ForecastTrainer<decltype(model)> trainer(model, train_config());
+    for (int s = 0; s < 6; ++s) {
+      if (s == 3) dchag::save_checkpoint(path, model, &trainer.optimizer(), trainer.step_count());
+      straight.push_back(trainer.step(space, batch.x, batch.y, batch.lead, batch.lat).loss);
+    }
+  }
+  {
+    dchag::ChannelViT<dchag::bf16, Space, DL> model(cfg);
+    dchag::ForecastTrainer<decltype(model)> trainer(model, train_config());
+    const auto info = dchag::load_checkpoint(path, model, &trainer.optimizer());
+    trainer.set_step_count(info.step);
+    for (int s = 3; s < 6; ++s)
+      resumed.push_back(trainer.step(space, batch.x, batch.y, batch.lead, batch.lat).loss);
+  }
+  for (int s = 0; s < 3; ++s) CHECK(resumed[s] == straight[3 + s]);
+  // Stored as float: the master weights and moments, unrounded; the precision in the metadata.
+  const auto file = dchag::SafetensorsFile::read(path);
+  CHECK(file.info("var_embed").dtype == "F32");
+  CHECK(file.metadata().at("scalar") == "BF16");
 }
