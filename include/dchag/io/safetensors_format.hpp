@@ -7,6 +7,7 @@
 // order every value of the file is stored in (whatever the host's). See io/safetensors.hpp for
 // the format itself.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <dchag/core/low_precision.hpp>
+#include <dchag/core/scalar_traits.hpp>
 
 namespace dchag {
 
@@ -69,10 +73,50 @@ inline bool safetensors_readable(const std::string& dtype) {
 }
 
 template <class T>
+constexpr bool safetensors_scalar() {
+  return std::is_same<T, float>::value || std::is_same<T, double>::value ||
+         std::is_same<T, bf16>::value || std::is_same<T, fp16>::value;
+}
+
+// F32, F64, BF16 or F16: the raw bits of the scalar, little-endian.
+template <class T>
 constexpr const char* safetensors_dtype_of() {
-  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
-                "dchag safetensors: tensors are written as float (F32) or double (F64)");
-  return std::is_same<T, float>::value ? "F32" : "F64";
+  static_assert(safetensors_scalar<T>(),
+                "dchag safetensors: tensors are float (F32), double (F64), bf16 (BF16) or fp16 "
+                "(F16)");
+  return ScalarTraits<T>::dtype;
+}
+
+// The float nearest to d rounded to odd: truncated towards zero, the last bit set when that was
+// inexact. Rounding that once more to nearest even in a format of at most 22 significant bits
+// (bf16, fp16) gives d rounded to that format directly; through float's own rounding to
+// nearest, a double just above a 16-bit halfway point could first land on it and then round to
+// even, the wrong way.
+inline float round_to_odd_float(double d) {
+  const float f = static_cast<float>(d);
+  if (std::isnan(d) || static_cast<double>(f) == d) return f;
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) --u;  // magnitude down: truncation
+  u |= 1u;
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+// x as To, rounded to nearest even where To is narrower; one rounding also from double to a
+// 16-bit type, and 16-bit types convert through float (exact), also into each other.
+template <class To, class From>
+To convert_scalar(From x) {
+  if constexpr (std::is_same<To, From>::value) {
+    return x;
+  } else if constexpr (is_low_precision_v<To> && std::is_same<From, double>::value) {
+    return To(round_to_odd_float(x));
+  } else if constexpr (is_low_precision_v<From>) {
+    return To(static_cast<float>(x));
+  } else {
+    return static_cast<To>(x);
+  }
 }
 
 inline std::string shape_text(const std::vector<std::size_t>& shape) {

@@ -1,7 +1,8 @@
 #ifndef DCHAG_IO_SAFETENSORS_WRITER_HPP
 #define DCHAG_IO_SAFETENSORS_WRITER_HPP
 
-// Writing a safetensors file (io/safetensors.hpp describes the format): F32 or F64 tensors
+// Writing a safetensors file (io/safetensors.hpp describes the format): F32, F64, BF16 or F16
+// tensors
 // streamed after a header declared up front, with a checksum of each, through a temporary file
 // in the same directory that is renamed over the target only once complete, so that a crash or
 // a full disk never leaves a truncated file under the final name; and the removal of the
@@ -122,7 +123,7 @@ inline std::vector<std::string> remove_stale_temporaries(const std::string& dire
 // What a tensor will be: declared up front, because the header (with every offset) comes first.
 struct SafetensorsEntry {
   std::string name;
-  std::string dtype;  // "F32" or "F64"
+  std::string dtype;  // "F32", "F64", "BF16" or "F16"
   std::vector<std::size_t> shape;
 };
 
@@ -161,11 +162,11 @@ class SafetensorsWriter {
   }
 
   // The next tensor's values (it must be `name`, the next entry): count of them, converted to
-  // the entry's dtype.
+  // the entry's dtype (rounded to nearest even where it is narrower than T).
   template <class T>
   void write(const std::string& name, const T* data, std::size_t count) {
-    static_assert(std::is_floating_point<T>::value,
-                  "dchag::SafetensorsWriter::write takes floating-point values");
+    static_assert(Impl::safetensors_scalar<T>(),
+                  "dchag::SafetensorsWriter::write takes float, double, bf16 or fp16 values");
     Impl::require(file_ != nullptr && !committed_, label(), ": write('", name,
                   "') after the file was committed or failed");
     Impl::require(next_ < entries_.size(), label(), ": write('", name, "') but all ",
@@ -180,7 +181,9 @@ class SafetensorsWriter {
                   " were given");
     Impl::Fnv1a hash;
     if (e.dtype == "F32") put_values<float>(data, count, name, hash);
-    else put_values<double>(data, count, name, hash);
+    else if (e.dtype == "F64") put_values<double>(data, count, name, hash);
+    else if (e.dtype == "BF16") put_values<bf16>(data, count, name, hash);
+    else put_values<fp16>(data, count, name, hash);
     checksums_ += (next_ ? "," : "") + Impl::hex16(hash.value());
     ++next_;
   }
@@ -233,8 +236,10 @@ class SafetensorsWriter {
     std::vector<std::string> seen;
     for (const auto& e : entries_) {
       Impl::require(e.name != "__metadata__", label(), ": '__metadata__' cannot be a tensor name");
-      Impl::require(e.dtype == "F32" || e.dtype == "F64", label(), ": tensor '", e.name,
-                    "': dtype ", e.dtype, " cannot be written (F32 and F64 can)");
+      Impl::require(e.dtype == "F32" || e.dtype == "F64" || e.dtype == "BF16" ||
+                        e.dtype == "F16",
+                    label(), ": tensor '", e.name, "': dtype ", e.dtype,
+                    " cannot be written (F32, F64, BF16 and F16 can)");
       seen.push_back(e.name);
       std::uint64_t n = Impl::safetensors_dtype_size(e.dtype);
       for (auto d : e.shape) {
@@ -295,13 +300,15 @@ class SafetensorsWriter {
       put(data, count * sizeof(T), what.c_str());
       return;
     }
-    using Bits = std::conditional_t<sizeof(Stored) == 4, std::uint32_t, std::uint64_t>;
+    using Bits = std::conditional_t<
+        sizeof(Stored) == 2, std::uint16_t,
+        std::conditional_t<sizeof(Stored) == 4, std::uint32_t, std::uint64_t>>;
     constexpr std::size_t chunk = std::size_t(1) << 16;
     std::vector<unsigned char> raw(std::min(count, chunk) * sizeof(Stored));
     for (std::size_t done = 0; done < count;) {
       const std::size_t n = std::min(chunk, count - done);
       for (std::size_t i = 0; i < n; ++i) {
-        const Stored v = static_cast<Stored>(data[done + i]);
+        const Stored v = Impl::convert_scalar<Stored>(data[done + i]);
         Bits bits;
         std::memcpy(&bits, &v, sizeof v);
         Impl::store_le<Bits>(bits, raw.data() + i * sizeof(Stored));
@@ -330,8 +337,8 @@ struct SafetensorsTensor {
   const T* data = nullptr;
 };
 
-// Writes `tensors` (in this order) and `metadata` to `path` atomically, as F32 for float and
-// F64 for double.
+// Writes `tensors` (in this order) and `metadata` to `path` atomically, each in its scalar's
+// own dtype (F32, F64, BF16, F16: ScalarTraits<T>::dtype).
 template <class T>
 void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor<T>>& tensors,
                        const std::map<std::string, std::string>& metadata = {}) {
