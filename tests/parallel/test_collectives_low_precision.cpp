@@ -181,3 +181,31 @@ TEST_CASE("16-bit collectives refuse ranks that pass views of different sizes") 
                        doctest::Contains("6 to 9 elements"), dchag::Error);
   CHECK(dchag::all_reduce_sum(comm, 1.0) == p);
 }
+
+#include <dchag/train/loss_scaler.hpp>
+
+#include <limits>
+
+TEST_CASE("LossScaler: an Inf gradient on one rank makes every rank skip the step") {
+  using T = dchag::fp16;
+  Space space;
+  const dchag::Communicator comm;
+  const int p = comm.size(), r = comm.rank();
+  V1<T> w("w", 11), g("g", 11);
+  dchag::ParameterList<T, Space> params;
+  dchag::Impl::add_parameter(params, "w", w, g, false);
+  const dchag::ParameterTable<T, Space> table(params);
+  dchag::LossScaler<T> scaler;
+  set_bits(g, [](std::size_t) { return T(1.0f).bits; });
+  CHECK(scaler.check_finite(space, table, comm));
+  // Only the last rank overflows.
+  set_bits(g, [&](std::size_t k) {
+    return r == p - 1 && k == 4 ? T(std::numeric_limits<float>::infinity()).bits : T(1.0f).bits;
+  });
+  const bool finite = scaler.check_finite(space, table, comm);
+  CHECK_FALSE(finite);
+  scaler.update(finite);
+  CHECK(scaler.scale() == 32768.0);
+  // The same verdict everywhere: the scales agree.
+  CHECK(dchag::all_reduce_max(comm, scaler.scale()) == dchag::all_reduce_min(comm, scaler.scale()));
+}
