@@ -345,6 +345,10 @@ struct ListModel {
   using execution_space = Space;
   struct policy {
     static const char* name() { return "list"; }
+    template <class, class>
+    struct partial {
+      static std::string name() { return "none"; }
+    };
   };
   static std::string kind() { return "channel_vit"; }
   Params<T> storage;
