@@ -209,3 +209,36 @@ TEST_CASE("LossScaler: an Inf gradient on one rank makes every rank skip the ste
   // The same verdict everywhere: the scales agree.
   CHECK(dchag::all_reduce_max(comm, scaler.scale()) == dchag::all_reduce_min(comm, scaler.scale()));
 }
+
+#include <dchag/train/gradient_sync.hpp>
+
+TEST_CASE("bf16 data-parallel gradient averaging sums in float and rounds once") {
+  using T = dchag::bf16;
+  Space space;
+  const dchag::Communicator comm;
+  const int p = comm.size(), r = comm.rank();
+  const dchag::ProcessGrid grid(comm, 1, 1, p);
+  V1<T> w1("w1", 29), g1("g1", 29), w2("w2", 5), g2("g2", 5);
+  dchag::ParameterList<T, Space> params;
+  dchag::Impl::add_parameter(params, "a", w1, g1, true);
+  dchag::Impl::add_parameter(params, "b", w2, g2, false);
+  set_bits(g1, [&](std::size_t k) { return bits_of<T>(r, k); });
+  set_bits(g2, [&](std::size_t k) { return bits_of<T>(r, 100 + k); });
+  dchag::GradientSync<T, Space> sync;
+  sync.average(space, grid, params);
+  const float inverse = 1.0f / float(p);
+  const auto a = host_bits(g1), b = host_bits(g2);
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    float s = 0;
+    for (int q = 0; q < p; ++q) s += value<T>(bits_of<T>(q, k));
+    REQUIRE(a[k] == T(s * inverse).bits);
+  }
+  for (std::size_t k = 0; k < b.size(); ++k) {
+    float s = 0;
+    for (int q = 0; q < p; ++q) s += value<T>(bits_of<T>(q, 100 + k));
+    REQUIRE(b[k] == T(s * inverse).bits);
+  }
+  // The norm of the averaged gradients, the same on every rank.
+  const double norm = dchag::global_grad_norm(space, grid, params);
+  CHECK(dchag::all_reduce_max(comm, norm) == dchag::all_reduce_min(comm, norm));
+}

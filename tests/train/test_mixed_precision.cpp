@@ -5,6 +5,7 @@
 #include <dchag/train/checkpoint.hpp>
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/gradient_sync.hpp>
+#include <dchag/train/optimizer_loop.hpp>
 #include <dchag/train/loss_scaler.hpp>
 
 #include <cmath>
@@ -444,4 +445,51 @@ TEST_CASE("a bf16 checkpoint holds BF16 weights and F32 moments and master weigh
                        dchag::Error);
   std::remove(path.c_str());
   std::remove(float_path.c_str());
+}
+
+TEST_CASE("the optimizer loop of an fp16 model skips overflowing steps and unscales the others") {
+  Space space;
+  Params<fp16> p;
+  fill(p.w1, [](std::size_t) { return fp16(1.0f); });
+  fill(p.w2, [](std::size_t) { return fp16(1.0f); });
+  dchag::TrainConfig config;
+  config.warmup_steps = 0;
+  config.steps = 10;
+  config.lr = 1e-3;
+  config.min_lr = 1e-3;
+  dchag::Impl::OptimizerLoop<fp16, Space> loop(p.list(), config);
+  const auto grid = dchag::ProcessGrid::single();
+  CHECK(loop.loss_scale() == 65536.0);
+
+  // Gradients of 2^-20 (an fp16 subnormal would flush it) arrive scaled: 2^-4.
+  auto r = loop.begin(space);
+  fill(p.g1, [](std::size_t) { return fp16(0.0625f); });
+  fill(p.g2, [](std::size_t) { return fp16(0.0625f); });
+  r.loss = 1.0;
+  loop.finish(space, grid, 1, 0.0, r);
+  CHECK_FALSE(r.skipped);
+  CHECK(r.grad_norm == doctest::Approx(std::ldexp(1.0, -20) * std::sqrt(307.0)));
+  CHECK(float(host(p.w2)(0)) < 1.0f);  // a first AdamW step: by lr
+  const float after_one = float(host(p.w2)(0));
+
+  r = loop.begin(space);
+  fill(p.g2, [](std::size_t i) {
+    return i == 1 ? fp16(std::numeric_limits<float>::infinity()) : fp16(0.0625f);
+  });
+  r.loss = 1.0;
+  loop.finish(space, grid, 1, 0.0, r);
+  CHECK(r.skipped);
+  CHECK(loop.loss_scale() == 32768.0);
+  CHECK(float(host(p.w2)(0)) == after_one);  // nothing moved
+
+  // bf16: no scaling, the loop as for float.
+  Params<bf16> b;
+  dchag::Impl::OptimizerLoop<bf16, Space> bloop(b.list(), config);
+  CHECK(bloop.loss_scale() == 1.0);
+  auto rb = bloop.begin(space);
+  fill(b.g1, [](std::size_t) { return bf16(0.5f); });
+  rb.loss = 1.0;
+  bloop.finish(space, grid, 1, 0.0, rb);
+  CHECK_FALSE(rb.skipped);
+  CHECK(float(host(b.w1)(0)) != 0.0f);
 }
