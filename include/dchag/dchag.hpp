@@ -64,6 +64,7 @@
 #include <dchag/train/climatology.hpp>
 #include <dchag/train/grad_clip.hpp>
 #include <dchag/train/gradient_sync.hpp>
+#include <dchag/train/loss_scaler.hpp>
 #include <dchag/train/losses.hpp>
 #include <dchag/train/mae_trainer.hpp>
 #include <dchag/train/metrics.hpp>

@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <unistd.h>
 
 #include <cmath>
 #include <vector>
@@ -247,9 +249,11 @@ TEST_CASE("a bf16 run resumes from its checkpoint with the same losses") {
   const auto cfg = model_config({4, 1});
   const Batch<dchag::bf16> batch(cfg, 2);
   Space space;
-  const std::string dir = "low_precision_checkpoint";
-  std::filesystem::create_directories(dir);
-  const std::string path = dir + "/bf16.safetensors";
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() /
+                       ("dchag_test_low_precision_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "bf16.safetensors").string();
   std::vector<double> straight, resumed;
   {
     dchag::ChannelViT<dchag::bf16, Space, DL> model(cfg);
@@ -268,8 +272,36 @@ TEST_CASE("a bf16 run resumes from its checkpoint with the same losses") {
       resumed.push_back(trainer.step(space, batch.x, batch.y, batch.lead, batch.lat).loss);
   }
   for (int s = 0; s < 3; ++s) CHECK(resumed[s] == straight[3 + s]);
-  // Stored as float: the master weights and moments, unrounded; the precision in the metadata.
+  // The weights as BF16, the optimizer's float master weights and moments as F32.
   const auto file = dchag::SafetensorsFile::read(path);
-  CHECK(file.info("var_embed").dtype == "F32");
+  CHECK(file.info("var_embed").dtype == "BF16");
+  CHECK(file.info("optimizer.master.var_embed").dtype == "F32");
+  CHECK(file.info("optimizer.m.var_embed").dtype == "F32");
   CHECK(file.metadata().at("scalar") == "BF16");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("fp16 training with dynamic loss scaling learns like float") {
+  const auto cfg = model_config({4, 1});
+  dchag::ChannelViT<float, Space, DL> wide(cfg);
+  dchag::ChannelViT<dchag::fp16, Space, DL> narrow(cfg);
+  share_rounded_weights(wide, narrow);
+  dchag::ForecastTrainer<decltype(wide)> tw(wide, train_config());
+  dchag::ForecastTrainer<decltype(narrow)> tn(narrow, train_config());
+  const Batch<float> bw(cfg, 4);
+  const Batch<dchag::fp16> bn(cfg, 4);
+  Space space;
+  int skipped = 0;
+  double worst_log = 0, last_w = 0, last_n = 0;
+  for (int s = 0; s < 60; ++s) {
+    last_w = tw.step(space, bw.x, bw.y, bw.lead, bw.lat).loss;
+    const dchag::StepReport r = tn.step(space, bn.x, bn.y, bn.lead, bn.lat);
+    last_n = r.loss;
+    skipped += r.skipped;
+    worst_log = std::max(worst_log, std::fabs(std::log(last_n / last_w)));
+  }
+  MESSAGE("fp16: after 60 steps float " << last_w << ", fp16 " << last_n << ", largest |log ratio| "
+                                        << worst_log << ", " << skipped << " steps skipped");
+  CHECK(worst_log < 0.4);
+  CHECK(skipped < 10);  // a few at most, while the scale finds its level
 }

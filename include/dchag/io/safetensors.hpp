@@ -26,8 +26,9 @@
 // When the metadata holds the checksums our writer records ("dchag.fnv1a64"), reading a tensor
 // verifies its bytes; files of other writers have none and are read as they are.
 //
-// Writing produces F32 or F64 tensors, the header padded with spaces so that the data start on
-// an 8-byte boundary (as the reference writer does), with a checksum of every tensor, through a
+// Writing produces F32, F64, BF16 or F16 tensors (the scalar's own dtype, or the one declared),
+// the header padded with spaces so that the data start on an 8-byte boundary (as the reference
+// writer does), with a checksum of every tensor, through a
 // temporary file in the same directory that is renamed over the target only once complete: a
 // crash or a full disk never leaves a truncated file under the final name, and what a killed
 // writer left behind is found by remove_stale_temporaries.

@@ -7,6 +7,7 @@
 // order every value of the file is stored in (whatever the host's). See io/safetensors.hpp for
 // the format itself.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include <dchag/core/low_precision.hpp>
 #include <dchag/core/scalar_traits.hpp>
 
 namespace dchag {
@@ -70,19 +72,51 @@ inline bool safetensors_readable(const std::string& dtype) {
   return dtype == "F32" || dtype == "F64" || dtype == "F16" || dtype == "BF16";
 }
 
-// The dtypes the library reads and writes: F32, F64, BF16 and F16 (ScalarTraits<T>::dtype).
 template <class T>
-constexpr const char* safetensors_dtype_of() {
-  return ScalarTraits<std::remove_cv_t<T>>::dtype;
+constexpr bool safetensors_scalar() {
+  return std::is_same<T, float>::value || std::is_same<T, double>::value ||
+         std::is_same<T, bf16>::value || std::is_same<T, fp16>::value;
 }
 
-inline bool safetensors_writable(const std::string& dtype) { return safetensors_readable(dtype); }
+// F32, F64, BF16 or F16: the raw bits of the scalar, little-endian.
+template <class T>
+constexpr const char* safetensors_dtype_of() {
+  static_assert(safetensors_scalar<T>(),
+                "dchag safetensors: tensors are float (F32), double (F64), bf16 (BF16) or fp16 "
+                "(F16)");
+  return ScalarTraits<T>::dtype;
+}
 
-// A value of one of the four scalar types as another, rounding to nearest even when narrowing
-// (through the compute type: the 16-bit types convert only to and from arithmetic types).
+// The float nearest to d rounded to odd: truncated towards zero, the last bit set when that was
+// inexact. Rounding that once more to nearest even in a format of at most 22 significant bits
+// (bf16, fp16) gives d rounded to that format directly; through float's own rounding to
+// nearest, a double just above a 16-bit halfway point could first land on it and then round to
+// even, the wrong way.
+inline float round_to_odd_float(double d) {
+  const float f = static_cast<float>(d);
+  if (std::isnan(d) || static_cast<double>(f) == d) return f;
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) --u;  // magnitude down: truncation
+  u |= 1u;
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+// x as To, rounded to nearest even where To is narrower; one rounding also from double to a
+// 16-bit type, and 16-bit types convert through float (exact), also into each other.
 template <class To, class From>
 To convert_scalar(From x) {
-  return static_cast<To>(static_cast<compute_t<From>>(x));
+  if constexpr (std::is_same<To, From>::value) {
+    return x;
+  } else if constexpr (is_low_precision_v<To> && std::is_same<From, double>::value) {
+    return To(round_to_odd_float(x));
+  } else if constexpr (is_low_precision_v<From>) {
+    return To(static_cast<float>(x));
+  } else {
+    return static_cast<To>(x);
+  }
 }
 
 inline std::string shape_text(const std::vector<std::size_t>& shape) {

@@ -31,24 +31,25 @@ namespace dchag {
 
 namespace Impl {
 
-// Little-endian element i of `raw` (dtype one of the readable four) as T, rounded to nearest
-// even where T is narrower.
+// Little-endian element i of `raw` (dtype one of the readable four) as T (float, double, bf16
+// or fp16), rounded to nearest even where T is narrower.
 template <class T>
 T decode_element(const std::string& dtype, const unsigned char* raw, std::size_t i) {
   if (dtype == "F32") {
     const std::uint32_t bits = load_le<std::uint32_t>(raw + 4 * i);
     float f;
     std::memcpy(&f, &bits, sizeof f);
-    return static_cast<T>(f);
+    return convert_scalar<T>(f);
   }
   if (dtype == "F64") {
     const std::uint64_t bits = load_le<std::uint64_t>(raw + 8 * i);
     double d;
     std::memcpy(&d, &bits, sizeof d);
-    return static_cast<T>(d);
+    return convert_scalar<T>(d);
   }
   const std::uint16_t bits = load_le<std::uint16_t>(raw + 2 * i);
-  return static_cast<T>(dtype == "F16" ? half_bits_to_float(bits) : bfloat16_bits_to_float(bits));
+  if (dtype == "F16") return convert_scalar<T>(fp16::from_bits(bits));
+  return convert_scalar<T>(bf16::from_bits(bits));
 }
 // Where the bytes of a safetensors file come from: the file itself (kept open) or memory.
 class SafetensorsSource {
@@ -147,7 +148,7 @@ class SafetensorsFile {
   // Reads tensor `name` into out[0, count), converted to T; count must be its element count.
   template <class T>
   void read(const std::string& name, T* out, std::size_t count) const {
-    static_assert(std::is_floating_point<T>::value || is_low_precision_v<T>,
+    static_assert(Impl::safetensors_scalar<T>(),
                   "dchag::SafetensorsFile::read converts to float, double, bf16 or fp16");
     const SafetensorsInfo& t = info(name);
     Impl::require(Impl::safetensors_readable(t.dtype), label(), ": tensor '", name,
@@ -158,8 +159,8 @@ class SafetensorsFile {
                   count, " was given");
     const std::size_t width = Impl::safetensors_dtype_size(t.dtype);
     const std::uint64_t start = data_offset_ + t.begin;
-    const bool direct =
-        Impl::host_is_little_endian() && t.dtype == Impl::safetensors_dtype_of<T>();
+    const bool direct = Impl::host_is_little_endian() &&
+                        t.dtype == Impl::safetensors_dtype_of<T>();
     Impl::Fnv1a hash;
     if (direct) {
       source_->read(start, count * width, reinterpret_cast<unsigned char*>(out),

@@ -1,7 +1,8 @@
 #ifndef DCHAG_IO_SAFETENSORS_WRITER_HPP
 #define DCHAG_IO_SAFETENSORS_WRITER_HPP
 
-// Writing a safetensors file (io/safetensors.hpp describes the format): F32 or F64 tensors
+// Writing a safetensors file (io/safetensors.hpp describes the format): F32, F64, BF16 or F16
+// tensors
 // streamed after a header declared up front, with a checksum of each, through a temporary file
 // in the same directory that is renamed over the target only once complete, so that a crash or
 // a full disk never leaves a truncated file under the final name; and the removal of the
@@ -161,10 +162,10 @@ class SafetensorsWriter {
   }
 
   // The next tensor's values (it must be `name`, the next entry): count of them, converted to
-  // the entry's dtype.
+  // the entry's dtype (rounded to nearest even where it is narrower than T).
   template <class T>
   void write(const std::string& name, const T* data, std::size_t count) {
-    static_assert(std::is_floating_point<T>::value || is_low_precision_v<T>,
+    static_assert(Impl::safetensors_scalar<T>(),
                   "dchag::SafetensorsWriter::write takes float, double, bf16 or fp16 values");
     Impl::require(file_ != nullptr && !committed_, label(), ": write('", name,
                   "') after the file was committed or failed");
@@ -235,8 +236,10 @@ class SafetensorsWriter {
     std::vector<std::string> seen;
     for (const auto& e : entries_) {
       Impl::require(e.name != "__metadata__", label(), ": '__metadata__' cannot be a tensor name");
-      Impl::require(Impl::safetensors_writable(e.dtype), label(), ": tensor '", e.name,
-                    "': dtype ", e.dtype, " cannot be written (F32, F64, BF16 and F16 can)");
+      Impl::require(e.dtype == "F32" || e.dtype == "F64" || e.dtype == "BF16" ||
+                        e.dtype == "F16",
+                    label(), ": tensor '", e.name, "': dtype ", e.dtype,
+                    " cannot be written (F32, F64, BF16 and F16 can)");
       seen.push_back(e.name);
       std::uint64_t n = Impl::safetensors_dtype_size(e.dtype);
       for (auto d : e.shape) {
@@ -334,8 +337,8 @@ struct SafetensorsTensor {
   const T* data = nullptr;
 };
 
-// Writes `tensors` (in this order) and `metadata` to `path` atomically, as F32 for float and
-// F64 for double.
+// Writes `tensors` (in this order) and `metadata` to `path` atomically, each in its scalar's
+// own dtype (F32, F64, BF16, F16: ScalarTraits<T>::dtype).
 template <class T>
 void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor<T>>& tensors,
                        const std::map<std::string, std::string>& metadata = {}) {

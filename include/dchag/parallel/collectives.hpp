@@ -5,7 +5,7 @@
 //
 // Every function takes the execution-space instance first and fences it before MPI touches the
 // buffer (the kernels producing it may still be running). Views may have any rank but must be
-// contiguous, and hold float or double. MPI gets the view's own memory when the host can access
+// contiguous, and hold float, double, bf16 or fp16. MPI gets the view's own memory when the host can access
 // it, or when the library is built with DCHAG_GPU_AWARE_MPI (device pointers go to MPI as they
 // are); otherwise the data is staged through a host copy. On a communicator of one rank nothing
 // is copied and MPI is not called (all_gather / reduce_scatter copy local <-> full when these
@@ -33,6 +33,16 @@
 // MPI calls of this header (the count checks included) and inside CommRequest::wait(), that is
 // the time the rank could not compute because it waited for the others or for the network.
 //
+// 16-bit views (bf16, fp16; core/low_precision.hpp) travel as MPI_UINT16_T where nothing is
+// computed (gathers, broadcasts): the bits arrive as they left. Reductions of them (sums, max)
+// are taken in float instead: the view is widened into a float buffer in its own memory space,
+// reduced as float, and rounded back once. MPI's own reduction of a 16-bit type (or a custom
+// operator on MPI_UINT16_T) would round every partial sum of the reduction tree to 16 bits: over
+// p ranks a bf16 sum loses low bits at each of its log2(p) to p - 1 steps, and how many depends
+// on the algorithm MPI picks, so the result would not even be reproducible between MPI libraries.
+// The price is float traffic (twice the 16-bit payload, and CommStats counts the float bytes)
+// and two conversion kernels.
+//
 // Non-blocking variants (start_all_gather, start_reduce_scatter_sum, start_all_reduce_sum) issue
 // the MPI-3 collective (MPI_Iallgather, MPI_Ireduce_scatter_block, MPI_Iallreduce) and return a
 // dchag::CommRequest; the result is in the views only after its wait(). Between the start and
@@ -55,6 +65,7 @@
 #include <vector>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/low_precision.hpp>
 #include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/parallel/communicator.hpp>
@@ -218,12 +229,6 @@ struct MpiType {
   static_assert(always_false<T>::value,
                 "dchag collectives take views of float, double, bf16 or fp16");
 };
-// 16-bit values travel as their bits. Sums of them never reach MPI as such (MPI_SUM would add
-// the integers): they are widened to float first (reduce_in_float below).
-template <class Format>
-struct MpiType<Float16<Format>> {
-  static MPI_Datatype get() { return MPI_UINT16_T; }
-};
 template <>
 struct MpiType<float> {
   static MPI_Datatype get() { return MPI_FLOAT; }
@@ -232,6 +237,67 @@ template <>
 struct MpiType<double> {
   static MPI_Datatype get() { return MPI_DOUBLE; }
 };
+// Bits only: never an MPI reduction (see the top of the file).
+template <>
+struct MpiType<bf16> {
+  static MPI_Datatype get() { return MPI_UINT16_T; }
+};
+template <>
+struct MpiType<fp16> {
+  static MPI_Datatype get() { return MPI_UINT16_T; }
+};
+
+template <class View>
+constexpr bool low_precision_view() {
+  return is_low_precision_v<typename View::non_const_value_type>;
+}
+
+template <class View>
+using WideView = Kokkos::View<float*, typename View::memory_space>;
+
+// A float copy of a contiguous 16-bit view, in its memory space (exact: every bf16 and fp16 is a
+// float); only allocated when not `copy_in`. The kernels are functors: they run inside other
+// templates' member functions on device backends.
+template <class Src, class Dst>
+struct WidenElements {
+  Src src;
+  Dst dst;
+  KOKKOS_INLINE_FUNCTION void operator()(std::int64_t i) const { dst(i) = float(src(i)); }
+};
+template <class Src, class Dst>
+struct NarrowElements {
+  Src src;
+  Dst dst;
+  KOKKOS_INLINE_FUNCTION void operator()(std::int64_t i) const {
+    dst(i) = typename Dst::non_const_value_type(src(i));
+  }
+};
+
+template <class ExecSpace, class View>
+WideView<View> widen(const ExecSpace& space, const View& v, bool copy_in) {
+  WideView<View> wide(Kokkos::view_alloc(Kokkos::WithoutInitializing, "dchag::wide_reduction"),
+                      v.size());
+  if (copy_in && v.size() > 0) {
+    const auto src = flat(v);
+    Kokkos::parallel_for("dchag::widen",
+                         Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
+                             space, 0, static_cast<std::int64_t>(v.size())),
+                         WidenElements<decltype(src), WideView<View>>{src, wide});
+  }
+  return wide;
+}
+
+// v <- wide, rounded to nearest even: the one rounding of a 16-bit reduction.
+template <class ExecSpace, class View>
+void narrow(const ExecSpace& space, const WideView<View>& wide, const View& v) {
+  if (v.size() == 0) return;
+  const auto dst = flat(v);
+  Kokkos::parallel_for("dchag::narrow",
+                       Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
+                           space, 0, static_cast<std::int64_t>(v.size())),
+                       NarrowElements<WideView<View>, decltype(dst)>{wide, dst});
+  space.fence();  // complete on return, as the other results are
+}
 
 // Can MPI read and write memory of this space directly?
 template <class MemorySpace>
@@ -277,38 +343,6 @@ void mpi_copy_out(const ExecSpace& space, const View& v, const Buffer& buffer) {
   }
 }
 
-// Sums of 16-bit views run in float (accum_t): the view is widened into a float copy in its own
-// memory space, reduced there, and rounded back once. Summed in bf16 over p ranks, every
-// partial sum would lose low bits; the float copy costs twice the bytes on the wire.
-template <class ExecSpace, class View>
-auto widened(const ExecSpace& space, const View& v, bool copy_in) {
-  using A = accum_t<typename View::non_const_value_type>;
-  Kokkos::View<A*, typename View::memory_space> w(
-      Kokkos::view_alloc(Kokkos::WithoutInitializing, "dchag::mpi_widened"), v.size());
-  if (copy_in && v.size() > 0) {
-    const auto f = flat(v);
-    Kokkos::parallel_for(
-        "dchag::mpi_widen",
-        Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
-            space, 0, static_cast<std::int64_t>(v.size())),
-        KOKKOS_LAMBDA(std::int64_t k) { w(k) = f(k); });
-  }
-  return w;
-}
-
-template <class ExecSpace, class Wide, class View>
-void narrow_into(const ExecSpace& space, const Wide& w, const View& v) {
-  if (v.size() > 0) {
-    const auto f = flat(v);
-    Kokkos::parallel_for(
-        "dchag::mpi_narrow",
-        Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
-            space, 0, static_cast<std::int64_t>(v.size())),
-        KOKKOS_LAMBDA(std::int64_t k) { f(k) = w(k); });
-  }
-  space.fence();  // complete on return, as after MPI
-}
-
 template <class ExecSpace, class View>
 void check_view(const char* where, const View& v) {
   static_assert(Kokkos::is_view<View>::value, "dchag collectives take Kokkos views");
@@ -317,7 +351,7 @@ void check_view(const char* where, const View& v) {
   static_assert(
       Kokkos::SpaceAccessibility<ExecSpace, typename View::memory_space>::accessible,
       "dchag collectives: the execution space cannot access the view's memory");
-  (void)sizeof(MpiType<typename View::non_const_value_type>);  // a type MPI can carry
+  (void)sizeof(MpiType<typename View::non_const_value_type>);  // float or double only
   require(v.span_is_contiguous(), "dchag::", where, ": view ", shape_of(v),
           " is not contiguous (take a contiguous copy first)");
   require(v.size() <= static_cast<std::size_t>(INT_MAX), "dchag::", where, ": view ",
@@ -386,11 +420,13 @@ void all_reduce(const ExecSpace& space, const Communicator& comm, const View& vi
                 const char* where) {
   require_writable<View>();
   check_view<ExecSpace>(where, view);
-  if constexpr (is_low_precision_v<typename View::non_const_value_type>) {
-    const auto wide = widened(space, view, true);
-    all_reduce(space, comm, wide, op, where);
-    narrow_into(space, wide, view);
-    return;
+  if constexpr (low_precision_view<View>()) {
+    if (comm.size() > 1) {
+      const auto wide = widen(space, view, true);
+      all_reduce(space, comm, wide, op, where);
+      narrow(space, wide, view);
+      return;
+    }
   }
   space.fence();
   const int p = comm.size();
@@ -612,12 +648,14 @@ void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const 
     Impl::require(!overlap, "dchag::", where, ": local ", Impl::shape_of(local),
                   " overlaps full ", Impl::shape_of(full));
   }
-  if constexpr (is_low_precision_v<T>) {  // summed in float
-    const auto wide_full = Impl::widened(space, full, true);
-    const auto wide_local = Impl::widened(space, local, false);
-    reduce_scatter_sum(space, comm, wide_full, wide_local);
-    Impl::narrow_into(space, wide_local, local);
-    return;
+  if constexpr (Impl::low_precision_view<Local>()) {
+    if (p > 1) {
+      const auto wide_full = Impl::widen(space, full, true);
+      const auto wide_local = Impl::widen(space, local, false);
+      reduce_scatter_sum(space, comm, wide_full, wide_local);
+      Impl::narrow(space, wide_local, local);
+      return;
+    }
   }
   space.fence();
   CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));  // (p-1)/p * n_full
@@ -639,6 +677,23 @@ void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const 
                   "MPI_Reduce_scatter_block", where);
   Impl::mpi_copy_out(space, local, local_buffer);
 }
+
+namespace Impl {
+
+// A request that completes `inner` (a float reduction) and then rounds its result into the
+// 16-bit view. Dropped before wait(), it drops `inner` too, which waits for MPI as any request.
+template <class ExecSpace, class View>
+CommRequest then_narrow(const ExecSpace& space, CommRequest inner, const WideView<View>& wide,
+                        const View& view, const char* where) {
+  // std::function needs a copyable callable; the request is move-only.
+  auto held = std::make_shared<CommRequest>(std::move(inner));
+  return CommRequest(where, [space, held, wide, view] {
+    held->wait();
+    narrow(space, wide, view);
+  });
+}
+
+}  // namespace Impl
 
 // Non-blocking collectives: the same results as all_gather, reduce_scatter_sum and
 // all_reduce_sum once the returned request's wait() has returned (see the top of the file).
@@ -720,15 +775,14 @@ CommRequest start_reduce_scatter_sum(const ExecSpace& space, const Communicator&
     Impl::require(!overlap, "dchag::", where, ": local ", Impl::shape_of(local),
                   " overlaps full ", Impl::shape_of(full));
   }
-  if constexpr (is_low_precision_v<T>) {  // summed in float, rounded into local at wait()
-    const auto wide_full = Impl::widened(space, full, true);
-    const auto wide_local = Impl::widened(space, local, false);
-    auto inner = std::make_shared<CommRequest>(
-        start_reduce_scatter_sum(space, comm, wide_full, wide_local));
-    return CommRequest(where, [space, inner, wide_local, local] {
-      inner->wait();
-      Impl::narrow_into(space, wide_local, local);
-    });
+  if constexpr (Impl::low_precision_view<Local>()) {
+    if (p > 1) {
+      const auto wide_full = Impl::widen(space, full, true);
+      const auto wide_local = Impl::widen(space, local, false);
+      return Impl::then_narrow(
+          space, start_reduce_scatter_sum(space, comm, wide_full, wide_local), wide_local, local,
+          where);
+    }
   }
   space.fence();
   CommStats::add(static_cast<std::uint64_t>(p - 1) * n * sizeof(T));
@@ -759,13 +813,11 @@ CommRequest start_all_reduce_sum(const ExecSpace& space, const Communicator& com
   const char* where = "start_all_reduce_sum";
   Impl::require_writable<View>();
   Impl::check_view<ExecSpace>(where, view);
-  if constexpr (is_low_precision_v<typename View::non_const_value_type>) {  // summed in float
-    const auto wide = Impl::widened(space, view, true);
-    auto inner = std::make_shared<CommRequest>(start_all_reduce_sum(space, comm, wide));
-    return CommRequest(where, [space, inner, wide, view] {
-      inner->wait();
-      Impl::narrow_into(space, wide, view);
-    });
+  if constexpr (Impl::low_precision_view<View>()) {
+    if (comm.size() > 1) {
+      const auto wide = Impl::widen(space, view, true);
+      return Impl::then_narrow(space, start_all_reduce_sum(space, comm, wide), wide, view, where);
+    }
   }
   space.fence();
   const int p = comm.size();

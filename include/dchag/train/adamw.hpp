@@ -8,6 +8,18 @@
 // slice. They are stored in two flat buffers and a step is one kernel over every parameter
 // (train/parameter_table.hpp): a model has over a thousand tensors at C = 512 channels, and a
 // launch per tensor cost more than the arithmetic.
+//
+// Mixed precision: for a 16-bit parameter type (bf16, fp16: is_low_precision_v<T>) the optimizer
+// keeps fp32 master weights, a float copy of every parameter at the moments' offsets, and the
+// moments in float (master_t<T>). A step reads the 16-bit gradient as float (times grad_scale,
+// which divides out a loss scale), updates master and moments in float, and stores the master
+// rounded to nearest even into the parameter. Updates smaller than half a 16-bit ulp, which is
+// most of them late in training (lr * m / sqrt(v) ~ lr against a weight ~ 1, where bf16's ulp is
+// 2^-7), would otherwise round away every step: in the master they add up until the weight
+// moves. For float and double nothing of this exists: the parameters are their own master.
+// The master is taken from the parameters by initialize(), and again for any parameter whose
+// 16-bit value is no longer its rounded master (written by someone else since the last step:
+// a loaded model, a re-initialisation), so that the optimizer never undoes such a write.
 
 #include <Kokkos_Core.hpp>
 #include <cmath>
@@ -20,6 +32,7 @@
 #include <dchag/core/error.hpp>
 #include <dchag/core/kokkos_compat.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/train/parameter_table.hpp>
@@ -121,6 +134,7 @@ struct AdamWCoefficients {
 // tensor at its offset in the flat moment buffers.
 template <class T, class ExecSpace>
 struct AdamWMultiUpdate {
+  static_assert(!is_low_precision_v<T>, "16-bit parameters update through AdamWMasterUpdate");
   using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
   typename ParameterTable<T, ExecSpace>::TensorView tensors;
   typename ParameterTable<T, ExecSpace>::ChunkView chunks;
@@ -151,15 +165,63 @@ struct AdamWMultiUpdate {
   }
 };
 
+// The same step for 16-bit parameters: master weights and moments in float (M), the gradient
+// read as M times grad_scale, the result rounded into the parameter.
+template <class T, class ExecSpace>
+struct AdamWMasterUpdate {
+  using M = master_t<T>;
+  using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
+  typename ParameterTable<T, ExecSpace>::TensorView tensors;
+  typename ParameterTable<T, ExecSpace>::ChunkView chunks;
+  View1<M, ExecSpace> master, m, v;
+  AdamWCoefficients<M> c;
+  M grad_scale;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const member_type& team) const {
+    const TableChunk k = chunks(team.league_rank());
+    const TableTensor<T> t = tensors(k.tensor);
+    T* const p = t.value;
+    const T* const g = t.grad;
+    M* const wt = master.data() + t.offset;
+    M* const mt = m.data() + t.offset;
+    M* const vt = v.data() + t.offset;
+    const M decay = t.decay ? c.decay_factor : M(1);
+    const AdamWCoefficients<M> cc = c;
+    const M scale = grad_scale;
+    team_for<ExecSpace>(team, k.begin, k.end, [&](std::int64_t i) {
+      const T stored = p[i];
+      M w = wt[i];
+      if (T(w).bits != stored.bits) w = M(stored);  // written since the last step
+      cc.update(w, M(g[i]) * scale, mt[i], vt[i], decay);
+      wt[i] = w;
+      p[i] = T(w);
+    });
+  }
+};
+
+// dst[i] = src[i], converting (the master weights from the parameters).
+template <class Src, class Dst>
+struct AdamWConvert {
+  Src src;
+  Dst dst;
+  KOKKOS_INLINE_FUNCTION void operator()(std::int64_t i) const {
+    dst(i) = static_cast<typename Dst::non_const_value_type>(src(i));
+  }
+};
+
 }  // namespace Impl
 
 template <class T, class ExecSpace>
 class AdamW {
  public:
-  // First and second moment of one parameter, flat like its value and gradient: views into
-  // the optimizer's flat moment buffers.
+  // What weights and moments are kept in: float for 16-bit parameters, else T itself.
+  using master_type = master_t<T>;
+  static constexpr bool has_master = is_low_precision_v<T>;
+
+  // First and second moment of one parameter, flat like its value and gradient, and for 16-bit
+  // parameters its master weights (empty otherwise): views into the optimizer's flat buffers.
   struct Moments {
-    View1<T, ExecSpace> m, v;
+    View1<master_type, ExecSpace> m, v, master;
   };
 
   // The moments are allocated (zero) at the first step, or now when the parameters are given
@@ -174,7 +236,8 @@ class AdamW {
 
   // (Re)allocates zero moments for exactly these parameters and restarts the step count. All
   // moments live in two flat buffers (one allocation each, one kernel per step), each
-  // parameter's at its own offset.
+  // parameter's at its own offset; the master weights, for 16-bit parameters, in a third, copied
+  // from the parameters now.
   void initialize(const ParameterList<T, ExecSpace>& params) {
     std::map<std::string, std::size_t> index;
     std::vector<std::int64_t> offsets;
@@ -188,19 +251,34 @@ class AdamW {
       // 64-byte boundaries, as separate allocations had them.
       total += static_cast<std::int64_t>((p.size() + 15) / 16 * 16);
     }
-    View1<T, ExecSpace> m("adamw.m", static_cast<std::size_t>(total));
-    View1<T, ExecSpace> v("adamw.v", static_cast<std::size_t>(total));
+    View1<master_type, ExecSpace> m("adamw.m", static_cast<std::size_t>(total));
+    View1<master_type, ExecSpace> v("adamw.v", static_cast<std::size_t>(total));
+    View1<master_type, ExecSpace> master;
+    if constexpr (has_master)
+      master = View1<master_type, ExecSpace>("adamw.master", static_cast<std::size_t>(total));
     std::vector<Moments> state;
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto range = Kokkos::make_pair(static_cast<std::size_t>(offsets[i]),
                                            static_cast<std::size_t>(offsets[i]) + params[i].size());
-      state.push_back({Kokkos::subview(m, range), Kokkos::subview(v, range)});
+      Moments s{Kokkos::subview(m, range), Kokkos::subview(v, range), {}};
+      if constexpr (has_master) {
+        s.master = Kokkos::subview(master, range);
+        using Src = Unmanaged<T*, ExecSpace>;
+        Kokkos::parallel_for("dchag::AdamW::master",
+                             Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(
+                                 0, static_cast<std::int64_t>(params[i].size())),
+                             Impl::AdamWConvert<Src, View1<master_type, ExecSpace>>{
+                                 params[i].value, s.master});
+      }
+      state.push_back(s);
     }
+    if constexpr (has_master) Kokkos::fence();
     index_ = std::move(index);
     state_ = std::move(state);
     offsets_ = std::move(offsets);
     m_ = m;
     v_ = v;
+    master_ = master;
     names_.clear();
     for (const auto& p : params) names_.push_back(p.name);
     table_.invalidate();
@@ -209,11 +287,16 @@ class AdamW {
   }
 
   // One AdamW step at the configured learning rate, or at `lr` (from a schedule). Gradients are
-  // used as they are: clip them first if wanted.
+  // used as they are times grad_scale (1 / the loss scale of train/loss_scaler.hpp, times a
+  // clipping factor if wanted): for 16-bit gradients the product is taken in float, as they are
+  // read, never stored back in 16 bits where an fp16 gradient divided by 2^16 would underflow.
   void step(const ExecSpace& space, const ParameterList<T, ExecSpace>& params) {
     step(space, params, config_.lr);
   }
-  void step(const ExecSpace& space, const ParameterList<T, ExecSpace>& params, double lr) {
+  void step(const ExecSpace& space, const ParameterList<T, ExecSpace>& params, double lr,
+            double grad_scale = 1.0) {
+    Impl::require(std::isfinite(grad_scale) && grad_scale > 0, "dchag::AdamW: grad_scale is ",
+                  grad_scale, ", expected a finite value > 0");
     Impl::check_adamw_lr(lr);
     if (!initialized_) initialize(params);
     prepare(params);
@@ -222,29 +305,42 @@ class AdamW {
     const double b1 = config_.beta1, b2 = config_.beta2;
     const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(b2, static_cast<double>(t));
-    Impl::AdamWCoefficients<T> c;
-    c.m_weight = static_cast<T>(1.0 - b1);
+    using M = master_type;
+    Impl::AdamWCoefficients<M> c;
+    c.m_weight = static_cast<M>(1.0 - b1);
     c.small_weight = (1.0 - b1) < 0.5;
-    c.beta2 = static_cast<T>(b2);
-    c.v_weight = static_cast<T>(1.0 - b2);
+    c.beta2 = static_cast<M>(b2);
+    c.v_weight = static_cast<M>(1.0 - b2);
     // Checked before the conversion to T, in which the update runs (an out-of-range conversion
     // is undefined): a rate that is finite as a double can still overflow a float and turn
     // every parameter into NaN in one step.
-    const double largest = static_cast<double>(std::numeric_limits<T>::max());
+    const double largest = static_cast<double>(std::numeric_limits<M>::max());
     Impl::require(std::fabs(lr / bc1) <= largest &&
-                      std::fabs(1.0 - lr * config_.weight_decay) <= largest,
+                      std::fabs(1.0 - lr * config_.weight_decay) <= largest &&
+                      grad_scale <= largest,
                   "dchag::AdamW: learning rate ", lr, " overflows the ",
-                  sizeof(T) == 4 ? "float" : "double", " parameters (step size ", lr / bc1,
-                  ", decay factor ", 1.0 - lr * config_.weight_decay, ")");
-    c.neg_step_size = static_cast<T>(-(lr / bc1));
-    c.bc2_sqrt = static_cast<T>(std::sqrt(bc2));
-    c.eps = static_cast<T>(config_.eps);
-    c.decay_factor = static_cast<T>(1.0 - lr * config_.weight_decay);
+                  sizeof(M) == 4 ? "float" : "double", has_master ? " master weights" :
+                  " parameters", " (step size ", lr / bc1,
+                  ", decay factor ", 1.0 - lr * config_.weight_decay, ", gradient scale ",
+                  grad_scale, ")");
+    c.neg_step_size = static_cast<M>(-(lr / bc1));
+    c.bc2_sqrt = static_cast<M>(std::sqrt(bc2));
+    c.eps = static_cast<M>(config_.eps);
+    c.decay_factor = static_cast<M>(1.0 - lr * config_.weight_decay);
 
-    if (table_.chunk_count() > 0)
-      Kokkos::parallel_for("dchag::AdamW::step", table_.policy(space),
-                           Impl::AdamWMultiUpdate<T, ExecSpace>{table_.tensors(),
-                                                                 table_.chunks(), m_, v_, c});
+    if (table_.chunk_count() > 0) {
+      if constexpr (has_master) {
+        Kokkos::parallel_for("dchag::AdamW::step", table_.policy(space),
+                             Impl::AdamWMasterUpdate<T, ExecSpace>{
+                                 table_.tensors(), table_.chunks(), master_, m_, v_, c,
+                                 static_cast<M>(grad_scale)});
+      } else {
+        if (grad_scale != 1.0) scale_grads(space, table_, static_cast<T>(grad_scale));
+        Kokkos::parallel_for("dchag::AdamW::step", table_.policy(space),
+                             Impl::AdamWMultiUpdate<T, ExecSpace>{table_.tensors(),
+                                                                   table_.chunks(), m_, v_, c});
+      }
+    }
     step_count_ = t;
   }
 
@@ -325,8 +421,8 @@ class AdamW {
   std::int64_t step_count_ = 0;
   std::map<std::string, std::size_t> index_;
   std::vector<Moments> state_;
-  std::vector<std::int64_t> offsets_;  // of each slot's moments in m_ and v_
-  View1<T, ExecSpace> m_, v_;
+  std::vector<std::int64_t> offsets_;  // of each slot's moments in m_, v_ (and master_)
+  View1<master_type, ExecSpace> m_, v_, master_;
   std::vector<std::string> names_;
   // The last step's list, as a table into m_ and v_, and its names.
   ParameterTable<T, ExecSpace> table_;

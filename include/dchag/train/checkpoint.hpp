@@ -8,8 +8,11 @@
 // The file. One safetensors file (io/safetensors.hpp) holding every parameter under its ClimaX
 // name in its LOGICAL (un-sharded) shape, F32 for a float model and F64 for a double one, in
 // "natural" name order (blocks.2 before blocks.10), so that the same model gives the same bytes
-// whatever grid wrote it. With an optimizer, its moments are in the same file as
-// "optimizer.m.{name}" and "optimizer.v.{name}" (logical shapes too): one file means one atomic
+// whatever grid wrote it; BF16 / F16 for a bf16 / fp16 model (its raw bits). With an optimizer,
+// its moments are in the same file as "optimizer.m.{name}" and "optimizer.v.{name}" (logical
+// shapes too, in the optimizer's master_t: F32 for a 16-bit model, whose fp32 master weights
+// are there as well, "optimizer.master.{name}", so that a 16-bit run resumes exactly, the
+// update of the next step starting from the same float weights): one file means one atomic
 // rename, so a checkpoint can never pair weights with the moments of another step. A PyTorch
 // user drops the "optimizer." entries before load_state_dict (tests/python/climax_reference.py
 // does). __metadata__ holds (all strings):
@@ -27,8 +30,11 @@
 //   aggregator = "none" (levels {1}, the ClimaX baseline) | the partial aggregator's name()
 //                ("linear", "cross_attention" or a user's)
 //   policy = Policy::name() of the writer (information only: any policy may load the file)
-//   scalar = "F32" | "F64" (information only: loading converts), step = the training step
-//            given to save_checkpoint
+//   scalar = "F32" | "F64" | "BF16" | "F16", the model's precision: loading the model alone
+//            converts (rounding to nearest even into a narrower type); loading an optimizer
+//            refuses a file of a 16-bit model into a float or double one and vice versa (their
+//            optimizer states differ: master weights or none), naming both precisions
+//   step = the training step given to save_checkpoint
 //   with an optimizer: optimizer = "AdamW", optimizer.step_count, and its lr, beta1, beta2, eps
 //            and weight_decay (information only: the run's optimizer settings are its own)
 // and, as in every file SafetensorsWriter writes, a checksum of each tensor's bytes, which
@@ -67,10 +73,12 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/io/safetensors.hpp>
 #include <dchag/kernels/reductions.hpp>
@@ -148,9 +156,48 @@ template <class T>
 void require_finite(const std::vector<T>& values, const std::string& name,
                     const std::string& label) {
   for (std::size_t i = 0; i < values.size(); ++i)
-    require(std::isfinite(values[i]), label, ": tensor '", name, "' holds a value that is not "
+    require(std::isfinite(static_cast<double>(values[i])), label, ": tensor '", name, "' holds a value that is not "
             "finite (", values[i], " at element ", i, " of this rank's part): the run that wrote "
             "it had diverged; refusing to load it (pass NonFinite::Allow to load it anyway)");
+}
+
+// A piece's values on the host, in the optimizer's master_t<T> (what travels to rank 0: exact
+// for a 16-bit parameter, which float holds exactly, and T itself for float and double).
+template <class T, class ExecSpace>
+std::vector<master_t<T>> piece_to_host(const CheckpointPiece<T, ExecSpace>& p) {
+  if (p.optimizer) return to_host_vector(p.state);
+  if constexpr (std::is_same<master_t<T>, T>::value) {
+    return to_host_vector(p.values);
+  } else {
+    const std::vector<T> narrow = to_host_vector(p.values);
+    return std::vector<master_t<T>>(narrow.begin(), narrow.end());
+  }
+}
+
+template <class T, class ExecSpace>
+bool piece_finite(const CheckpointPiece<T, ExecSpace>& p) {
+  if (p.optimizer) return all_finite(ExecSpace(), p.state);
+  if constexpr (is_low_precision_v<T>) {
+    // (through the host: the reduction kernels take float and double)
+    for (const auto x : to_host_vector(p.values))
+      if (!std::isfinite(static_cast<float>(x))) return false;
+    return true;
+  } else {
+    return all_finite(ExecSpace(), p.values);
+  }
+}
+
+// A file of a 16-bit model into a float or double optimizer, or the other way: refused (see the
+// top of the file).
+template <class T>
+void require_optimizer_precision(const CheckpointInfo& info, const std::string& label) {
+  const std::string mine = safetensors_dtype_of<T>();
+  const bool file_low = info.scalar == "BF16" || info.scalar == "F16";
+  require(info.scalar.empty() || file_low == is_low_precision_v<T>, label,
+          ": the checkpoint's optimizer state is of a ", info.scalar, " model, the optimizer "
+          "given is of a ", mine, " model; a 16-bit model's optimizer keeps fp32 master weights "
+          "and a float or double model's does not, so one cannot resume the other (load the "
+          "model alone, without an optimizer, to convert its weights)");
 }
 
 inline std::string what_failed(const std::exception& e, const std::string& path) {
@@ -186,7 +233,7 @@ void save_checkpoint(const std::string& path, const Model& model,
     pieces = Impl::checkpoint_pieces(model.parameters(), optimizer, grid, label);
     if (nonfinite == NonFinite::Refuse)
       for (const auto& p : pieces)
-        Impl::require(all_finite(ExecSpace(), p.values), "dchag::save_checkpoint: ", label, ": '",
+        Impl::require(Impl::piece_finite(p), "dchag::save_checkpoint: ", label, ": '",
                       p.name, "' holds NaN or infinite values (the training diverged); nothing "
                       "was written, and a file already there keeps its content (pass "
                       "NonFinite::Allow to write such values anyway)");
@@ -205,7 +252,11 @@ void save_checkpoint(const std::string& path, const Model& model,
       plan = Impl::plan_checkpoint(layouts, label);
       std::vector<SafetensorsEntry> entries;
       for (const auto& t : plan)
-        entries.push_back({t.name, Impl::safetensors_dtype_of<T>(), t.shape});
+        entries.push_back({t.name,
+                           Impl::starts_with(t.name, "optimizer.")
+                               ? Impl::safetensors_dtype_of<master_t<T>>()
+                               : Impl::safetensors_dtype_of<T>(),
+                           t.shape});
       writer.emplace(path, std::move(entries),
                      Impl::checkpoint_metadata(model, optimizer, step));
     } catch (const std::exception& e) {
@@ -219,13 +270,16 @@ void save_checkpoint(const std::string& path, const Model& model,
   // Nothing may stop the exchange half way, or a rank would wait forever: a rank that cannot
   // stage a piece sends an empty message instead (rank 0 sees the short count), and rank 0
   // keeps receiving after a failure of its own, writing nothing more.
-  const MPI_Datatype type = Impl::MpiType<T>::get();
+  // Every piece travels as master_t<T> (T for float and double; float for a 16-bit model, whose
+  // parameters widen exactly and narrow back to the same bits in the writer).
+  using W = master_t<T>;
+  const MPI_Datatype type = Impl::MpiType<W>::get();
   if (!root) {
     for (const auto& p : pieces) {
-      std::vector<T> host;
+      std::vector<W> host;
       if (error.empty()) {
         try {
-          host = Impl::to_host_vector(p.values);
+          host = Impl::piece_to_host(p);
         } catch (const std::exception& e) {
           error = Impl::what_failed(e, path);
         }
@@ -244,7 +298,7 @@ void save_checkpoint(const std::string& path, const Model& model,
     for (const auto& t : plan) {
       std::size_t n = 1;
       for (auto d : t.shape) n *= d;
-      std::vector<T> full, part;
+      std::vector<W> full, part;
       try {
         if (writer) full.resize(n);
       } catch (const std::exception& e) {
@@ -254,7 +308,7 @@ void save_checkpoint(const std::string& path, const Model& model,
         bool complete = true;
         try {
           if (s.rank == 0) {
-            part = Impl::to_host_vector(own.at(t.name)->values);
+            part = Impl::piece_to_host(*own.at(t.name));
           } else {
             part.resize(s.count);
             MPI_Status status;
@@ -328,8 +382,11 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
   using ExecSpace = typename Model::execution_space;
   using Policy = typename Model::policy;
   const Communicator& world = model.grid().world();
+  using W = master_t<T>;
+  constexpr bool has_master = AdamW<T, ExecSpace>::has_master;
   const ParameterList<T, ExecSpace> params = model.parameters();
-  std::vector<std::vector<T>> values(params.size()), ms, vs;
+  std::vector<std::vector<T>> values(params.size());
+  std::vector<std::vector<W>> ms, vs, masters;
   std::vector<char> kept(params.size(), 0);  // init_only: partial aggregators the file lacks
   std::vector<std::string> file_names;  // the file's model tensors, sorted
   std::vector<std::string> extra;       // names no rank can own (optimizer entries)
@@ -356,6 +413,7 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
                     "(it was saved without an optimizer); load without one");
       Impl::require(info.optimizer_steps >= 0, label, ": optimizer.step_count = ",
                     info.optimizer_steps, " is negative");
+      Impl::require_optimizer_precision<T>(info, label);
       if (optimizer->has_state()) {
         Impl::require(optimizer->state_names().size() == params.size(), label,
                       ": the optimizer given holds state for ", optimizer->state_names().size(),
@@ -366,15 +424,21 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
       }
       ms.resize(params.size());
       vs.resize(params.size());
+      if (has_master) masters.resize(params.size());
       for (std::size_t i = 0; i < params.size(); ++i) {
         const auto& p = params[i];
-        ms[i] = Impl::read_pieces<T>(file, Impl::checkpoint_m_prefix + p.name, p.shape, p.pieces,
+        ms[i] = Impl::read_pieces<W>(file, Impl::checkpoint_m_prefix + p.name, p.shape, p.pieces,
                                      p.size(), "optimizer moment");
-        vs[i] = Impl::read_pieces<T>(file, Impl::checkpoint_v_prefix + p.name, p.shape, p.pieces,
+        vs[i] = Impl::read_pieces<W>(file, Impl::checkpoint_v_prefix + p.name, p.shape, p.pieces,
                                      p.size(), "optimizer moment");
+        if (has_master)
+          masters[i] = Impl::read_pieces<W>(file, Impl::checkpoint_master_prefix + p.name,
+                                            p.shape, p.pieces, p.size(), "master weight");
         if (nonfinite == NonFinite::Refuse) {
           Impl::require_finite(ms[i], Impl::checkpoint_m_prefix + p.name, label);
           Impl::require_finite(vs[i], Impl::checkpoint_v_prefix + p.name, label);
+          if (has_master)
+            Impl::require_finite(masters[i], Impl::checkpoint_master_prefix + p.name, label);
         }
       }
     }
@@ -385,8 +449,10 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
       if (!optimizer || !Impl::starts_with(n, "optimizer.")) continue;
       const bool moment = Impl::starts_with(n, Impl::checkpoint_m_prefix) ||
                           Impl::starts_with(n, Impl::checkpoint_v_prefix);
-      if (!moment || !model_names.count(n.substr(std::string(Impl::checkpoint_m_prefix).size())))
-        extra.push_back(n);
+      const bool master = has_master && Impl::starts_with(n, Impl::checkpoint_master_prefix);
+      const std::size_t prefix = std::string(master ? Impl::checkpoint_master_prefix
+                                                    : Impl::checkpoint_m_prefix).size();
+      if (!(moment || master) || !model_names.count(n.substr(prefix))) extra.push_back(n);
     }
     file_names.assign(model_names.begin(), model_names.end());
     std::sort(file_names.begin(), file_names.end(), Impl::natural_less);
@@ -430,8 +496,11 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
     if (!optimizer->has_state()) optimizer->initialize(params);
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto& s = optimizer->state(params[i].name);
-      Impl::from_host_vector(Unmanaged<T*, ExecSpace>(s.m.data(), s.m.size()), ms[i]);
-      Impl::from_host_vector(Unmanaged<T*, ExecSpace>(s.v.data(), s.v.size()), vs[i]);
+      Impl::from_host_vector(Unmanaged<W*, ExecSpace>(s.m.data(), s.m.size()), ms[i]);
+      Impl::from_host_vector(Unmanaged<W*, ExecSpace>(s.v.data(), s.v.size()), vs[i]);
+      if (has_master)
+        Impl::from_host_vector(Unmanaged<W*, ExecSpace>(s.master.data(), s.master.size()),
+                               masters[i]);
     }
     optimizer->set_step_count(info.optimizer_steps);
   }

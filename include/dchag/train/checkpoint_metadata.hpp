@@ -38,7 +38,7 @@ struct CheckpointInfo {
   ModelConfig config;            // as recorded; rebuilds the model
   MaeConfig mae;                 // as recorded, when model is "channel_mae"
   std::string aggregator;        // "none", or the partial aggregator's name(): "linear", ...
-  std::string scalar;            // "F32" or "F64"
+  std::string scalar;            // "F32", "F64", "BF16" or "F16": the model's precision
   std::int64_t step = 0;         // the training step given to save_checkpoint
   bool has_optimizer = false;    // optimizer moments are in the file
   std::int64_t optimizer_steps = 0;

@@ -19,6 +19,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/io/safetensors_format.hpp>
 #include <dchag/io/safetensors_reader.hpp>
@@ -31,6 +32,8 @@ namespace Impl {
 
 constexpr const char* checkpoint_m_prefix = "optimizer.m.";
 constexpr const char* checkpoint_v_prefix = "optimizer.v.";
+// The master weights of an optimizer of 16-bit parameters (F32, like its moments).
+constexpr const char* checkpoint_master_prefix = "optimizer.master.";
 
 inline bool starts_with(const std::string& s, const char* prefix) {
   return s.compare(0, std::char_traits<char>::length(prefix), prefix) == 0;
@@ -96,7 +99,9 @@ struct CheckpointPiece {
   std::string name;
   std::vector<std::size_t> shape;
   std::vector<LogicalBox> boxes;
-  Unmanaged<T*, ExecSpace> values;
+  Unmanaged<T*, ExecSpace> values;           // a parameter's (empty for optimizer state)
+  Unmanaged<master_t<T>*, ExecSpace> state;  // optimizer state's (master_t<T>: float for bf16)
+  bool optimizer = false;
 };
 
 // The layout of one rank's pieces, as text rank 0 can parse: per piece a line with the name,
@@ -250,15 +255,19 @@ std::vector<CheckpointPiece<T, ExecSpace>> checkpoint_pieces(
             "carries");
     std::vector<LogicalBox> boxes = p.pieces;
     if (boxes.empty()) boxes.push_back(whole_box(p.shape));
-    pieces.push_back({p.name, p.shape, boxes, p.value});
+    pieces.push_back({p.name, p.shape, boxes, p.value, {}, false});
     if (!optimizer) continue;
     const auto& s = optimizer->state(p.name);
     require(s.m.size() == p.size() && s.v.size() == p.size(), where, ": the optimizer state of '",
             p.name, "' has ", s.m.size(), " values, the parameter ", p.size());
-    pieces.push_back({checkpoint_m_prefix + p.name, p.shape, boxes,
-                      Unmanaged<T*, ExecSpace>(s.m.data(), s.m.size())});
-    pieces.push_back({checkpoint_v_prefix + p.name, p.shape, boxes,
-                      Unmanaged<T*, ExecSpace>(s.v.data(), s.v.size())});
+    using W = master_t<T>;
+    pieces.push_back({checkpoint_m_prefix + p.name, p.shape, boxes, {},
+                      Unmanaged<W*, ExecSpace>(s.m.data(), s.m.size()), true});
+    pieces.push_back({checkpoint_v_prefix + p.name, p.shape, boxes, {},
+                      Unmanaged<W*, ExecSpace>(s.v.data(), s.v.size()), true});
+    if constexpr (AdamW<T, ExecSpace>::has_master)
+      pieces.push_back({checkpoint_master_prefix + p.name, p.shape, boxes, {},
+                        Unmanaged<W*, ExecSpace>(s.master.data(), s.master.size()), true});
   }
   std::sort(pieces.begin(), pieces.end(),
             [](const CheckpointPiece<T, ExecSpace>& a, const CheckpointPiece<T, ExecSpace>& b) {

@@ -16,6 +16,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/train/parameter_table.hpp>
 
@@ -30,12 +31,17 @@ inline void check_max_norm(const char* where, double max_norm) {
 }  // namespace Impl
 
 // Sum over all gradients of g^2, in double. May be NaN or Inf: checking is the caller's (or
-// clip_grad_norm's) job, after any reduction over ranks.
+// clip_grad_norm's) job, after any reduction over ranks. 16-bit gradients go through a table
+// (train/parameter_table.hpp), whose reduction reads them as double.
 template <class T, class ExecSpace>
 double grad_sum_squares(const ExecSpace& space, const ParameterList<T, ExecSpace>& params) {
-  double total = 0;
-  for (const auto& p : params) total += sum_squares(space, p.grad);
-  return total;
+  if constexpr (is_low_precision_v<T>) {
+    return grad_sum_squares(space, ParameterTable<T, ExecSpace>(params));
+  } else {
+    double total = 0;
+    for (const auto& p : params) total += sum_squares(space, p.grad);
+    return total;
+  }
 }
 
 namespace Impl {
@@ -60,7 +66,10 @@ double apply_grad_clip(const ExecSpace& space, const ParameterList<T, ExecSpace>
                        double max_norm, double total_norm) {
   const double coef = Impl::grad_clip_factor("dchag::apply_grad_clip", max_norm, total_norm);
   if (coef >= 1.0) return 1.0;
-  for (const auto& p : params) scale(space, p.grad, static_cast<T>(coef));
+  if constexpr (is_low_precision_v<T>)
+    scale_grads(space, ParameterTable<T, ExecSpace>(params), static_cast<compute_t<T>>(coef));
+  else
+    for (const auto& p : params) scale(space, p.grad, static_cast<T>(coef));
   return coef;
 }
 
@@ -70,7 +79,7 @@ double apply_grad_clip(const ExecSpace& space, const ParameterTable<T, ExecSpace
                        double max_norm, double total_norm) {
   const double coef = Impl::grad_clip_factor("dchag::apply_grad_clip", max_norm, total_norm);
   if (coef >= 1.0) return 1.0;
-  scale_grads(space, table, static_cast<T>(coef));
+  scale_grads(space, table, static_cast<compute_t<T>>(coef));
   return coef;
 }
 
@@ -89,7 +98,8 @@ double clip_grad_norm(const ExecSpace& space, const ParameterList<T, ExecSpace>&
   std::vector<std::string> bad;
   if (!std::isfinite(total))
     for (const auto& p : params)
-      if (!std::isfinite(sum_squares(space, p.grad))) bad.push_back(p.name);
+      if (!std::isfinite(grad_sum_squares(space, ParameterList<T, ExecSpace>{p})))
+        bad.push_back(p.name);
   if (!bad.empty()) {
     std::string names;
     const std::size_t shown = bad.size() < 5 ? bad.size() : 5;

@@ -8,11 +8,16 @@
 //    one small message per parameter), then the division by dp x fsdp;
 //  - the global gradient norm: partitioned parameters (each element on one TP rank) add their
 //    squares over the TP group, sharded ones over the fsdp group, replicated ones count once.
+// 16-bit gradients are packed into a float buffer (accum_t<T>), summed over the ranks in float
+// and rounded once when the average is unpacked: no 16-bit partial sums (parallel/collectives.hpp
+// says why), and no second conversion inside the collective.
 
 #include <cmath>
+#include <type_traits>
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
 #include <dchag/parallel/collectives.hpp>
@@ -30,7 +35,7 @@ class GradientSync {
   // the buffer are kept for the next step's (same) list.
   void average(const ExecSpace& space, const ProcessGrid& grid,
                const ParameterList<T, ExecSpace>& params) {
-    const T inverse = T(1) / T(grid.data_size());
+    const Buffer inverse = Buffer(1) / Buffer(grid.data_size());
     for (const auto& p : params)
       Impl::require(p.sharded == (grid.fsdp() > 1), "dchag::GradientSync: parameter '", p.name,
                     "' is ", p.sharded ? "" : "not ", "sharded but the grid has fsdp = ",
@@ -42,23 +47,25 @@ class GradientSync {
       return;
     }
     const auto total = static_cast<std::size_t>(table_.packed_size());
-    if (buffer_.extent(0) != total) buffer_ = View1<T, ExecSpace>("dp_gradient_buffer", total);
+    if (buffer_.extent(0) != total)
+      buffer_ = View1<Buffer, ExecSpace>("dp_gradient_buffer", total);
     if (table_.chunk_count() > 0)
       Kokkos::parallel_for("dchag::GradientSync::pack", table_.policy(space),
-                           Impl::TablePack<T, ExecSpace>{table_.tensors(), table_.chunks(),
-                                                         buffer_});
+                           Impl::TablePack<T, ExecSpace, Buffer>{table_.tensors(),
+                                                                 table_.chunks(), buffer_});
     all_reduce_sum(space, grid.dp_comm(), buffer_);
     // The sum times 1 / (dp x fsdp), as a scaling of the buffer followed by a copy would give.
     if (table_.chunk_count() > 0)
       Kokkos::parallel_for("dchag::GradientSync::unpack", table_.policy(space),
-                           Impl::TableUnpackScaled<T, ExecSpace>{table_.tensors(),
-                                                                 table_.chunks(), buffer_,
-                                                                 inverse});
+                           Impl::TableUnpackScaled<T, ExecSpace, Buffer>{
+                               table_.tensors(), table_.chunks(), buffer_, inverse});
   }
 
  private:
+  // T itself for float and double (unchanged), float for 16-bit gradients.
+  using Buffer = std::conditional_t<is_low_precision_v<T>, accum_t<T>, T>;
   ParameterTable<T, ExecSpace> table_;
-  View1<T, ExecSpace> buffer_;
+  View1<Buffer, ExecSpace> buffer_;
 };
 
 namespace Impl {

@@ -20,9 +20,9 @@ namespace dchag {
 namespace Impl {
 template <class ExecSpace, class Model, class Pred, class Target, class Grad>
 double mae_loss_unchecked(const ExecSpace& space, const Model& model, const Pred& pred,
-                          const Target& target, const Grad& dpred) {
+                          const Target& target, const Grad& dpred, double loss_scale = 1) {
   double loss = masked_mse_unchecked(space, pred, target, model.mask(), dpred,
-                                     double(model.patch_values_total()));
+                                     double(model.patch_values_total()), loss_scale);
   if (model.distributes_outputs()) loss = all_reduce_sum(model.grid().tp_comm(), loss);
   return loss;
 }
@@ -65,7 +65,7 @@ class MaeTrainer {
       dpred_ = View3<T, ExecSpace>("dprediction", pred.extent(0), pred.extent(1), pred.extent(2));
     }
     mae_target(space, x, model_.config().patch, target_);
-    r.loss = Impl::mae_loss_unchecked(space, model_, pred, target_, dpred_);
+    r.loss = Impl::mae_loss_unchecked(space, model_, pred, target_, dpred_, loop_.loss_scale());
     model_.backward(space, dpred_);
     loop_.finish(space, model_.grid(), x.extent(0), model_.forward_flops(x.extent(0)), r);
     return r;

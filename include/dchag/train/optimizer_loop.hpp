@@ -16,6 +16,7 @@
 #include <dchag/parallel/process_grid.hpp>
 #include <dchag/train/adamw.hpp>
 #include <dchag/train/grad_clip.hpp>
+#include <dchag/train/loss_scaler.hpp>
 #include <dchag/train/losses.hpp>
 #include <dchag/train/parameter_table.hpp>
 #include <dchag/train/gradient_sync.hpp>
@@ -37,6 +38,8 @@ struct TrainConfig {
 struct StepReport {
   std::int64_t step = 0;
   double loss = 0, lr = 0, grad_norm = 0;
+  // fp16 only (train/loss_scaler.hpp): the gradients overflowed, the update was skipped.
+  bool skipped = false;
   double seconds = 0, samples_per_second = 0, gflops_per_second = 0;
   std::uint64_t peak_bytes = 0;  // peak bytes live in Kokkos allocations so far
 };
@@ -67,11 +70,12 @@ class OptimizerLoop {
                   config.min_lr) {
     // The schedule checks the rates as doubles; the update applies them in T.
     // (Compared in double: converting an out-of-range double to float is undefined.)
-    const double largest = static_cast<double>(std::numeric_limits<T>::max());
+    const double largest = static_cast<double>(std::numeric_limits<master_t<T>>::max());
     Impl::require(std::isfinite(config.lr) && std::fabs(config.lr) <= largest &&
                       std::fabs(config.lr * config.weight_decay) <= largest,
                   "TrainConfig: lr ", config.lr, " is out of the range of the model's ",
-                  sizeof(T) == 4 ? "float" : "double", " parameters");
+                  sizeof(master_t<T>) == 4 ? "float" : "double",
+                  is_low_precision_v<T> ? " master weights" : " parameters");
     optimizer_.initialize(params_);
   }
 
@@ -93,9 +97,26 @@ class OptimizerLoop {
     // The same value on every rank now (the loss is replicated over tp), so a NaN on one rank
     // stops them all here; the trainers do not check their ranks' losses alone.
     require_finite_loss("dchag training step", r.loss);
-    r.grad_norm = global_grad_norm(space, grid, table_);
-    apply_grad_clip(space, table_, config_.max_grad_norm, r.grad_norm);
-    optimizer_.step(space, params_, r.lr);
+    if constexpr (LossScaler<T>::enabled) {
+      // The gradients are scale() times the true ones: an overflow skips the step on every
+      // rank; otherwise the scale (and the clipping factor) is divided out in AdamW, in float.
+      const bool finite = scaler_.check_finite(space, table_, grid.world());
+      const double inverse = scaler_.inverse_scale();
+      scaler_.update(finite);
+      if (!finite) {
+        r.skipped = true;
+        r.grad_norm = std::numeric_limits<double>::infinity();
+      } else {
+        r.grad_norm = global_grad_norm(space, grid, table_) * inverse;
+        const double coef =
+            Impl::grad_clip_factor("dchag training step", config_.max_grad_norm, r.grad_norm);
+        optimizer_.step(space, params_, r.lr, coef * inverse);
+      }
+    } else {
+      r.grad_norm = global_grad_norm(space, grid, table_);
+      apply_grad_clip(space, table_, config_.max_grad_norm, r.grad_norm);
+      optimizer_.step(space, params_, r.lr);
+    }
     space.fence();
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
     // Samples of the global batch per second; FLOPs this rank executed (forward + backward ~
@@ -114,6 +135,9 @@ class OptimizerLoop {
   }
   const ParameterList<T, ExecSpace>& parameters() const { return params_; }
   AdamW<T, ExecSpace>& optimizer() { return optimizer_; }
+  // What the loss gradient must be multiplied by before the backward pass (1 but for fp16).
+  double loss_scale() const { return scaler_.scale(); }
+  LossScaler<T>& loss_scaler() { return scaler_; }
 
  private:
   TrainConfig config_;
@@ -124,6 +148,7 @@ class OptimizerLoop {
   AdamW<T, ExecSpace> optimizer_;
   WarmupCosine schedule_;
   GradientSync<T, ExecSpace> sync_;
+  LossScaler<T> scaler_;
   std::chrono::steady_clock::time_point t0_;
   std::int64_t step_ = 0;
 };

@@ -24,6 +24,7 @@
 
 #include <dchag/core/error.hpp>
 #include <dchag/core/parameter.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 
 namespace dchag {
@@ -213,17 +214,19 @@ struct TableFill {
   }
 };
 
+// The factor in the compute type: a 16-bit factor (1/3 in bf16 is 0.33398) would scale every
+// gradient wrongly before the product is rounded.
 template <class T, class ExecSpace>
 struct TableScale {
   using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
   typename ParameterTable<T, ExecSpace>::TensorView tensors;
   typename ParameterTable<T, ExecSpace>::ChunkView chunks;
-  T alpha;
+  compute_t<T> alpha;
 
   KOKKOS_INLINE_FUNCTION void operator()(const member_type& team) const {
     const TableChunk c = chunks(team.league_rank());
     T* const g = tensors(c.tensor).grad;
-    const T a = alpha;
+    const compute_t<T> a = alpha;
     team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { g[i] *= a; });
   }
 };
@@ -286,39 +289,40 @@ struct TableSquaresByKind {
   }
 };
 
-// buffer[offset + i] = grad[i] for every tensor.
-template <class T, class ExecSpace>
+// buffer[offset + i] = grad[i] for every tensor, in the buffer's type B (T, or accum_t<T> for
+// 16-bit gradients: widening is exact).
+template <class T, class ExecSpace, class B = T>
 struct TablePack {
   using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
   typename ParameterTable<T, ExecSpace>::TensorView tensors;
   typename ParameterTable<T, ExecSpace>::ChunkView chunks;
-  View1<T, ExecSpace> buffer;
+  View1<B, ExecSpace> buffer;
 
   KOKKOS_INLINE_FUNCTION void operator()(const member_type& team) const {
     const TableChunk c = chunks(team.league_rank());
     const TableTensor<T> t = tensors(c.tensor);
     const T* const g = t.grad;
-    T* const b = buffer.data() + t.offset;
-    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { b[i] = g[i]; });
+    B* const b = buffer.data() + t.offset;
+    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { b[i] = B(g[i]); });
   }
 };
 
-// grad[i] = buffer[offset + i] * alpha for every tensor.
-template <class T, class ExecSpace>
+// grad[i] = buffer[offset + i] * alpha for every tensor (the product in B, rounded once to T).
+template <class T, class ExecSpace, class B = T>
 struct TableUnpackScaled {
   using member_type = typename Kokkos::TeamPolicy<ExecSpace>::member_type;
   typename ParameterTable<T, ExecSpace>::TensorView tensors;
   typename ParameterTable<T, ExecSpace>::ChunkView chunks;
-  View1<T, ExecSpace> buffer;
-  T alpha;
+  View1<B, ExecSpace> buffer;
+  B alpha;
 
   KOKKOS_INLINE_FUNCTION void operator()(const member_type& team) const {
     const TableChunk c = chunks(team.league_rank());
     const TableTensor<T> t = tensors(c.tensor);
     T* const g = t.grad;
-    const T* const b = buffer.data() + t.offset;
-    const T a = alpha;
-    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { g[i] = b[i] * a; });
+    const B* const b = buffer.data() + t.offset;
+    const B a = alpha;
+    team_for<ExecSpace>(team, c.begin, c.end, [&](std::int64_t i) { g[i] = T(b[i] * a); });
   }
 };
 
@@ -334,7 +338,8 @@ void zero_grad(const ExecSpace& space, const ParameterTable<T, ExecSpace>& table
 
 // Every gradient of the table *= alpha (one launch).
 template <class T, class ExecSpace>
-void scale_grads(const ExecSpace& space, const ParameterTable<T, ExecSpace>& table, T alpha) {
+void scale_grads(const ExecSpace& space, const ParameterTable<T, ExecSpace>& table,
+                 compute_t<T> alpha) {
   if (table.chunk_count() == 0) return;
   Kokkos::parallel_for("dchag::scale_grads", table.policy(space),
                        Impl::TableScale<T, ExecSpace>{table.tensors(), table.chunks(), alpha});

@@ -22,14 +22,16 @@ namespace dchag {
 namespace Impl {
 template <class ExecSpace, class Model, class Pred, class Target, class Weights, class Grad>
 double forecast_loss_unchecked(const ExecSpace& space, const Model& model, const Pred& pred,
-                               const Target& y, const Weights& w_lat, const Grad& dpred) {
+                               const Target& y, const Weights& w_lat, const Grad& dpred,
+                               double loss_scale = 1) {
   // The mean is over every output of the global prediction; a rank that predicts none of them
   // (fewer outputs than TP ranks) adds nothing but still joins the sum.
   const double count = double(pred.extent(0)) * double(model.config().out_channels()) *
                        double(pred.extent(2)) * double(pred.extent(3));
   double loss = pred.size() == 0
                     ? 0.0
-                    : lat_weighted_mse_unchecked(space, pred, y, w_lat, dpred, count);
+                    : lat_weighted_mse_unchecked(space, pred, y, w_lat, dpred, count,
+                                                 loss_scale);
   if (model.distributes_outputs()) loss = all_reduce_sum(model.grid().tp_comm(), loss);
   return loss;
 }
@@ -76,7 +78,10 @@ class ForecastTrainer {
     if (dpred_.extent(0) != pred.extent(0) || dpred_.extent(1) != pred.extent(1))
       dpred_ = View4<T, ExecSpace>("dprediction", pred.extent(0), pred.extent(1), pred.extent(2),
                                    pred.extent(3));
-    r.loss = Impl::forecast_loss_unchecked(space, model_, pred, y, lat_weights, dpred_);
+    // dpred is the gradient of loss_scale() x the loss (1 but for fp16: see LossScaler); the
+    // optimizer loop divides the scale out again.
+    r.loss = Impl::forecast_loss_unchecked(space, model_, pred, y, lat_weights, dpred_,
+                                           loop_.loss_scale());
     model_.backward(space, dpred_);
     loop_.finish(space, model_.grid(), x.extent(0), model_.forward_flops(x.extent(0)), r);
     return r;
