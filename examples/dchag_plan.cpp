@@ -16,8 +16,8 @@
 // The first form prints one row per rank (every tensor-parallel rank; fsdp ranks differ only by
 // their slice of the padding), the second the paper-scale table: D in {1024, 2048, 4096},
 // C in {256, 512, 1024}, tp = 8, fsdp in {1, 8, 32, 128}, each policy, and whether its peak fits
-// on a GPU of --gpu-gib GiB. Scalars are fp32 (or fp64): the model has no bf16 path, so none is
-// planned.
+// on a GPU of --gpu-gib GiB. Scalars are fp32 (or fp64): the planner does not yet count what a
+// bf16 model keeps in float (LayerNorm statistics, master weights), so it plans none.
 #include <dchag/dchag.hpp>
 
 #include <cstdio>
@@ -78,7 +78,7 @@ Options parse(int argc, char* argv[]) {
     else if (a == "--scalar") {
       const std::string s = value();
       dchag::Impl::require(s == "float" || s == "double", "dchag_plan: --scalar is float or ",
-                           "double (the model has no bf16 path), got '", s, "'");
+                           "double (bf16 is not planned yet), got '", s, "'");
       o.double_precision = s == "double";
     } else if (a == "--overlap") dchag::set_fsdp_overlap(true);
     else if (a == "--frontier") o.frontier = true;
@@ -179,7 +179,7 @@ int frontier(Options o) {
   const double limit = o.gpu_gib * GiB;
   dchag::ModelConfig base = o.model;
   std::printf("dchag_plan --frontier: peak per GPU of one training step (forward, backward, "
-              "AdamW), fp32 weights, gradients and moments (no bf16 path exists), %d samples per "
+              "AdamW), fp32 weights, gradients and moments (bf16 not planned), %d samples per "
               "rank, image %dx%d patch %d (L = %d), depth %d, heads D/64, mlp_ratio %g, "
               "D-CHAG levels {%d, 1}, tp = %d; fits: peak <= %.0f GiB. Rank 0 (the largest "
               "share of the fsdp padding).\n",

@@ -3,7 +3,8 @@
 # by scripts/build_kokkos.sh kokkos4-cuda: the explicit instantiations of the model types in
 # tests/cuda (ChannelViT and ChannelMAE with float under TensorParallel,
 # DistributedChannels<LinearAggregator> and DistributedChannels<CrossAttentionAggregator>, every
-# member function, their trainers, AdamW, checkpoint save/load) and the main job
+# member function, their trainers, AdamW, checkpoint save/load; ChannelViT<bf16> under D-CHAG with
+# its trainer, checkpoints and the fp16 loss scaling) and the main job
 # examples/train_dchag.cpp (all four policy/aggregator pairs it dispatches to), with the other
 # job, examples/pretrain_hyperspectral.cpp (the MAE and the hyperspectral reader). Nothing runs and
 # no GPU is needed: the point is that code which cannot run on a CUDA device (host-only calls in

@@ -26,31 +26,46 @@ struct Case {
 
 // Every backend the Kokkos install enables, each on its own: cluster installs are often
 // OpenMP-only or CUDA-only, without Serial.
-template <class Space>
-using BothScalars = std::tuple<Case<Space, float>, Case<Space, double>>;
 #if defined(KOKKOS_ENABLE_SERIAL)
-using SerialCases = BothScalars<Kokkos::Serial>;
+using SerialBackend = std::tuple<Kokkos::Serial>;
 #else
-using SerialCases = std::tuple<>;
+using SerialBackend = std::tuple<>;
 #endif
 #if defined(KOKKOS_ENABLE_OPENMP)
-using OpenMPCases = BothScalars<Kokkos::OpenMP>;
+using OpenMPBackend = std::tuple<Kokkos::OpenMP>;
 #else
-using OpenMPCases = std::tuple<>;
+using OpenMPBackend = std::tuple<>;
 #endif
 #if defined(KOKKOS_ENABLE_CUDA)
-using CudaCases = BothScalars<Kokkos::Cuda>;
+using CudaBackend = std::tuple<Kokkos::Cuda>;
 #else
-using CudaCases = std::tuple<>;
+using CudaBackend = std::tuple<>;
 #endif
 #if defined(KOKKOS_ENABLE_HIP)
-using HipCases = BothScalars<dchag::HipExecSpace>;
+using HipBackend = std::tuple<dchag::HipExecSpace>;
 #else
-using HipCases = std::tuple<>;
+using HipBackend = std::tuple<>;
 #endif
+using Backends = decltype(std::tuple_cat(std::declval<SerialBackend>(),
+                                         std::declval<OpenMPBackend>(),
+                                         std::declval<CudaBackend>(), std::declval<HipBackend>()));
 
-using AllCases = decltype(std::tuple_cat(std::declval<SerialCases>(), std::declval<OpenMPCases>(),
-                                         std::declval<CudaCases>(), std::declval<HipCases>()));
+// PerSpace<Space> (a tuple of cases) for every enabled backend, concatenated.
+template <template <class> class PerSpace, class Spaces>
+struct OnEachBackend;
+template <template <class> class PerSpace, class... Spaces>
+struct OnEachBackend<PerSpace, std::tuple<Spaces...>> {
+  using type = decltype(std::tuple_cat(std::declval<PerSpace<Spaces>>()...));
+};
+
+template <class Space>
+using BothScalars = std::tuple<Case<Space, float>, Case<Space, double>>;
+// The 16-bit storage types (kernels with float accumulation).
+template <class Space>
+using LowPrecision = std::tuple<Case<Space, dchag::bf16>, Case<Space, dchag::fp16>>;
+
+using AllCases = typename OnEachBackend<BothScalars, Backends>::type;
+using LowPrecisionCases = typename OnEachBackend<LowPrecision, Backends>::type;
 
 // Gradient checks run in double only: finite differences in float measure rounding, not bugs.
 template <class Tuple>
@@ -62,33 +77,6 @@ struct DoubleOnly<std::tuple<Cs...>> {
                                        std::tuple<Cs>, std::tuple<>>>()...));
 };
 using DoubleCases = typename DoubleOnly<AllCases>::type;
-
-// The 16-bit storage types on every backend (kernels with float accumulation).
-template <class Space>
-using LowPrecision = std::tuple<Case<Space, dchag::bf16>, Case<Space, dchag::fp16>>;
-#if defined(KOKKOS_ENABLE_SERIAL)
-using SerialLowCases = LowPrecision<Kokkos::Serial>;
-#else
-using SerialLowCases = std::tuple<>;
-#endif
-#if defined(KOKKOS_ENABLE_OPENMP)
-using OpenMPLowCases = LowPrecision<Kokkos::OpenMP>;
-#else
-using OpenMPLowCases = std::tuple<>;
-#endif
-#if defined(KOKKOS_ENABLE_CUDA)
-using CudaLowCases = LowPrecision<Kokkos::Cuda>;
-#else
-using CudaLowCases = std::tuple<>;
-#endif
-#if defined(KOKKOS_ENABLE_HIP)
-using HipLowCases = LowPrecision<dchag::HipExecSpace>;
-#else
-using HipLowCases = std::tuple<>;
-#endif
-using LowPrecisionCases =
-    decltype(std::tuple_cat(std::declval<SerialLowCases>(), std::declval<OpenMPLowCases>(),
-                            std::declval<CudaLowCases>(), std::declval<HipLowCases>()));
 
 // Tolerances that pass float rounding on the shapes we test but catch any wrong index. For the
 // 16-bit types, against a reference computed in double from the same rounded inputs: a result

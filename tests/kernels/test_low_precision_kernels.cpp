@@ -72,6 +72,27 @@ TEST_CASE_TEMPLATE_DEFINE("16-bit sums are accumulated in float", C, low_accumul
   dchag::gemm(space, dchag::Op::N, dchag::Op::N, 1.0f, a, b, 0.0f, c);
   CHECK(double(to_host(c)(0, 0)) == K);
 
+  // Sums whose 16-bit roundings would not cancel: +1 and -1 in turn, with 2^-7 added at every
+  // third k. Exact in float; the result must be that sum rounded once, through the team
+  // kernel's K blocks (32 on a GPU) and with beta applied once.
+  {
+    dchag::View2<T, Space> u("u", 1, K), w("w", K, 1), out("out", 1, 1);
+    auto hu = Kokkos::create_mirror_view(u);
+    auto hw = Kokkos::create_mirror_view(w);
+    double exact = 0;
+    for (int j = 0; j < K; ++j) {
+      const double x = (j % 2 ? -1.0 : 1.0) + (j % 3 == 0 ? std::ldexp(1.0, -7) : 0.0);
+      hu(0, j) = T(x);
+      hw(j, 0) = T(1);
+      exact += double(hu(0, j));
+    }
+    Kokkos::deep_copy(u, hu);
+    Kokkos::deep_copy(w, hw);
+    Kokkos::deep_copy(out, T(0.5));
+    dchag::gemm(space, dchag::Op::N, dchag::Op::N, 1.0f, u, w, 2.0f, out);
+    CHECK(to_host(out)(0, 0).bits == T(float(exact + 1.0)).bits);
+  }
+
   dchag::View2<T, Space> rows("rows", K, 3);
   dchag::View1<T, Space> sums("sums", 3);
   Kokkos::deep_copy(rows, T(1));

@@ -63,12 +63,17 @@ struct BatchedGemmTiling<ExecSpace, true> {
 };
 
 // A 16-bit T is staged into scratch already converted to its accumulation type (float), so
-// that the micro-tiles multiply and add in float and C is rounded once, when it is written.
+// that the micro-tiles multiply and add in float. Its partial products are not added to C
+// block by block, which would round the running sum to 16 bits at every K block: a float tile
+// of C in scratch carries the sum over the K blocks, and C is written once, alpha and beta
+// applied in float, after the last block.
 template <class Tiling, bool TransA, bool TransB, class AV, class BV, class CV, class Scratch>
 struct BatchedGemmTeam {
   using T = typename CV::non_const_value_type;
   using S = accum_t<T>;  // scratch, registers, alpha and beta
   using ScratchView = Kokkos::View<S*, Scratch, Kokkos::MemoryUnmanaged>;
+  // Whether the sum over K is carried in a float tile of C (16-bit T), not in C itself.
+  static constexpr bool carry = is_low_precision_v<T>;
   static constexpr int mt = Tiling::mt, nt = Tiling::nt, kc = Tiling::kc;
   static constexpr int mr = Tiling::mr, nr = Tiling::nr, pad = Tiling::pad;
   static constexpr int pm = mt / mr, pn = nt / nr;  // the grid of micro-tiles in a tile
@@ -80,6 +85,7 @@ struct BatchedGemmTeam {
   static constexpr int a_ks = mt + pad, b_ks = nt + pad;
   static constexpr std::size_t a_size = std::size_t(kc) * (mt + pad);
   static constexpr std::size_t b_size = std::size_t(kc) * (nt + pad);
+  static constexpr std::size_t c_size = carry ? std::size_t(mt) * nt : 0;
 
   AV A;
   BV B;
@@ -88,7 +94,8 @@ struct BatchedGemmTeam {
   int m, n, k, tiles_m, tiles_n, scratch_level;
 
   static std::size_t scratch_bytes() {
-    return ScratchView::shmem_size(a_size) + ScratchView::shmem_size(b_size);
+    return ScratchView::shmem_size(a_size) + ScratchView::shmem_size(b_size) +
+           (carry ? ScratchView::shmem_size(c_size) : 0);
   }
 
   // A loop over the lanes of one team thread: ThreadVectorRange on a GPU; on a CPU a plain
@@ -182,6 +189,8 @@ struct BatchedGemmTeam {
     ScratchView bs(team.team_scratch(scratch_level), b_size);
     S* const a_block = as.data();
     S* const b_block = bs.data();
+    S* c_tile = nullptr;
+    if constexpr (carry) c_tile = ScratchView(team.team_scratch(scratch_level), c_size).data();
     // A thread's micro-tile element (r, c) is C's row m0 + row0 + r * rstep, column
     // n0 + col0 + c * cstep.
     constexpr int rstep = Tiling::interleaved ? pm : 1;
@@ -204,12 +213,24 @@ struct BatchedGemmTeam {
       // beta = 0 overwrites: C may hold anything, NaN included.
       const S c_scale = k0 == 0 ? beta : S(1);
       const bool overwrite = c_scale == S(0);
+      const bool last = k0 + kc >= k;
       // One micro-tile: its product, then its share of C.
       const auto micro_tile = [&](int p, int q) {
         const int row0 = Tiling::interleaved ? p : p * mr;
         const int col0 = Tiling::interleaved ? q : q * nr;
         S acc[mr][nr];
         multiply<rstep, cstep>(a_block + row0, b_block + col0, kn, acc);
+        if constexpr (carry) {
+          // The thread's own elements of the float tile: no other thread touches them.
+          S* const t00 = c_tile + row0 * nt + col0;
+          for (int r = 0; r < mr; ++r)
+            for (int c = 0; c < nr; ++c) {
+              S& t = t00[r * rstep * nt + c * cstep];
+              t = k0 == 0 ? acc[r][c] : t + acc[r][c];
+              acc[r][c] = t;
+            }
+          if (!last) return;
+        }
         // The micro-tile's elements inside C: loops with no test inside, so that a CPU stores
         // whole SIMD registers.
         const int rn = clamp_count((m - m0 - row0 + rstep - 1) / rstep, mr);
@@ -217,7 +238,19 @@ struct BatchedGemmTeam {
         if (rn == 0 || cn == 0) return;
         T* const c00 = &C(i, m0 + row0, n0 + col0);
         const std::ptrdiff_t crs = rstep * c_row_stride, ccs = cstep * c_col_stride;
-        if (overwrite) {
+        if constexpr (carry) {
+          // Once, after the last K block: beta applies to C as the caller passed it.
+          if (beta == S(0)) {
+            for (int r = 0; r < rn; ++r)
+              for (int c = 0; c < cn; ++c) c00[r * crs + c * ccs] = alpha * acc[r][c];
+          } else {
+            for (int r = 0; r < rn; ++r)
+              for (int c = 0; c < cn; ++c) {
+                T& cv = c00[r * crs + c * ccs];
+                cv = alpha * acc[r][c] + beta * S(cv);
+              }
+          }
+        } else if (overwrite) {
           for (int r = 0; r < rn; ++r)
             for (int c = 0; c < cn; ++c) c00[r * crs + c * ccs] = alpha * acc[r][c];
         } else {
