@@ -351,7 +351,7 @@ void check_view(const char* where, const View& v) {
   static_assert(
       Kokkos::SpaceAccessibility<ExecSpace, typename View::memory_space>::accessible,
       "dchag collectives: the execution space cannot access the view's memory");
-  (void)sizeof(MpiType<typename View::non_const_value_type>);  // float or double only
+  (void)sizeof(MpiType<typename View::non_const_value_type>);  // float, double, bf16, fp16
   require(v.span_is_contiguous(), "dchag::", where, ": view ", shape_of(v),
           " is not contiguous (take a contiguous copy first)");
   require(v.size() <= static_cast<std::size_t>(INT_MAX), "dchag::", where, ": view ",
@@ -393,6 +393,20 @@ void check_blocks(const char* where, const Local& local, const Full& full, int p
     require(same, "dchag::", where, ": the full view ", shape_of(full), " is not ", p,
             " blocks of the local view ", shape_of(local), " along the first dimension");
   }
+}
+
+// The checks of a collective between a rank's block and the full view, shared by the blocking
+// call and its start_* form so that both refuse the same calls with the same message.
+template <class ExecSpace, class Local, class Full>
+void check_block_views(const char* where, const Local& local, const Full& full, int p) {
+  check_view<ExecSpace>(where, local);
+  check_view<ExecSpace>(where, full);
+  static_assert(std::is_same<typename Local::non_const_value_type,
+                             typename Full::non_const_value_type>::value,
+                "dchag collectives: local and full must hold the same scalar type");
+  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
+                "dchag collectives: local and full must live in the same memory space");
+  check_blocks(where, local, full, p);
 }
 
 // Throws the same dchag::Error on every rank of comm unless every rank passes the same n
@@ -479,15 +493,8 @@ void all_gather(const ExecSpace& space, const Communicator& comm, const Local& l
                 const Full& full) {
   const char* where = "all_gather";
   Impl::require_writable<Full>();
-  Impl::check_view<ExecSpace>(where, local);
-  Impl::check_view<ExecSpace>(where, full);
-  static_assert(std::is_same<typename Local::non_const_value_type,
-                             typename Full::non_const_value_type>::value,
-                "dchag::all_gather: local and full must hold the same scalar type");
-  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
-                "dchag::all_gather: local and full must live in the same memory space");
   const int p = comm.size();
-  Impl::check_blocks(where, local, full, p);
+  Impl::check_block_views<ExecSpace>(where, local, full, p);
   space.fence();
   using T = typename Full::non_const_value_type;
   const std::size_t n = local.size();
@@ -629,15 +636,8 @@ void reduce_scatter_sum(const ExecSpace& space, const Communicator& comm, const 
                         const Local& local) {
   const char* where = "reduce_scatter_sum";
   Impl::require_writable<Local>();
-  Impl::check_view<ExecSpace>(where, local);
-  Impl::check_view<ExecSpace>(where, full);
-  static_assert(std::is_same<typename Local::non_const_value_type,
-                             typename Full::non_const_value_type>::value,
-                "dchag::reduce_scatter_sum: local and full must hold the same scalar type");
-  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
-                "dchag::reduce_scatter_sum: local and full must live in the same memory space");
   const int p = comm.size();
-  Impl::check_blocks(where, local, full, p);
+  Impl::check_block_views<ExecSpace>(where, local, full, p);
   using T = typename Local::non_const_value_type;
   const std::size_t n = local.size();
   {
@@ -707,15 +707,8 @@ CommRequest start_all_gather(const ExecSpace& space, const Communicator& comm, c
                              const Full& full) {
   const char* where = "start_all_gather";
   Impl::require_writable<Full>();
-  Impl::check_view<ExecSpace>(where, local);
-  Impl::check_view<ExecSpace>(where, full);
-  static_assert(std::is_same<typename Local::non_const_value_type,
-                             typename Full::non_const_value_type>::value,
-                "dchag::start_all_gather: local and full must hold the same scalar type");
-  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
-                "dchag::start_all_gather: local and full must live in the same memory space");
   const int p = comm.size();
-  Impl::check_blocks(where, local, full, p);
+  Impl::check_block_views<ExecSpace>(where, local, full, p);
   space.fence();
   using T = typename Full::non_const_value_type;
   const std::size_t n = local.size();
@@ -756,16 +749,8 @@ CommRequest start_reduce_scatter_sum(const ExecSpace& space, const Communicator&
                                      const Full& full, const Local& local) {
   const char* where = "start_reduce_scatter_sum";
   Impl::require_writable<Local>();
-  Impl::check_view<ExecSpace>(where, local);
-  Impl::check_view<ExecSpace>(where, full);
-  static_assert(std::is_same<typename Local::non_const_value_type,
-                             typename Full::non_const_value_type>::value,
-                "dchag::start_reduce_scatter_sum: local and full must hold the same scalar type");
-  static_assert(std::is_same<typename Local::memory_space, typename Full::memory_space>::value,
-                "dchag::start_reduce_scatter_sum: local and full must live in the same memory "
-                "space");
   const int p = comm.size();
-  Impl::check_blocks(where, local, full, p);
+  Impl::check_block_views<ExecSpace>(where, local, full, p);
   using T = typename Local::non_const_value_type;
   const std::size_t n = local.size();
   {
