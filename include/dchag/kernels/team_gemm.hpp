@@ -238,26 +238,16 @@ struct BatchedGemmTeam {
         if (rn == 0 || cn == 0) return;
         T* const c00 = &C(i, m0 + row0, n0 + col0);
         const std::ptrdiff_t crs = rstep * c_row_stride, ccs = cstep * c_col_stride;
-        if constexpr (carry) {
-          // Once, after the last K block: beta applies to C as the caller passed it.
-          if (beta == S(0)) {
-            for (int r = 0; r < rn; ++r)
-              for (int c = 0; c < cn; ++c) c00[r * crs + c * ccs] = alpha * acc[r][c];
-          } else {
-            for (int r = 0; r < rn; ++r)
-              for (int c = 0; c < cn; ++c) {
-                T& cv = c00[r * crs + c * ccs];
-                cv = alpha * acc[r][c] + beta * S(cv);
-              }
-          }
-        } else if (overwrite) {
+        // A carried sum is written once, after the last K block, with beta as the caller gave it.
+        const S scale = carry ? beta : c_scale;
+        if (carry ? beta == S(0) : overwrite) {
           for (int r = 0; r < rn; ++r)
             for (int c = 0; c < cn; ++c) c00[r * crs + c * ccs] = alpha * acc[r][c];
         } else {
           for (int r = 0; r < rn; ++r)
             for (int c = 0; c < cn; ++c) {
               T& cv = c00[r * crs + c * ccs];
-              cv = alpha * acc[r][c] + c_scale * S(cv);
+              cv = alpha * acc[r][c] + scale * S(cv);
             }
         }
       };
