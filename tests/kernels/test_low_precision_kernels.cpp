@@ -10,6 +10,7 @@
 #include <dchag/kernels/softmax.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "test_common.hpp"
 
@@ -119,6 +120,17 @@ TEST_CASE_TEMPLATE_DEFINE("16-bit sums are accumulated in float", C, low_accumul
   CHECK(double(to_host(mean)(0)) == doctest::Approx(1.0 + 2.0 / 64).epsilon(1e-6));
 
   CHECK(dchag::sum_squares(space, rows) == 3.0 * K);
+
+  // NaN and infinity are found in 16-bit views (what checkpoints refuse to write).
+  CHECK(dchag::all_finite(space, rows));
+  auto hr = Kokkos::create_mirror_view(rows);
+  Kokkos::deep_copy(hr, rows);
+  hr(K - 1, 2) = T(std::numeric_limits<float>::quiet_NaN());
+  Kokkos::deep_copy(rows, hr);
+  CHECK(!dchag::all_finite(space, rows));
+  hr(K - 1, 2) = T(std::numeric_limits<float>::infinity());
+  Kokkos::deep_copy(rows, hr);
+  CHECK(!dchag::all_finite(space, rows));
 }
 TEST_CASE_TEMPLATE_APPLY(low_accumulate, LowPrecisionCases);
 
