@@ -9,6 +9,7 @@
 //               [--steps 150] [--batch 8] [--lr 2e-3] [--seed 0] [--lead-steps 12]
 //               [--run-dir runs/latest] [--csv FILE] [--save-every K] [--resume CHECKPOINT]
 //               [--no-save] [--timeout-minutes M] [--init-from CHECKPOINT]
+//               [--precision fp32|bf16]
 //   train_dchag --eval CHECKPOINT [--batch 8] [--lead-steps 12]
 //   mpirun -np 2 train_dchag --data DIR --variables v1,v2,... [--lead-hours 72]
 //               [--train-years 1979-2015] [--validation-years 2016] [--test-years 2017]
@@ -46,6 +47,12 @@
 // --timeout-minutes M ends the job with an error when no step completes for M minutes (a rank
 // stopped or died and the others wait for it).
 //
+// --precision bf16 trains in mixed precision: weights, activations and gradients in bfloat16,
+// every sum (GEMM, softmax, LayerNorm, reductions, collectives) in float, and AdamW on float
+// master weights and moments; the checkpoint holds BF16 weights and F32 optimizer state. bf16
+// keeps float's range, so no loss scaling is needed. A checkpoint records its precision: --resume
+// and --eval take it from there; --init-from converts the weights to this run's precision.
+//
 // --policy dchag distributes the channels over the tensor-parallel ranks (D-CHAG); tp
 // replicates them (the tensor-parallel baseline). --fsdp shards the parameters, gradients and
 // optimizer state over that many ranks (ZeRO-3), which, like the --dp ranks, train on their own
@@ -78,7 +85,6 @@
 namespace {
 
 using Space = Kokkos::DefaultExecutionSpace;
-using T = float;
 constexpr const char* program = "train_dchag";
 
 struct Options {
@@ -94,6 +100,7 @@ struct Options {
   std::vector<int> levels;
   std::string policy = "dchag";
   std::string aggregator = "linear";
+  std::string precision = "fp32";  // fp32 | bf16
   std::string run_dir = "runs/latest";
   std::string csv;  // default: run_dir/train_metrics.csv
   std::string resume, eval, init_from;
@@ -133,6 +140,10 @@ Options parse(int argc, char* argv[]) {
       o.model.channels = dchag_example::parse_int(program, a, value(), 1);
     } else if (a == "--lead-steps") {
       o.lead_steps = dchag_example::parse_int(program, a, value(), 1);
+    } else if (a == "--precision") {
+      o.precision = value();
+      dchag::Impl::require(o.precision == "fp32" || o.precision == "bf16", program,
+                           ": --precision must be fp32 or bf16, got '", o.precision, "'");
     } else if (a == "--eval") {
       o.eval = value();
     } else if (a == "--init-from") {
@@ -158,12 +169,19 @@ Options parse(int argc, char* argv[]) {
 void resolve(Options& o) {
   const std::string from = !o.eval.empty() ? o.eval : o.resume;
   if (!from.empty())
-    dchag_example::adopt_checkpoint(program, o, from, dchag::ChannelViT<T, Space>::kind(),
-                                    "--channels", [](auto&, const auto&) {});
+    dchag_example::adopt_checkpoint(
+        program, o, from, dchag::ChannelViT<float, Space>::kind(), "--channels",
+        [&](auto& conflicts, const dchag::CheckpointInfo& info) {
+          // A resumed bf16 run continues on its float master weights, which an fp32 model has
+          // no place for (and the converse): the checkpoint's precision is the run's.
+          const std::string recorded = info.scalar == "BF16" ? "bf16" : "fp32";
+          conflicts.check("--precision", o.precision, "precision", recorded);
+          o.precision = recorded;
+        });
   if (!o.init_from.empty()) {
     // The network is the checkpoint's, its aggregation this run's.
     const dchag::CheckpointInfo info = dchag::read_checkpoint_info(o.init_from);
-    dchag::Impl::require(info.model == dchag::ChannelViT<T, Space>::kind(), program, ": ",
+    dchag::Impl::require(info.model == dchag::ChannelViT<float, Space>::kind(), program, ": ",
                          o.init_from, " is a checkpoint of a ", info.model, " model");
     dchag::Impl::require(!o.given.count("--channels") || o.model.channels == info.config.channels,
                          program, ": --channels ", o.model.channels, " but ", o.init_from,
@@ -219,7 +237,7 @@ double mean_of(const std::vector<double>& v) {
 
 // The climatology of the output variables: the mean Train state per grid point, in the units
 // the model sees. The ranks share the states and sum their parts.
-template <class Data>
+template <class T, class Data>
 dchag::View3<T, Space> training_climatology(const dchag::Communicator& world, const Space& space,
                                             const Data& data, int channels, double& states) {
   const std::size_t n_train = data.size(dchag::Split::Train);
@@ -273,7 +291,7 @@ std::vector<double> join_channels(const Model& model, const std::vector<double>&
 // variables it predicts (its own channels under D-CHAG, all of them otherwise) against its own
 // targets, the parts are summed over the data ranks and the variables joined over TP.
 // `diverged` turns a non-finite forecast of the model into the job's error.
-template <class Model, class Data, class Load, class Diverged>
+template <class T, class Model, class Data, class Load, class Diverged>
 Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid& grid,
                      const Space& space, Model& model, const Data& data, Load& load,
                      const dchag::View4<T, Space>& x, const dchag::View4<T, Space>& y,
@@ -285,7 +303,7 @@ Skill evaluate_skill(const dchag::Communicator& world, const dchag::ProcessGrid&
   const auto own = Kokkos::make_pair(model.channel_begin(), model.channel_begin() + mine);
   Skill s;
   const dchag::View3<T, Space> clim_all =
-      training_climatology(world, space, data, C, s.climatology_states);
+      training_climatology<T>(world, space, data, C, s.climatology_states);
   const auto clim = Kokkos::subview(clim_all, own, Kokkos::ALL, Kokkos::ALL);
   dchag::View4<T, Space> clim_forecast;
   dchag::on_every_rank(world, [&] {
@@ -419,7 +437,7 @@ void write_forecast_maps(const std::string& path, const Skill& s, const Data& da
        {"units", "raw"}});
 }
 
-template <class Policy, class Data>
+template <class T, class Policy, class Data>
 int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   Space space;
   const dchag::ProcessGrid grid = dchag_example::make_grid(world, o);
@@ -452,7 +470,9 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   for (auto& p : trainer.parameters()) nparams += p.size();
   if (root) {
     std::fputs(dchag::blas_report().c_str(), stdout);
-    std::printf("model: %s aggregator=%s\n", mc.describe().c_str(), o.aggregator.c_str());
+    std::printf("model: %s aggregator=%s precision=%s\n", mc.describe().c_str(),
+                o.aggregator.c_str(), dchag::is_low_precision_v<T> ? "bf16 (float sums, float "
+                "master weights and AdamW state)" : "fp32");
     std::printf("parallel: %s, grid %s; rank 0 holds %zu parameter values and reads channels "
                 "[%d, %d)\n",
                 Policy::name(), grid.describe().c_str(), nparams, model.channel_begin(),
@@ -569,6 +589,18 @@ int run(const dchag::Communicator& world, const Options& o, const Data& data) {
   return 0;
 }
 
+template <class T>
+struct ScalarTag {
+  using type = T;
+};
+
+// Calls run(ScalarTag<T>{}) for --precision fp32 | bf16.
+template <class Run>
+int with_precision(const std::string& precision, Run&& run) {
+  if (precision == "bf16") return run(ScalarTag<dchag::bf16>{});
+  return run(ScalarTag<float>{});
+}
+
 void print_usage() {
   std::printf(
       "usage: mpirun -np N train_dchag [options]   (the comment at the top of\n"
@@ -578,6 +610,7 @@ void print_usage() {
       "            --heads N  --mlp-ratio X  --groups G | --levels 8,2,1\n"
       "            --aggregator linear|cross|baseline  --drop-rate P  --drop-path-rate P\n"
       "  training: --steps N  --batch B  --lr X  --seed S  --lead-steps N  --timeout-minutes M\n"
+      "            --precision fp32|bf16\n"
       "  files:    --run-dir DIR  --csv FILE  --save-every K  --no-save  --resume CHECKPOINT\n"
       "            --eval CHECKPOINT  --init-from CHECKPOINT\n"
       "  data:     --data DIR --variables v1,v2,...  --lead-hours H  --statistics FILE\n"
@@ -595,10 +628,13 @@ int main(int argc, char* argv[]) {
     }
     dchag::on_every_rank(world, [&] { resolve(o); });
     dchag_example::watchdog().arm(o.timeout_minutes * 60, world.rank());
-    return dchag_example::with_policy(o.policy, o.aggregator, [&](auto policy) {
-      return dchag_example::with_data<T>(program, world, o.data, o.model, o.lead_steps,
-                                         [&](const auto& data) {
-        return run<typename decltype(policy)::type>(world, o, data);
+    return with_precision(o.precision, [&](auto precision) {
+      using T = typename decltype(precision)::type;
+      return dchag_example::with_policy(o.policy, o.aggregator, [&](auto policy) {
+        return dchag_example::with_data<T>(program, world, o.data, o.model, o.lead_steps,
+                                           [&](const auto& data) {
+          return run<T, typename decltype(policy)::type>(world, o, data);
+        });
       });
     });
   });

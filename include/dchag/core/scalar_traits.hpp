@@ -72,6 +72,12 @@ using compute_t = typename ScalarTraits<std::remove_cv_t<T>>::compute_type;
 template <class T>
 using master_t = typename ScalarTraits<std::remove_cv_t<T>>::master_type;
 
+// A scalar a model, its data and its files can be made of: the four ScalarTraits knows.
+template <class T>
+constexpr bool is_model_scalar_v =
+    std::is_same<T, float>::value || std::is_same<T, double>::value ||
+    std::is_same<T, bf16>::value || std::is_same<T, fp16>::value;
+
 // A storage-only type: kept in 16 bits, computed in a wider type.
 template <class T>
 constexpr bool is_low_precision_v =

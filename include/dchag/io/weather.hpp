@@ -62,6 +62,7 @@
 #include <vector>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/io/counter_rng.hpp>
 #include <dchag/io/host_output.hpp>
@@ -97,7 +98,8 @@ struct WeatherBatch {
 
 template <class T>
 class WeatherGenerator {
-  static_assert(std::is_floating_point<T>::value, "WeatherGenerator<T>: T must be float or double");
+  // Values are computed in double and rounded once into T.
+  static_assert(is_model_scalar_v<T>, "WeatherGenerator<T>: T must be float, double, bf16 or fp16");
 
  public:
   using host_space = Kokkos::DefaultHostExecutionSpace;

@@ -58,6 +58,7 @@
 #include <vector>
 
 #include <dchag/core/error.hpp>
+#include <dchag/core/scalar_traits.hpp>
 #include <dchag/io/host_output.hpp>
 #include <dchag/io/netcdf_file.hpp>
 #include <dchag/io/split.hpp>
@@ -82,7 +83,8 @@ struct WeatherBenchConfig {
 
 template <class T>
 class WeatherBench {
-  static_assert(std::is_floating_point<T>::value, "WeatherBench<T>: T must be float or double");
+  // Values are computed in double and rounded once into T.
+  static_assert(is_model_scalar_v<T>, "WeatherBench<T>: T must be float, double, bf16 or fp16");
 
  public:
   explicit WeatherBench(WeatherBenchConfig config) : cfg_(std::move(config)) {
