@@ -245,39 +245,66 @@ TEST_CASE("bf16 training follows the float loss curve over 100 steps") {
   CHECK(worst_end < 0.10);
 }
 
-TEST_CASE("a bf16 run resumes from its checkpoint with the same losses") {
+TEST_CASE_TEMPLATE("a 16-bit run resumes from its checkpoint with the same losses", T,
+                   dchag::bf16, dchag::fp16) {
   const auto cfg = model_config({4, 1});
-  const Batch<dchag::bf16> batch(cfg, 2);
+  const Batch<T> batch(cfg, 2);
   Space space;
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() /
                        ("dchag_test_low_precision_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  const std::string path = (dir / "bf16.safetensors").string();
+  const std::string path = (dir / "run.safetensors").string();
+  // fp16: a scaler that starts at 2^20 and grows every 2 good steps, so that at the checkpoint
+  // (step 5) its scale (2^22, measured) and growth count (1) are neither the defaults nor a
+  // fresh run's start.
+  dchag::LossScalerConfig scaling;
+  scaling.init_scale = 1048576.0;
+  scaling.growth_interval = 2;
   std::vector<double> straight, resumed;
+  double saved_scale = 0;
+  std::int64_t saved_tracker = -1;
   {
-    dchag::ChannelViT<dchag::bf16, Space, DL> model(cfg);
+    dchag::ChannelViT<T, Space, DL> model(cfg);
     dchag::ForecastTrainer<decltype(model)> trainer(model, train_config());
-    for (int s = 0; s < 6; ++s) {
-      if (s == 3) dchag::save_checkpoint(path, model, &trainer.optimizer(), trainer.step_count());
+    trainer.optimizer().loss_scaler() = dchag::LossScaler<T>(scaling);
+    for (int s = 0; s < 8; ++s) {
+      if (s == 5) {
+        dchag::save_checkpoint(path, model, &trainer.optimizer(), trainer.step_count());
+        saved_scale = trainer.optimizer().loss_scaler().scale();
+        saved_tracker = trainer.optimizer().loss_scaler().growth_tracker();
+      }
       straight.push_back(trainer.step(space, batch.x, batch.y, batch.lead, batch.lat).loss);
     }
   }
   {
-    dchag::ChannelViT<dchag::bf16, Space, DL> model(cfg);
+    dchag::ChannelViT<T, Space, DL> model(cfg);
     dchag::ForecastTrainer<decltype(model)> trainer(model, train_config());
+    trainer.optimizer().loss_scaler() = dchag::LossScaler<T>(scaling);
     const auto info = dchag::load_checkpoint(path, model, &trainer.optimizer());
     trainer.set_step_count(info.step);
-    for (int s = 3; s < 6; ++s)
+    CHECK(trainer.optimizer().loss_scaler().scale() == saved_scale);
+    CHECK(trainer.optimizer().loss_scaler().growth_tracker() == saved_tracker);
+    for (int s = 5; s < 8; ++s)
       resumed.push_back(trainer.step(space, batch.x, batch.y, batch.lead, batch.lat).loss);
   }
-  for (int s = 0; s < 3; ++s) CHECK(resumed[s] == straight[3 + s]);
-  // The weights as BF16, the optimizer's float master weights and moments as F32.
+  for (int s = 0; s < 3; ++s) CHECK(resumed[s] == straight[5 + s]);
+  // The weights as BF16 / F16, the optimizer's float master weights and moments as F32.
   const auto file = dchag::SafetensorsFile::read(path);
-  CHECK(file.info("var_embed").dtype == "BF16");
+  const std::string dtype = dchag::ScalarTraits<T>::dtype;
+  CHECK(file.info("var_embed").dtype == dtype);
   CHECK(file.info("optimizer.master.var_embed").dtype == "F32");
   CHECK(file.info("optimizer.m.var_embed").dtype == "F32");
-  CHECK(file.metadata().at("scalar") == "BF16");
+  CHECK(file.metadata().at("scalar") == dtype);
+  if (dchag::LossScaler<T>::enabled) {
+    MESSAGE("fp16 checkpoint at step 5: loss scale " << saved_scale << ", growth tracker "
+                                                     << saved_tracker);
+    CHECK(saved_scale != scaling.init_scale);
+    CHECK(saved_tracker != 0);
+    CHECK(file.metadata().count("optimizer.loss_scale") == 1);
+  } else {
+    CHECK(file.metadata().count("optimizer.loss_scale") == 0);
+  }
   fs::remove_all(dir);
 }
 

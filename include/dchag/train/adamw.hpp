@@ -35,6 +35,7 @@
 #include <dchag/core/scalar_traits.hpp>
 #include <dchag/core/view.hpp>
 #include <dchag/kernels/reductions.hpp>
+#include <dchag/train/loss_scaler.hpp>
 #include <dchag/train/parameter_table.hpp>
 
 namespace dchag {
@@ -363,6 +364,12 @@ class AdamW {
     step_count_ = steps;
   }
 
+  // The loss scale the gradients it steps from carry (fp16; train/loss_scaler.hpp): part of
+  // the optimizer's state, so that a checkpoint of the optimizer resumes the scale too. The
+  // training loop updates it; step() is told the scale to divide out (grad_scale).
+  LossScaler<T>& loss_scaler() { return loss_scaler_; }
+  const LossScaler<T>& loss_scaler() const { return loss_scaler_; }
+
   const AdamWConfig& config() const { return config_; }
   void set_config(const AdamWConfig& config) {
     Impl::check_adamw_config(config);
@@ -419,6 +426,7 @@ class AdamW {
   AdamWConfig config_;
   bool initialized_ = false;
   std::int64_t step_count_ = 0;
+  LossScaler<T> loss_scaler_;
   std::map<std::string, std::size_t> index_;
   std::vector<Moments> state_;
   std::vector<std::int64_t> offsets_;  // of each slot's moments in m_, v_ (and master_)

@@ -36,7 +36,10 @@
 //            optimizer states differ: master weights or none), naming both precisions
 //   step = the training step given to save_checkpoint
 //   with an optimizer: optimizer = "AdamW", optimizer.step_count, and its lr, beta1, beta2, eps
-//            and weight_decay (information only: the run's optimizer settings are its own)
+//            and weight_decay (information only: the run's optimizer settings are its own);
+//            for an fp16 model the loss scaler's state, optimizer.loss_scale and
+//            optimizer.loss_scale_growth_tracker (restored on loading; absent in older files:
+//            the scaler keeps its state)
 // and, as in every file SafetensorsWriter writes, a checksum of each tensor's bytes, which
 // loading verifies. Values that are NaN or infinite are refused both ways (NonFinite).
 //
@@ -74,6 +77,7 @@
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <dchag/core/error.hpp>
@@ -379,6 +383,7 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
   const ParameterList<T, ExecSpace> params = model.parameters();
   std::vector<std::vector<T>> values(params.size());
   std::vector<std::vector<W>> ms, vs, masters;
+  std::optional<std::pair<double, std::int64_t>> loss_scale;  // fp16: scale, growth tracker
   std::vector<char> kept(params.size(), 0);  // init_only: partial aggregators the file lacks
   std::vector<std::string> file_names;  // the file's model tensors, sorted
   std::vector<std::string> extra;       // names no rank can own (optimizer entries)
@@ -406,6 +411,22 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
       Impl::require(info.optimizer_steps >= 0, label, ": optimizer.step_count = ",
                     info.optimizer_steps, " is negative");
       Impl::require_optimizer_precision<T>(info, label);
+      if constexpr (LossScaler<T>::enabled) {
+        if (info.metadata.count("optimizer.loss_scale")) {
+          const std::string& text = info.metadata.at("optimizer.loss_scale");
+          double scale = 0;
+          Impl::require(Impl::parse_number(text, scale) && scale > 0, label,
+                        ": metadata 'optimizer.loss_scale' is '", text,
+                        "', expected a finite number > 0");
+          const std::int64_t tracker =
+              Impl::metadata_int(info.metadata, "optimizer.loss_scale_growth_tracker", label);
+          const std::int64_t interval = optimizer->loss_scaler().config().growth_interval;
+          Impl::require(tracker >= 0 && tracker < interval, label,
+                        ": metadata 'optimizer.loss_scale_growth_tracker' = ", tracker,
+                        ", expected a value in [0, ", interval, ") (the scaler's growth interval)");
+          loss_scale = {scale, tracker};
+        }
+      }
       if (optimizer->has_state()) {
         Impl::require(optimizer->state_names().size() == params.size(), label,
                       ": the optimizer given holds state for ", optimizer->state_names().size(),
@@ -495,6 +516,7 @@ CheckpointInfo load_model_state(const std::string& path, Model& model,
                                masters[i]);
     }
     optimizer->set_step_count(info.optimizer_steps);
+    if (loss_scale) optimizer->loss_scaler().set_state(loss_scale->first, loss_scale->second);
   }
   return info;
 }

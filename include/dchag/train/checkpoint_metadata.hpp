@@ -357,6 +357,11 @@ std::map<std::string, std::string> checkpoint_metadata(
     meta["optimizer.beta2"] = exact_number(a.beta2);
     meta["optimizer.eps"] = exact_number(a.eps);
     meta["optimizer.weight_decay"] = exact_number(a.weight_decay);
+    if constexpr (LossScaler<T>::enabled) {
+      meta["optimizer.loss_scale"] = exact_number(optimizer->loss_scaler().scale());
+      meta["optimizer.loss_scale_growth_tracker"] =
+          std::to_string(optimizer->loss_scaler().growth_tracker());
+    }
   }
   return meta;
 }

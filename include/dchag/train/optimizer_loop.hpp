@@ -100,9 +100,10 @@ class OptimizerLoop {
     if constexpr (LossScaler<T>::enabled) {
       // The gradients are scale() times the true ones: an overflow skips the step on every
       // rank; otherwise the scale (and the clipping factor) is divided out in AdamW, in float.
-      const bool finite = scaler_.check_finite(space, table_, grid.world());
-      const double inverse = scaler_.inverse_scale();
-      scaler_.update(finite);
+      LossScaler<T>& scaler = optimizer_.loss_scaler();
+      const bool finite = scaler.check_finite(space, table_, grid.world());
+      const double inverse = scaler.inverse_scale();
+      scaler.update(finite);
       if (!finite) {
         r.skipped = true;
         r.grad_norm = std::numeric_limits<double>::infinity();
@@ -136,8 +137,8 @@ class OptimizerLoop {
   const ParameterList<T, ExecSpace>& parameters() const { return params_; }
   AdamW<T, ExecSpace>& optimizer() { return optimizer_; }
   // What the loss gradient must be multiplied by before the backward pass (1 but for fp16).
-  double loss_scale() const { return scaler_.scale(); }
-  LossScaler<T>& loss_scaler() { return scaler_; }
+  double loss_scale() const { return optimizer_.loss_scaler().scale(); }
+  LossScaler<T>& loss_scaler() { return optimizer_.loss_scaler(); }
 
  private:
   TrainConfig config_;
@@ -148,7 +149,6 @@ class OptimizerLoop {
   AdamW<T, ExecSpace> optimizer_;
   WarmupCosine schedule_;
   GradientSync<T, ExecSpace> sync_;
-  LossScaler<T> scaler_;
   std::chrono::steady_clock::time_point t0_;
   std::int64_t step_ = 0;
 };
