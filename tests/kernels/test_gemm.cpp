@@ -109,18 +109,24 @@ template <class Space>
 struct GpuTilingOneThread : dchag::Impl::BatchedGemmTiling<Space, false> {
   static constexpr int team_size = 1, vector_length = 1;
 };
-}  // namespace
+// The host tiling at the micro-tile width this build does not use (16 columns without AVX-512,
+// 8 with it), so that every build checks both.
+template <class Space>
+struct HostTilingOtherWidth : dchag::Impl::BatchedGemmTiling<Space, true> {
+  static constexpr int nr = dchag::Impl::BatchedGemmTiling<Space, true>::nr == 16 ? 8 : 16;
+};
 
-TEST_CASE_TEMPLATE_DEFINE("batched gemm: the GPU tiling matches Eigen on the host", C,
-                          bgemm_gpu_tiling) {
+template <class Tiling, class C>
+void check_tiling() {
   using Space = typename C::space;
   using T = typename C::scalar;
   using dchag::Op;
   Space space;
   const int batch = 2;
   std::uint64_t seed = 300;
-  // Partial 64 x 64 tiles, three K blocks, and a C smaller than one micro-tile's stride.
-  const int shapes[][3] = {{70, 67, 65}, {5, 3, 2}, {64, 64, 32}};
+  // Partial tiles (64 x 64 on a GPU, 128 x 128 on a host), several K blocks, a C smaller than
+  // one micro-tile's stride, and several tiles of a host.
+  const int shapes[][3] = {{70, 67, 65}, {5, 3, 2}, {64, 64, 32}, {131, 150, 129}};
   for (auto& s : shapes) {
     const int m = s[0], n = s[1], k = s[2];
     for (Op oa : {Op::N, Op::T}) {
@@ -136,8 +142,7 @@ TEST_CASE_TEMPLATE_DEFINE("batched gemm: the GPU tiling matches Eigen on the hos
           auto c0 = Kokkos::create_mirror(Cv);
           Kokkos::deep_copy(c0, Cv);
           const T alpha = T(0.75), beta = zero_beta ? T(0) : T(-1.5);
-          dchag::Impl::batched_gemm_team_tiled<GpuTilingOneThread<Space>>(space, oa, ob, alpha, A,
-                                                                           B, beta, Cv);
+          dchag::Impl::batched_gemm_team_tiled<Tiling>(space, oa, ob, alpha, A, B, beta, Cv);
           for (int i = 0; i < batch; ++i) {
             auto ai = Kokkos::subview(A, i, Kokkos::ALL, Kokkos::ALL);
             auto bi = Kokkos::subview(B, i, Kokkos::ALL, Kokkos::ALL);
@@ -159,7 +164,19 @@ TEST_CASE_TEMPLATE_DEFINE("batched gemm: the GPU tiling matches Eigen on the hos
     }
   }
 }
+}  // namespace
+
+TEST_CASE_TEMPLATE_DEFINE("batched gemm: the GPU tiling matches Eigen on the host", C,
+                          bgemm_gpu_tiling) {
+  check_tiling<GpuTilingOneThread<typename C::space>, C>();
+}
 TEST_CASE_TEMPLATE_APPLY(bgemm_gpu_tiling, AllCases);
+
+TEST_CASE_TEMPLATE_DEFINE("batched gemm: the host tiling of the other SIMD width matches Eigen",
+                          C, bgemm_other_width) {
+  check_tiling<HostTilingOtherWidth<typename C::space>, C>();
+}
+TEST_CASE_TEMPLATE_APPLY(bgemm_other_width, AllCases);
 
 // Strided operands (slices of larger views, LayoutStride): batched_gemm takes the team form,
 // which must address them through their strides, C included.
