@@ -2,7 +2,7 @@
 # The library's training step against the project's PyTorch reference of the same model.
 #
 #   scripts/compare_pytorch.sh [--quick] [--threads "1 N"] [--configs "CONFIG/AGG ..."]
-#                              [--steps N] [--reps N] [--preset serial|openmp] [--csv FILE]
+#                              [--steps N] [--reps N] [--preset serial|native|openmp] [--csv FILE]
 #
 # For each configuration and thread count, runs benchmarks/model_benchmark (fwd + bwd + AdamW,
 # one rank) and benchmarks/torch_step.py (tests/python/climax_reference.py under
@@ -71,12 +71,12 @@ for c in $configs; do
   esac
 done
 case "$preset" in
-  serial | openmp | kokkos4-openmp) ;;
-  *) echo "compare_pytorch.sh: --preset must be serial, openmp or kokkos4-openmp" >&2; exit 2 ;;
+  serial | native | openmp | kokkos4-openmp) ;;
+  *) echo "compare_pytorch.sh: --preset must be serial, native, openmp or kokkos4-openmp" >&2; exit 2 ;;
 esac
 
 bash scripts/install_deps.sh torch
-[ "$preset" = serial ] || bash scripts/build_kokkos.sh "$preset"
+case "$preset" in openmp | kokkos4-openmp) bash scripts/build_kokkos.sh "$preset" ;; esac
 cmake --preset "$preset" > /dev/null
 cmake --build --preset "$preset" --target model_benchmark
 bin="build/$preset/benchmarks/model_benchmark"

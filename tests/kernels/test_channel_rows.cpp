@@ -96,3 +96,28 @@ TEST_CASE("channel-row kernels refuse mismatched and empty views, naming the sha
   CHECK_THROWS_WITH_AS(dchag::sum_channel_rows(space, Empty, E),
                        doctest::Contains("'Empty'[3, 0, 5]"), dchag::Error);
 }
+
+// A dY whose columns are not contiguous (every other value of a wider buffer) takes the
+// view-indexed loop, contiguous rows the pointer loop: the same sums, bit for bit.
+TEST_CASE_TEMPLATE_DEFINE("sum_channel_rows on strided columns equals the contiguous sum", C,
+                          channel_rows_strided) {
+  using Space = typename C::space;
+  using T = typename C::scalar;
+  Space space;
+  const int channels = 3, rows = 41, n = 300;
+  dchag::View3<T, Space> wide("wide", channels, rows, 2 * n), dY("dY", channels, rows, n);
+  fill_random(wide, 9);
+  Kokkos::View<T***, Kokkos::LayoutStride, Space> strided(
+      wide.data(), Kokkos::LayoutStride(channels, std::size_t(rows) * 2 * n, rows, 2 * n, n, 2));
+  Kokkos::deep_copy(dY, strided);
+  REQUIRE(strided.stride(2) == 2);
+  dchag::View2<T, Space> a("a", channels, n), b("b", channels, n);
+  dchag::sum_channel_rows(space, dY, a);
+  dchag::sum_channel_rows(space, strided, b);
+  CHECK(to_eigen(a) == to_eigen(b));
+  Matrix<double> ref = Matrix<double>::Zero(channels, n);
+  const std::vector<Matrix<double>> y = channels_of(dY);
+  for (int c = 0; c < channels; ++c) ref.row(c) = y[c].colwise().sum();
+  CHECK(rel_diff(to_eigen(a), ref) < tol<T>());
+}
+TEST_CASE_TEMPLATE_APPLY(channel_rows_strided, AllCases);
