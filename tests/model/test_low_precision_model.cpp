@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <utility>
 #include <unistd.h>
 
 #include <cmath>
@@ -305,6 +307,69 @@ TEST_CASE_TEMPLATE("a 16-bit run resumes from its checkpoint with the same losse
   } else {
     CHECK(file.metadata().count("optimizer.loss_scale") == 0);
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("an fp16 checkpoint with a bad loss scale is refused, naming the entry") {
+  const auto cfg = model_config({4, 1});
+  const Batch<dchag::fp16> batch(cfg, 2);
+  Space space;
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() /
+                       ("dchag_test_loss_scale_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string good = (dir / "good.safetensors").string();
+  const std::string bad = (dir / "bad.safetensors").string();
+  dchag::ChannelViT<dchag::fp16, Space, DL> model(cfg);
+  dchag::ForecastTrainer<decltype(model)> trainer(model, train_config());
+  trainer.step(space, batch.x, batch.y, batch.lead, batch.lat);
+  dchag::save_checkpoint(good, model, &trainer.optimizer(), trainer.step_count());
+  // The file again, with one metadata entry replaced (the values through double: exact).
+  auto rewrite = [&](const std::string& key, const std::string& value) {
+    const auto f = dchag::SafetensorsFile::read(good);
+    std::map<std::string, std::string> meta = f.metadata();
+    meta[key] = value;
+    std::vector<std::vector<double>> values;
+    std::vector<std::vector<std::size_t>> shapes;
+    for (const auto& n : f.names()) {
+      values.push_back(f.read<double>(n));
+      shapes.push_back(f.info(n).shape);
+    }
+    std::vector<dchag::SafetensorsTensor<double>> tensors;
+    for (std::size_t i = 0; i < values.size(); ++i)
+      tensors.push_back({f.names()[i], shapes[i], values[i].data()});
+    dchag::write_safetensors<double>(bad, tensors, meta);
+  };
+  const double scale = trainer.optimizer().loss_scaler().scale();
+  const std::int64_t tracker = trainer.optimizer().loss_scaler().growth_tracker();
+  const std::pair<const char*, const char*> cases[] = {
+      {"optimizer.loss_scale", "-1"},
+      {"optimizer.loss_scale", "inf"},
+      {"optimizer.loss_scale", "big"},
+      {"optimizer.loss_scale_growth_tracker", "2000"},
+      {"optimizer.loss_scale_growth_tracker", "-1"}};
+  for (const auto& entry : cases) {
+    // (not a structured binding: clang refuses to capture those in CAPTURE's lambda)
+    const std::string key = entry.first, value = entry.second;
+    CAPTURE(key);
+    CAPTURE(value);
+    rewrite(key, value);
+    dchag::ChannelViT<dchag::fp16, Space, DL> other(cfg);
+    dchag::ForecastTrainer<decltype(other)> resumed(other, train_config());
+    resumed.optimizer().loss_scaler().set_state(1024.0, 3);
+    CHECK_THROWS_WITH_AS(dchag::load_checkpoint(bad, other, &resumed.optimizer()),
+                         doctest::Contains(key.c_str()), dchag::Error);
+    // Nothing was changed: the scaler keeps the state it had.
+    CHECK(resumed.optimizer().loss_scaler().scale() == 1024.0);
+    CHECK(resumed.optimizer().loss_scaler().growth_tracker() == 3);
+  }
+  // The good file restores the saved scale.
+  dchag::ChannelViT<dchag::fp16, Space, DL> other(cfg);
+  dchag::ForecastTrainer<decltype(other)> resumed(other, train_config());
+  resumed.optimizer().loss_scaler().set_state(1024.0, 3);
+  dchag::load_checkpoint(good, other, &resumed.optimizer());
+  CHECK(resumed.optimizer().loss_scaler().scale() == scale);
+  CHECK(resumed.optimizer().loss_scaler().growth_tracker() == tracker);
   fs::remove_all(dir);
 }
 
